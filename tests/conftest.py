@@ -1,0 +1,58 @@
+"""Shared fixtures: the real images in ../shared and small videos made from them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("DEPTHSEG_SHARED", REPO.parent / "shared"))
+FACES = SHARED / "data" / "faces"
+PAD = SHARED / "data" / "pad-samples"
+MODELS = SHARED / "models"
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # pragma: no cover
+        has_cuda = False
+    if not has_cuda:
+        skip = pytest.mark.skip(reason="needs CUDA")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"shared assets not found at {SHARED} (set DEPTHSEG_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def portraits(shared_dir) -> list[Path]:
+    return sorted(FACES.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def pad_samples(shared_dir) -> dict[str, Path]:
+    return {"print": PAD / "image_F1.jpg", "replay": PAD / "image_F2.jpg", "live": PAD / "image_T1.jpg"}
+
+
+@pytest.fixture(scope="session")
+def model_dir(shared_dir) -> Path:
+    return MODELS
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
