@@ -1,0 +1,47 @@
+"""Typed exceptions of the storage package.
+
+Every error names the store (and the part, where there is one) and what went wrong.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error the storage package raises on purpose."""
+
+    #: short machine-readable reason used in run reports
+    reason: str = "store-error"
+
+
+class ConfigMismatch(StoreError):
+    """A writer was opened with a config other than the one the store's parts were made with."""
+
+    reason = "config-mismatch"
+
+    def __init__(self, message: str, *, store_hash: str, new_hash: str, keys: list[str]):
+        self.store_hash = store_hash
+        self.new_hash = new_hash
+        self.keys = keys
+        super().__init__(message)
+
+
+class StoreLocked(StoreError):
+    """Another run holds the store's run lock; ``holder`` is the lock file's JSON content."""
+
+    reason = "store-locked"
+
+    def __init__(self, message: str, *, holder: dict):
+        self.holder = holder
+        super().__init__(message)
+
+
+class IntegrityError(StoreError):
+    """The manifest or a committed part is damaged (unreadable, missing, wrong checksum)."""
+
+    reason = "integrity"
+
+
+class PartExists(StoreError):
+    """The part is already committed with the same input checksum and config (nothing to do)."""
+
+    reason = "part-exists"
