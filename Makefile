@@ -5,15 +5,19 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # torch is installed as this pair (pip takes them from the local disk where they lie there)
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
+SAMPLE ?= data/sample
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test test-fast demo bench clean help
+.PHONY: help setup test test-fast demo sample-data up down status shell bench stress preview clean
 
 help:
-	@echo "make demo   - set up the venv and run the main job end to end on the built-in sample data"
-	@echo "make test   - set up the venv and run the test suite"
-	@echo "make bench  - benchmarks (not part of the tests)"
+	@echo "make demo         set up, make the synthetic sample set, start the local Prefect stack,"
+	@echo "                  run the preprocess and train deployments, print metrics and paths"
+	@echo "make test         set up and run the test suite"
+	@echo "make up/down/status  the local Prefect stack (server, work pool, deployments, worker)"
+	@echo "make shell        a shell with PREFECT_API_URL etc. set for the local stack"
+	@echo "make bench        benchmarks (not part of the tests); make stress: full load test"
 
 setup: $(VENV)/.installed
 
@@ -27,12 +31,38 @@ $(VENV)/.installed: pyproject.toml
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
 
-demo: setup
-	$(VENV)/bin/depthseg-fas preprocess --input ../shared/data/faces --output runs/demo/store.zarr
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not stack and not slow"
+
+sample-data: setup
+	@test -f $(SAMPLE)/manifest.csv || $(VENV)/bin/depthseg-fas synth --out $(SAMPLE) --identities 12 --seed 0
+
+demo: setup sample-data
+	scripts/demo.sh
+
+up: setup
+	scripts/stack.sh up
+
+down:
+	scripts/stack.sh down
+
+status:
+	scripts/stack.sh status
+
+shell: up
+	@echo "entering a shell with the local Prefect stack's settings (exit to leave)"
+	@bash --rcfile <(cat ~/.bashrc 2>/dev/null; cat .prefect/env) -i
 
 bench: setup
 	$(PY) -m bench.bench_depth
 	$(PY) -m bench.bench_train
+	$(PY) -m bench.bench_pipeline
+
+stress: setup
+	DEPTHSEG_STRESS=full $(PY) -m pytest -q -p no:cacheprovider tests/test_load.py
+
+preview: setup
+	$(PY) scripts/synth_preview.py
 
 clean:
 	rm -rf runs .pytest_cache

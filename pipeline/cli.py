@@ -12,6 +12,13 @@ from pathlib import Path
 log = logging.getLogger("depthseg_fas.cli")
 
 
+def echo(msg: str, err: bool = False) -> None:
+    """User-facing CLI output (results, paths); diagnostics go through logging."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(f"{msg}\n")
+    stream.flush()
+
+
 def _add_preprocess(sub) -> None:
     p = sub.add_parser("preprocess", help="videos/images -> face crops + pseudo-depth in a zarr v3 store")
     p.add_argument("--input", required=True, help="a video/image, a folder, a CSV manifest or a dataset root")
@@ -71,12 +78,12 @@ def cmd_preprocess(args) -> int:
 
         write_html_report(rep, args.output, args.html_report)
     c = rep["counts"]
-    print(f"store: {args.output}")
-    print(f"items: {c['items']} (written {c['written']}, skipped {c['skipped']}, failed {c['failed']}, "
+    echo(f"store: {args.output}")
+    echo(f"items: {c['items']} (written {c['written']}, skipped {c['skipped']}, failed {c['failed']}, "
           f"rejected {c['rejected']}); frames stored {c['frames_stored']}, without a face {c['frames_no_face']}")
     for f in rep["failures"]:
-        print(f"  FAILED {f['path']}: [{f['reason']}] {f['message']}")
-    print(f"report: {report_path}")
+        echo(f"  FAILED {f['path']}: [{f['reason']}] {f['message']}")
+    echo(f"report: {report_path}")
     return 0 if c["written"] + c["skipped"] > 0 or not c["items"] else 1
 
 
@@ -91,7 +98,7 @@ def _add_datasets(sub) -> None:
 def cmd_datasets(args) -> int:
     from .datasets import datasets_command
 
-    print(datasets_command(args.root, args.dataset, args.protocol))
+    echo(datasets_command(args.root, args.dataset, args.protocol))
     return 0
 
 
@@ -108,22 +115,22 @@ def cmd_inspect(args) -> int:
 
     summ = storage.summary(args.store)
     if args.json:
-        print(json.dumps(summ, indent=2, default=str))
+        echo(json.dumps(summ, indent=2, default=str))
     else:
         from storage.inspect import format_summary
 
-        print(format_summary(summ))
+        echo(format_summary(summ))
     problems = storage.verify(args.store)
     if args.grid:
         from .report import sample_grid_png
 
         Path(args.grid).write_bytes(sample_grid_png(storage.open_dataset(args.store)))
-        print(f"grid: {args.grid}")
+        echo(f"grid: {args.grid}")
     if problems:
         for p in problems:
-            print(f"INTEGRITY ERROR: {p}", file=sys.stderr)
+            echo(f"INTEGRITY ERROR: {p}", err=True)
         return 2
-    print("integrity: all parts match the manifest checksums")
+    echo("integrity: all parts match the manifest checksums")
     return 0
 
 
@@ -143,7 +150,7 @@ def _export(args) -> int:
     from storage.hdf5 import export_hdf5
 
     export_hdf5(args.store, args.out, split=args.split)
-    print(f"wrote {args.out}")
+    echo(f"wrote {args.out}")
     return 0
 
 
@@ -151,7 +158,7 @@ def _import(args) -> int:
     from storage.hdf5 import import_hdf5
 
     import_hdf5(args.h5, args.store)
-    print(f"wrote {args.store}")
+    echo(f"wrote {args.store}")
     return 0
 
 
@@ -181,13 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (PipelineError, KeyError) as exc:
-        print(f"depthseg-fas {args.command}: error: {exc}", file=sys.stderr)
+        echo(f"depthseg-fas {args.command}: error: {exc}", err=True)
         return 2
     except Exception as exc:  # StoreError and friends: a clear one-line message
         from storage import StoreError
 
         if isinstance(exc, StoreError):
-            print(f"depthseg-fas {args.command}: store error: {exc}", file=sys.stderr)
+            echo(f"depthseg-fas {args.command}: store error: {exc}", err=True)
             return 2
         raise
 

@@ -1,0 +1,139 @@
+"""Prefect ``preprocess`` flow: plan units → process them in parallel → commit parts → report.
+
+A thin wrapper over :mod:`pipeline.process`; tasks pass paths, ids and small summaries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.context import TaskRunContext
+from prefect.futures import as_completed
+from prefect.runtime import flow_run
+
+from .params import PreprocessParams
+from .runners import make_task_runner
+
+#: exceptions worth retrying (the disk or network hiccuped); bad input never is
+TRANSIENT = (TimeoutError, ConnectionError, BlockingIOError, InterruptedError)
+
+
+def _transient_only(task, task_run, state) -> bool:
+    try:
+        state.result()
+    except TRANSIENT:
+        return True
+    except Exception as exc:  # noqa: BLE001 - inspected, not swallowed
+        from storage import StoreError
+
+        cause = exc.__cause__
+        return isinstance(exc, StoreError) and isinstance(cause, TRANSIENT)
+    return False
+
+
+def _unit_cache_key(context: TaskRunContext, arguments: dict) -> str:
+    """Input checksums + config hash + the store's identity: a re-run skips finished units."""
+    from storage import file_checksum
+
+    h = hashlib.sha256()
+    h.update(arguments["store_key"].encode())
+    h.update(json.dumps(arguments["config"], sort_keys=True, default=str).encode())
+    for item in arguments["items"]:
+        path = item["path"]
+        h.update(path.encode("utf-8", "surrogateescape"))
+        h.update((file_checksum(path) if Path(path).exists() else "missing").encode())
+    return "preprocess-unit-" + h.hexdigest()[:32]
+
+
+@task(
+    name="preprocess-units",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=_transient_only,
+    cache_key_fn=_unit_cache_key,
+    persist_result=True,
+)
+def preprocess_units(
+    items: list[dict], output: str, config: dict, execution: dict, input_root: str | None, store_key: str
+) -> list[dict]:
+    """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
+    from pipeline.items import WorkItem
+    from pipeline.process import PreprocessConfig, preprocess_unit
+
+    cfg = PreprocessConfig.from_dict({**config, **execution})
+    return [preprocess_unit(WorkItem(**it), output, cfg, input_root=input_root).to_dict() for it in items]
+
+
+def _store_key(output: str, config: dict) -> str:
+    """Identity of the store being filled (changes when the store is deleted and recreated)."""
+    from storage import DatasetWriter
+
+    w = DatasetWriter.open(output, config)
+    return f"{output}|{w.config_hash}|{getattr(w, 'store_id', '')}"
+
+
+@flow(name="preprocess-units-runner")
+def _run_units(units: list[list[dict]], output: str, config: dict, execution: dict,
+               input_root: str | None, store_key: str, gpu: bool) -> list[dict]:
+    logger = get_run_logger()
+    task_fn = preprocess_units.with_options(tags=["gpu"]) if gpu else preprocess_units
+    progress = create_progress_artifact(0.0, key="preprocess-progress", description="units done (%)")
+    futures = [task_fn.submit(u, output, config, execution, input_root, store_key) for u in units]
+    results: list[dict] = []
+    for done, fut in enumerate(as_completed(futures), start=1):
+        cached = fut.state.name == "Cached"
+        for r in fut.result():
+            if cached and r["status"] == "written":
+                r = dict(r, status="skipped", message="cached: finished by an earlier run")
+            results.append(r)
+            logger.info("%s %s (%s frames)", r["status"], r["path"], r["frames_stored"])
+        update_progress_artifact(progress, 100.0 * done / max(len(futures), 1))
+    return results
+
+
+@flow(name="preprocess")
+def preprocess(params: PreprocessParams) -> dict:
+    """Videos/images → aligned face crops + 3D-fit pseudo-depth in a zarr v3 store."""
+    from pipeline.inputs import collect_items
+    from pipeline.process import RunReport, UnitResult
+    from storage import run_lock
+
+    logger = get_run_logger()
+    cfg = params.preprocess_config()
+    config = cfg.output_config()
+    execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size}
+    inputs = collect_items(params.input, manifest=params.manifest, dataset=params.dataset)
+    logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
+    store_key = _store_key(params.output, config)
+    items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]
+    n = params.items_per_task
+    units = [items[i : i + n] for i in range(0, len(items), n)]
+    owner = f"prefect flow run {flow_run.get_id()}"
+    with run_lock(params.output, owner=owner):
+        runner = make_task_runner(params)
+        results = _run_units.with_options(task_runner=runner)(
+            units, params.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda")
+        )
+    report = RunReport(output=params.output, config=config, rejected=inputs.rejected,
+                       units=[UnitResult(**r) for r in results])
+    rep = report.to_dict()
+    report_path = params.report or _default_report(params.output)
+    if report_path:
+        Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
+    counts = rep["counts"]
+    rows = [{"what": k, "count": v} for k, v in counts.items()]
+    rows += [{"what": f"FAILED {f['path']}", "count": f"{f['reason']}: {f['message']}"} for f in rep["failures"]]
+    create_table_artifact(rows, key="preprocess-report", description=f"store {params.output}")
+    logger.info("counts: %s", counts)
+    return {"store": params.output, "report": report_path, "counts": counts}
+
+
+def _default_report(output: str) -> str | None:
+    if "://" in output:
+        return None
+    p = Path(output)
+    return str(p.with_name(p.name + ".report.json"))

@@ -1,0 +1,26 @@
+"""Task runner chosen by a flow parameter: threads, processes, or a Dask cluster."""
+
+from __future__ import annotations
+
+from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
+
+from .params import RunnerParams
+
+
+def make_task_runner(p: RunnerParams):
+    if p.task_runner == "thread":
+        return ThreadPoolTaskRunner(max_workers=p.max_workers)
+    if p.task_runner == "process":
+        return ProcessPoolTaskRunner(max_workers=p.max_workers)
+    from prefect_dask import DaskTaskRunner
+
+    if p.dask_address:
+        return DaskTaskRunner(address=p.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": p.max_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+    )

@@ -1,0 +1,117 @@
+"""Locks of a local store (both live in ``<root>/.staging/``).
+
+* ``commit.lock``: a short ``fcntl.flock`` held while the manifest is read-modified-replaced, a
+  staged part is renamed into ``parts/`` or orphans are cleaned. It lets several processes of one
+  run commit parts to the same store concurrently.
+* ``run.lock``: a run-level exclusive lock, created with ``O_CREAT | O_EXCL`` and holding JSON
+  ``{"pid", "host", "owner", "time", "token"}``. A second run fails at once with
+  :class:`StoreLocked` naming the holder. A lock whose pid is dead on this host is stale and is
+  taken over with a warning; a lock from another host is never broken automatically.
+
+Remote (fsspec) stores have no locks: ``run_lock`` logs a warning and does nothing, and only one
+process may write such a store at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+
+from .errors import StoreLocked
+from .layout import COMMIT_LOCK, RUN_LOCK, STAGING, Location, now_iso, token
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def commit_lock(loc: Location) -> Iterator[None]:
+    """Hold the store's inter-process commit lock (blocking); no-op for remote stores."""
+    if not loc.local:
+        yield
+        return
+    os.makedirs(loc.path(STAGING), exist_ok=True)
+    fd = os.open(loc.path(STAGING, COMMIT_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_holder(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {}  # half-written or damaged: treated as held, by an unknown holder
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "an unknown holder (unreadable lock file)"
+    return (f"pid {holder.get('pid')} on host {holder.get('host')} (owner {holder.get('owner')!r}, "
+            f"since {holder.get('time')})")
+
+
+@contextlib.contextmanager
+def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | None = None) -> Iterator[dict]:
+    """Hold the store's run-level exclusive lock for the duration of the ``with`` block.
+
+    Raises :class:`StoreLocked` at once (no waiting) when another live process holds it; the
+    message names the holder's pid, host and owner. Yields the lock record written. For remote
+    URLs it logs a warning and does nothing (yields an empty dict).
+    """
+    loc = Location.parse(url, storage_options)
+    if not loc.local:
+        log.warning("%s: run locks are not supported on remote stores; make sure only one run "
+                    "writes this store", loc.url)
+        yield {}
+        return
+    os.makedirs(loc.path(STAGING), exist_ok=True)
+    path = loc.path(STAGING, RUN_LOCK)
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "owner": owner, "time": now_iso(),
+              "token": token()}
+    data = json.dumps(record).encode("utf-8")
+    with commit_lock(loc):  # serialises stale-lock takeover between contenders
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _read_holder(path)
+            stale = (holder is None or (holder and holder.get("host") == record["host"]
+                                        and not _pid_alive(int(holder.get("pid", -1)))))
+            if not stale:
+                raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
+                                  f"remove {path} if that run is gone", holder=holder) from None
+            if holder:
+                log.warning("%s: taking over stale run lock of %s (process is gone)", loc.url,
+                            _describe(holder))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    try:
+        yield record
+    finally:
+        if (_read_holder(path) or {}).get("token") == record["token"]:
+            os.unlink(path)
