@@ -42,7 +42,7 @@ def collect_items(
             raise InputNotFound("manifest CSV does not exist", source=str(mpath))
         scan = scan_dataset("csv", mpath, root=src, allow_outside_root=allow_outside_root)
     elif src.is_file():
-        return Inputs([WorkItem(path=str(src), video_id=src.stem)], [], str(src.parent))
+        return Inputs([WorkItem(path=str(src), attack_type="unknown", video_id=src.stem)], [], str(src.parent))
     else:
         scan = scan_dataset("folder", src)
     rejected = [{"path": str(p), "reason": "rejected", "message": str(why)} for p, why in scan.rejected]
