@@ -72,8 +72,11 @@ def _store_key(output: str, config: dict) -> str:
     """Identity of the store being filled (changes when the store is deleted and recreated)."""
     from storage import DatasetWriter
 
+    import zarr
+
     w = DatasetWriter.open(output, config)
-    return f"{output}|{w.config_hash}|{getattr(w, 'store_id', '')}"
+    created = zarr.open_group(output, mode="r").attrs.get("created", "")
+    return f"{output}|{w.config_hash}|{created}"
 
 
 @flow(name="preprocess-units-runner")

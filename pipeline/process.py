@@ -312,6 +312,7 @@ def process_item(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: Sta
         "session": col(item.session),
         "device": col(item.device),
         "split": col(item.split),
+        "dataset": col(str(item.extra.get("dataset", ""))),
     }
     qc = {
         "det_score": det_score, "face_size": face_size, "yaw": meas["yaw"], "pitch": meas["pitch"],

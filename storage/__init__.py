@@ -1,0 +1,33 @@
+"""Dataset stores of depthseg-fas: zarr v3 groups written part by part, read as one sequence.
+
+On-disk layout and manifest: :mod:`storage.layout`; commit protocol: :mod:`storage.writer`;
+locks: :mod:`storage.locks`; reading: :mod:`storage.reader`; integrity checks:
+:mod:`storage.inspect`; HDF5 interchange: :mod:`storage.hdf5` (imported on demand).
+"""
+
+from .errors import ConfigMismatch, IntegrityError, PartExists, StoreError, StoreLocked
+from .inspect import format_summary, summary, verify
+from .layout import SCHEMA_VERSION, PartData, PartInfo, config_hash, file_checksum
+from .locks import run_lock
+from .reader import DatasetReader, open_dataset
+from .writer import DatasetWriter
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "ConfigMismatch",
+    "DatasetReader",
+    "DatasetWriter",
+    "IntegrityError",
+    "PartData",
+    "PartExists",
+    "PartInfo",
+    "StoreError",
+    "StoreLocked",
+    "config_hash",
+    "file_checksum",
+    "format_summary",
+    "open_dataset",
+    "run_lock",
+    "summary",
+    "verify",
+]

@@ -27,8 +27,9 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
         run.lock             run-level lock (JSON: pid, host, owner, time), see locks.run_lock
         <part_id>.<token>/   a part being written; its writer holds flock on the folder
 
-``image`` and ``depth`` have one frame per chunk and up to 512 frames per shard; every array is
-zstd-compressed and carries ``dimension_names``. The folder of a part that replaced an older
+``image`` and ``depth`` have one frame per chunk and up to 512 frames per shard; the other
+arrays have unsharded chunks of up to 1024 frames. Every array is zstd-compressed and carries
+``dimension_names``. Part ids are folder names: ``[A-Za-z0-9][A-Za-z0-9._-]*``. The folder of a part that replaced an older
 version is ``parts/<part_id>~<token>`` (the manifest's ``path`` says which folder is current).
 
 ``manifest.json``::
@@ -36,7 +37,9 @@ version is ``parts/<part_id>~<token>`` (the manifest's ``path`` says which folde
     {"schema_version": 1, "config_hash": "...", "updated": "...",
      "parts": {"<part_id>": {"path": "parts/<part_id>", "frames": N, "input_checksum": "...",
                              "config_hash": "...", "checksum": "<sha256 of the part's files>",
-                             "versions": {...}, "created": "...", "extra": {...}}}}
+                             "versions": {...}, "created": "...", "extra": {...},
+                             "columns": {"qc": [...], "meta": [...]}}}}
+                             (``columns`` is {} when the part has just the required columns)
 
 The part checksum is :func:`file_checksum` of the part folder (its files in sorted order).
 """
@@ -46,6 +49,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
 import os
 import re
 import uuid
@@ -58,6 +62,8 @@ import fsspec
 import numpy as np
 
 from .errors import IntegrityError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 PACKAGE = "depthseg-fas"
@@ -127,13 +133,14 @@ def _as_column(part_id: str, name: str, values: Any, dtype: np.dtype | None, n: 
         if dtype.kind not in "biufUc":
             raise ValueError(f"part {part_id}: column {name!r} has unsupported dtype {arr.dtype}")
     if dtype == STR:
-        arr = np.asarray([str(v) for v in arr.ravel()], dtype=str).reshape(arr.shape)
+        text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.ravel()]
+        arr = np.asarray(text, dtype=str).reshape(arr.shape)
         if arr.size == 0:
             arr = np.zeros(arr.shape, dtype="<U1")
     elif arr.dtype.kind in "UOST":
         raise ValueError(f"part {part_id}: column {name!r} must be numeric ({dtype}), got strings")
     else:
-        arr = arr.astype(dtype, casting="same_kind")
+        arr = arr.astype(dtype, casting="same_kind") if arr.size else np.zeros(arr.shape, dtype)
     if arr.shape != (n,):
         raise ValueError(f"part {part_id}: column {name!r} must have shape ({n},), got {arr.shape}")
     return arr
@@ -202,7 +209,9 @@ class PartInfo:
     """A committed part as the manifest records it.
 
     ``checksum`` is the sha256 of the part's files (:func:`file_checksum`); ``path`` the part
-    folder relative to the store root (``parts/<part_id>`` or ``parts/<part_id>~<token>``).
+    folder relative to the store root (``parts/<part_id>`` or ``parts/<part_id>~<token>``);
+    ``columns`` the names of its per-frame columns, ``{"qc": [...], "meta": [...]}``, or ``{}``
+    when they are exactly ``QC_COLUMNS`` and ``META_COLUMNS``.
     """
 
     part_id: str
@@ -214,6 +223,7 @@ class PartInfo:
     extra: dict = field(default_factory=dict)
     checksum: str = ""
     path: str = ""
+    columns: dict = field(default_factory=dict)
 
     def to_manifest(self) -> dict:
         return {
@@ -225,6 +235,7 @@ class PartInfo:
             "versions": self.versions,
             "created": self.created,
             "extra": self.extra,
+            "columns": self.columns,
         }
 
     @classmethod
@@ -239,6 +250,7 @@ class PartInfo:
             extra=dict(entry.get("extra", {})),
             checksum=entry.get("checksum", ""),
             path=entry.get("path", f"{PARTS}/{part_id}"),
+            columns={k: list(v) for k, v in entry.get("columns", {}).items()},
         )
 
 
@@ -414,9 +426,13 @@ def read_manifest(loc: Location) -> dict | None:
 
 
 def write_manifest(loc: Location, manifest: dict) -> None:
-    """Replace the manifest atomically (local: temp file + fsync + os.replace + dir fsync)."""
+    """Replace the manifest atomically (local: temp file + fsync + os.replace + dir fsync).
+
+    An error before ``os.replace`` leaves the old manifest in place; once it is replaced the
+    new manifest counts as committed.
+    """
     manifest = dict(manifest, updated=now_iso())
-    data = json.dumps(manifest, indent=1, sort_keys=True).encode("utf-8")
+    data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
     if not loc.local:
         loc.fs.pipe_file(loc.path(MANIFEST), data)
         return
@@ -426,11 +442,14 @@ def write_manifest(loc: Location, manifest: dict) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, loc.path(MANIFEST))
+        os.replace(tmp, loc.path(MANIFEST))  # the commit point
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    fsync_dir(loc.root)
+    try:
+        fsync_dir(loc.root)
+    except OSError as e:  # committed already; only durability across a power cut is in doubt
+        log.warning("%s: could not fsync the store folder after updating the manifest: %s", loc.url, e)
 
 
 def fsync_dir(path: str) -> None:

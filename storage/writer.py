@@ -33,8 +33,10 @@ from .layout import (
     ARRAYS,
     FRAMES_PER_CHUNK,
     FRAMES_PER_SHARD,
+    META_COLUMNS,
     PACKAGE,
     PARTS,
+    QC_COLUMNS,
     SCHEMA_VERSION,
     SHARDED,
     STAGING,
@@ -129,6 +131,7 @@ class DatasetWriter:
         self.config = config
         self.config_hash = config_hash(config)
         self._manifest = manifest
+        self._versions = package_versions()
 
     # -- opening --------------------------------------------------------------------------
 
@@ -267,9 +270,10 @@ class DatasetWriter:
             frames=data.frames,
             input_checksum=str(input_checksum),
             config_hash=self.config_hash,
-            versions=normalize_json(versions, "versions") if versions is not None else package_versions(),
+            versions=normalize_json(versions, "versions") if versions is not None else dict(self._versions),
             created=created or now_iso(),
             extra=normalize_json(extra or {}, f"part {part_id}: extra"),
+            columns=_extra_columns(data),
         )
         self.refresh()
         self._check_exists(info, overwrite)
@@ -349,6 +353,13 @@ class DatasetWriter:
         if old is not None:
             _rm(loc, old["path"])
         return info
+
+
+def _extra_columns(data: PartData) -> dict[str, list[str]]:
+    """The part's column names for the manifest, or {} when they are just the required ones."""
+    if set(data.qc) == set(QC_COLUMNS) and set(data.meta) == set(META_COLUMNS):
+        return {}
+    return {"qc": sorted(data.qc), "meta": sorted(data.meta)}
 
 
 def _list_names(loc: Location) -> list[str]:

@@ -1,0 +1,261 @@
+"""Reading a dataset store as one sequence of frames (layout: see :mod:`storage.layout`).
+
+``open_dataset(url)`` reads the manifest, the root attributes and every committed part's
+per-frame columns (``meta/*``, ``qc/*``, ``fit_residual``); the big arrays are opened on demand.
+Frames are ordered by part id (sorted), then by their order inside the part. Only parts the
+manifest lists are read. Readers are picklable (open zarr handles are dropped and reopened),
+so torch DataLoader workers can share one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.api.asynchronous as zarr_async
+from zarr.core.sync import sync as zarr_sync
+
+from .errors import IntegrityError, StoreError
+from .layout import ARRAYS, META_COLUMNS, QC_COLUMNS, Location, PartInfo, read_manifest
+
+#: arrays read on demand (everything else a frame has is a per-frame column held in memory)
+BIG_ARRAYS = tuple(name for name in ARRAYS if name != "fit_residual")
+
+
+def _as_numpy(values: Any) -> np.ndarray:
+    """A zarr read result as numpy; strings as fixed-width unicode (``<U``), not StringDType."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "T" or arr.dtype == object:
+        arr = np.array(arr.tolist(), dtype=str) if arr.size else np.zeros(arr.shape, dtype="<U1")
+    return arr
+
+
+def _empty_columns() -> dict[str, np.ndarray]:
+    cols = {name: np.zeros(0, dtype="<U1" if dt.kind == "U" else dt) for name, dt in META_COLUMNS.items()}
+    cols.update({name: np.zeros(0, dtype=dt) for name, dt in QC_COLUMNS.items()})
+    cols["fit_residual"] = np.zeros(0, dtype=np.float32)
+    return cols
+
+
+class DatasetReader(Sequence):
+    """All committed parts of a store as one sequence of frames, optionally filtered.
+
+    ``r[i]`` is a dict with the frame's arrays (image (S, S, 3) uint8, depth (S, S) uint8,
+    landmarks (68, 2), bbox (4,), affine (2, 3) float32) and its per-frame columns as scalars
+    (Python ``str`` for strings). ``read_batch`` stacks many frames; ``meta`` holds every
+    per-frame column of the view; ``filter``/``select`` return sub-views sharing the store.
+    """
+
+    def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
+        self._loc = Location.parse(url, storage_options)
+        manifest = read_manifest(self._loc)
+        if manifest is None:
+            raise StoreError(f"{self._loc.url}: no dataset store here (no manifest.json)")
+        try:
+            attrs = zarr.open_group(self._loc.zarr_store(read_only=True), mode="r").attrs.asdict()
+        except FileNotFoundError as e:
+            raise StoreError(f"{self._loc.url}: no dataset store here ({e})") from e
+        self.config: dict = attrs.get("config", {})
+        self.config_hash: str = attrs.get("config_hash", "")
+        self.schema_version: int = int(attrs.get("schema_version", 0))
+        self.parts: list[PartInfo] = [PartInfo.from_manifest(pid, e) for pid, e in sorted(manifest["parts"].items())]
+        columns = self._load_columns()
+        if columns:
+            names = [n for n in columns[0] if all(n in c for c in columns[1:])]
+            self._columns = {n: np.concatenate([c[n] for c in columns]) for n in names}
+        else:
+            self._columns = _empty_columns()
+        frames = np.array([p.frames for p in self.parts], dtype=np.int64)
+        self._part_of = np.repeat(np.arange(len(self.parts), dtype=np.int64), frames)
+        starts = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64)
+        self._local = np.arange(int(frames.sum()), dtype=np.int64) - starts[self._part_of]
+        self._rows = np.arange(int(frames.sum()), dtype=np.int64)  # view -> global frame
+        self._arrays: dict[tuple[int, str], Any] = {}
+
+    # -- opening helpers ------------------------------------------------------------------
+
+    def _part_group(self, part: PartInfo) -> Any:
+        try:
+            return zarr.open_group(self._loc.zarr_store(*part.path.split("/"), read_only=True), mode="r")
+        except FileNotFoundError as e:
+            raise IntegrityError(f"{self.url}: part {part.part_id} is in the manifest but its folder "
+                                 f"{part.path} is missing") from e
+
+    def _load_columns(self) -> list[dict[str, np.ndarray]]:
+        """Every part's per-frame columns, read concurrently on zarr's event loop."""
+        limit = asyncio.Semaphore(64)
+
+        async def read(store: Any, path: str) -> np.ndarray:
+            async with limit:
+                arr = await zarr_async.open_array(store=store, path=path, mode="r")
+                return _as_numpy(await arr.getitem(...))
+
+        async def part_columns(part: PartInfo) -> dict[str, np.ndarray]:
+            store = self._loc.zarr_store(*part.path.split("/"), read_only=True)
+            columns = part.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
+            paths = {name: f"{kind}/{name}" for kind in ("meta", "qc") for name in columns.get(kind, [])}
+            paths["fit_residual"] = "fit_residual"
+            values = await asyncio.gather(*(read(store, p) for p in paths.values()), return_exceptions=True)
+            failed = [v for v in values if isinstance(v, BaseException)]
+            if failed:
+                raise IntegrityError(f"{self.url}: part {part.part_id} is in the manifest but its "
+                                     f"columns in {part.path} cannot be read: {failed[0]!r}") from failed[0]
+            cols = dict(zip(paths, values))
+            bad = {n: len(c) for n, c in cols.items() if len(c) != part.frames}
+            if bad:
+                raise IntegrityError(f"{self.url}: part {part.part_id}: columns {bad} do not match the "
+                                     f"manifest's {part.frames} frames")
+            return cols
+
+        async def everything() -> list[Any]:
+            # return_exceptions: let every read finish before raising, no task left pending
+            return list(await asyncio.gather(*(part_columns(p) for p in self.parts), return_exceptions=True))
+
+        results = zarr_sync(everything())
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    def _array(self, part: int, name: str) -> Any:
+        key = (part, name)
+        if key not in self._arrays:
+            self._arrays[key] = self._part_group(self.parts[part])[name]
+        return self._arrays[key]
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_arrays"] = {}
+        return state
+
+    # -- views ----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self._loc.url
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def columns(self) -> list[str]:
+        """Names of the per-frame columns (meta, qc, fit_residual)."""
+        return list(self._columns)
+
+    @property
+    def meta(self) -> dict[str, np.ndarray]:
+        """Every per-frame column (meta + qc + fit_residual) over this view, as numpy arrays."""
+        return {name: col[self._rows] for name, col in self._columns.items()}
+
+    @property
+    def part_ids(self) -> np.ndarray:
+        """Part id of each frame of the view (unicode array)."""
+        ids = np.array([p.part_id for p in self.parts] or [""], dtype=str)
+        return ids[self._part_of[self._rows]]
+
+    def _view(self, rows: np.ndarray) -> DatasetReader:
+        out = copy.copy(self)
+        out._rows = rows
+        return out
+
+    def _positions(self, indices: Iterable[int] | np.ndarray) -> np.ndarray:
+        idx = np.asarray(indices if not isinstance(indices, (int, np.integer)) else [indices])
+        if idx.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"indices must be integers, got {idx.dtype}")
+        idx = idx.astype(np.int64).ravel()
+        n = len(self)
+        if idx.min() < -n or idx.max() >= n:
+            raise IndexError(f"{self.url}: index out of range for {n} frames")
+        return np.where(idx < 0, idx + n, idx)
+
+    def select(self, indices: Iterable[int] | np.ndarray) -> DatasetReader:
+        """A view of the given frames (indices into this view, in the order given)."""
+        return self._view(self._rows[self._positions(indices)])
+
+    def filter(self, **criteria: Any) -> DatasetReader:
+        """A view of the frames whose columns match every criterion.
+
+        Each value is a scalar (equality) or a collection (membership), e.g.
+        ``filter(split="train", label=("live", "spoof"))``.
+        """
+        keep = np.ones(len(self), dtype=bool)
+        for name, want in criteria.items():
+            if name not in self._columns:
+                raise KeyError(f"{self.url}: no column {name!r}; columns: {', '.join(self._columns)}")
+            col = self._columns[name][self._rows]
+            if (isinstance(want, (str, bytes)) or not isinstance(want, Iterable)
+                    or (isinstance(want, np.ndarray) and want.ndim == 0)):
+                keep &= col == want
+            else:
+                keep &= np.isin(col, np.asarray(list(want)))
+        return self._view(self._rows[keep])
+
+    # -- reading --------------------------------------------------------------------------
+
+    def read_batch(self, indices: Iterable[int] | np.ndarray,
+                   fields: Sequence[str] = ("image", "depth")) -> dict[str, np.ndarray]:
+        """Stack the given frames' fields in the order given (indices into this view).
+
+        Big arrays are read part by part, each with one sorted orthogonal selection (duplicates
+        read once), then put back in the requested order. Fields may also name columns.
+        """
+        pos = self._positions(indices)
+        rows = self._rows[pos]
+        out: dict[str, np.ndarray] = {}
+        big = []
+        for name in fields:
+            if name in self._columns:
+                out[name] = self._columns[name][rows]
+            elif name in BIG_ARRAYS:
+                big.append(name)
+            else:
+                raise KeyError(f"{self.url}: no field {name!r}; arrays: {', '.join(BIG_ARRAYS)}; "
+                               f"columns: {', '.join(self._columns)}")
+        if not big:
+            return out
+        parts, local = self._part_of[rows], self._local[rows]
+        order = np.argsort(parts, kind="stable")
+        bounds = np.flatnonzero(np.diff(parts[order])) + 1
+        for group in np.split(order, bounds) if len(order) else []:
+            p = int(parts[group[0]])
+            uniq, inverse = np.unique(local[group], return_inverse=True)
+            if uniq[-1] - uniq[0] + 1 == len(uniq):
+                sel: Any = slice(int(uniq[0]), int(uniq[-1]) + 1)
+            else:
+                sel = uniq
+            for name in big:
+                arr = self._array(p, name)
+                data = arr[sel] if isinstance(sel, slice) else arr.get_orthogonal_selection((sel,))
+                if name not in out:
+                    out[name] = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
+                out[name][group] = data[inverse]
+        for name in big:  # no rows asked: empty, with the frame shape when there is a part
+            if name not in out:
+                shape = self._array(0, name).shape[1:] if self.parts else ()
+                out[name] = np.zeros((0, *shape), dtype=ARRAYS[name][0])
+        return {name: out[name] for name in fields}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index must be an int (use select() for many), got {type(index).__name__}")
+        batch = self.read_batch([index], fields=(*BIG_ARRAYS, *self._columns))
+        return {name: (v[0].item() if v.ndim == 1 else v[0]) for name, v in batch.items()}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"DatasetReader({self.url!r}, parts={len(self.parts)}, frames={len(self)})"
+
+
+def open_dataset(url: str | os.PathLike, storage_options: dict | None = None) -> DatasetReader:
+    """Open the committed parts of the store at ``url`` (local path or fsspec URL) for reading."""
+    return DatasetReader(url, storage_options)

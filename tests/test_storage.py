@@ -1,0 +1,541 @@
+"""Dataset stores: writing parts, reading them back, resume, config safety, atomicity, locks."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from PIL import Image
+
+import storage
+from storage.layout import META_COLUMNS, QC_COLUMNS
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FACES = SHARED / "data" / "faces"
+S = 64
+CONFIG = {"crop": {"size": S, "margin": 0.25}, "depth": {"levels": 256}, "detector": "blazeface"}
+
+
+def face_frames(name: str, n: int, seed: int) -> np.ndarray:
+    """(n, S, S, 3) uint8: a real face photo resized to S, jittered per frame (shift, brightness)."""
+    base = np.asarray(Image.open(FACES / name).convert("RGB").resize((S, S), Image.BILINEAR), dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        dy, dx = rng.integers(-3, 4, size=2)
+        img = np.roll(base, (int(dy), int(dx)), axis=(0, 1)) * rng.uniform(0.8, 1.2)
+        frames.append(np.clip(img + rng.normal(0, 2, img.shape), 0, 255).astype(np.uint8))
+    return np.stack(frames) if frames else np.zeros((0, S, S, 3), np.uint8)
+
+
+def make_part(n: int, *, seed: int, label: str = "live", video_id: str = "vid", face: str = "obama.jpg",
+              splits: tuple[str, ...] = ("train",)) -> storage.PartData:
+    """A part of n frames with realistic arrays: real face crops, an elliptic depth map, ..."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:S, 0:S]
+    r2 = ((yy - S / 2) / (0.45 * S)) ** 2 + ((xx - S / 2) / (0.35 * S)) ** 2
+    face_depth = (255 * np.sqrt(np.clip(1 - r2, 0, 1))).astype(np.uint8)
+    depth = np.repeat(face_depth[None], n, axis=0) if label != "spoof" else np.zeros((n, S, S), np.uint8)
+    x0 = rng.uniform(100, 200, n)
+    y0 = rng.uniform(80, 160, n)
+    side = rng.uniform(250, 350, n)
+    bbox = np.stack([x0, y0, x0 + side, y0 + side], axis=1)
+    landmarks = bbox[:, None, :2] + rng.uniform(0.1, 0.9, (n, 68, 2)) * side[:, None, None]
+    scale = S / side
+    affine = np.zeros((n, 2, 3))
+    affine[:, 0, 0] = affine[:, 1, 1] = scale
+    affine[:, 0, 2], affine[:, 1, 2] = -x0 * scale, -y0 * scale
+    residual = rng.uniform(0.5, 3.0, n) if label != "spoof" else np.full(n, np.nan)
+    qc = {name: rng.uniform(0, 1, n) for name in QC_COLUMNS if name != "qc_flags"}
+    qc["qc_flags"] = rng.integers(0, 4, n).astype(np.uint8)
+    meta = {
+        "video_id": [video_id] * n,
+        "frame_index": np.arange(n) * 2,
+        "timestamp": np.arange(n) * 2 / 30.0,
+        "label": [label] * n,
+        "attack_type": ["none" if label == "live" else "print"] * n,
+        "subject": [f"subj{seed % 3}"] * n,
+        "session": ["s1"] * n,
+        "device": ["phone-ü"] * n,  # non-ASCII on purpose
+        "split": [splits[i % len(splits)] for i in range(n)],
+    }
+    return storage.PartData(image=face_frames(face, n, seed), depth=depth, landmarks=landmarks, bbox=bbox,
+                            affine=affine, fit_residual=residual, qc=qc, meta=meta)
+
+
+#: (part id, frames, label, splits, face) of the standard test store; written out of order
+PARTS = [
+    ("vid-b", 7, "spoof", ("test",), "biden.jpg"),
+    ("vid-a", 5, "live", ("train", "dev"), "obama.jpg"),
+    ("vid-c", 4, "live", ("train",), "obama2.jpg"),
+]
+
+
+def write_store(path, parts=PARTS, config=CONFIG) -> dict[str, storage.PartData]:
+    w = storage.DatasetWriter.open(path, config)
+    written = {}
+    for i, (pid, n, label, splits, face) in enumerate(parts):
+        data = make_part(n, seed=i, label=label, video_id=pid, face=face, splits=splits)
+        w.write_part(pid, data, input_checksum=f"sha-{pid}", extra={"source": f"{pid}.mp4"})
+        written[pid] = data
+    return written
+
+
+def expected_rows(written: dict[str, storage.PartData]) -> list[tuple[str, int]]:
+    """(part id, row) of every frame in reader order: parts sorted by id, rows in order."""
+    return [(pid, j) for pid in sorted(written) for j in range(written[pid].frames)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / "store.zarr"
+    return path, write_store(path)
+
+
+def test_roundtrip_counts_order_metadata(store):
+    path, written = store
+    r = storage.open_dataset(path)
+    rows = expected_rows(written)
+    assert len(r) == sum(d.frames for d in written.values()) == len(rows)
+    assert [p.part_id for p in r.parts] == sorted(written)
+    assert r.schema_version == storage.SCHEMA_VERSION
+    assert r.config == CONFIG and r.config_hash == storage.config_hash(CONFIG)
+    assert list(r.part_ids) == [pid for pid, _ in rows]
+    meta = r.meta
+    for name in (*META_COLUMNS, *QC_COLUMNS, "fit_residual"):
+        assert name in meta
+    for name in META_COLUMNS:
+        want = np.concatenate([np.asarray(written[pid].meta[name]) for pid in sorted(written)])
+        np.testing.assert_array_equal(meta[name], want.astype(meta[name].dtype))
+    assert meta["label"].dtype.kind == "U" and meta["frame_index"].dtype == np.int64
+    assert meta["qc_flags"].dtype == np.uint8 and meta["det_score"].dtype == np.float32
+    for i, (pid, j) in enumerate(rows):
+        frame, src = r[i], written[pid]
+        np.testing.assert_array_equal(frame["image"], src.image[j])
+        np.testing.assert_array_equal(frame["depth"], src.depth[j])
+        np.testing.assert_array_equal(frame["landmarks"], src.landmarks[j].astype(np.float32))
+        np.testing.assert_array_equal(frame["bbox"], src.bbox[j].astype(np.float32))
+        np.testing.assert_array_equal(frame["affine"], src.affine[j].astype(np.float32))
+        np.testing.assert_array_equal(frame["fit_residual"], np.float32(src.fit_residual[j]))
+        assert frame["det_score"] == np.float32(src.qc["det_score"][j])
+        assert type(frame["label"]) is str and frame["label"] == src.meta["label"][j]
+        assert frame["device"] == "phone-ü" and frame["frame_index"] == 2 * j
+    assert r[-1]["video_id"] == rows[-1][0]
+    with pytest.raises(IndexError):
+        r[len(r)]
+
+
+def test_zarr_layout(store):
+    path, written = store
+    root = zarr.open_group(path, mode="r")
+    attrs = root.attrs.asdict()
+    assert attrs["schema_version"] == storage.SCHEMA_VERSION and attrs["config"] == CONFIG
+    assert attrs["config_hash"] == storage.config_hash(CONFIG) and attrs["package"] == "depthseg-fas"
+    part = root["parts/vid-a"]
+    pattrs = part.attrs.asdict()
+    assert pattrs["part_id"] == "vid-a" and pattrs["frames"] == 5 and pattrs["input_checksum"] == "sha-vid-a"
+    assert pattrs["extra"] == {"source": "vid-a.mp4"} and pattrs["versions"]["zarr"] == zarr.__version__
+    image = part["image"]
+    assert image.shape == (5, S, S, 3) and image.dtype == np.uint8
+    assert image.metadata.dimension_names == ("frame", "y", "x", "channel")
+    assert image.chunks == (1, S, S, 3) and image.shards == (5, S, S, 3)
+    assert "zstd" in type(image.compressors[0]).__name__.lower()
+    assert part["depth"].metadata.dimension_names == ("frame", "y", "x")
+    assert part["depth"].shards == (5, S, S)
+    for name in ("landmarks", "bbox", "affine", "fit_residual", "qc/yaw", "meta/label"):
+        assert part[name].metadata.dimension_names[0] == "frame"
+    assert part["meta/label"][0] == "live"  # zarr v3 string array
+
+
+def test_sorted_batch_reads_equal_random_access(store, monkeypatch):
+    path, _ = store
+    r = storage.open_dataset(path)
+    rng = np.random.default_rng(7)
+    idx = np.concatenate([rng.permutation(len(r))[:9], [3, 3, 0, len(r) - 1]])  # unsorted, duplicates
+    calls = []
+    real = zarr.Array.get_orthogonal_selection
+
+    def spy(self, selection, **kw):
+        sel = selection[0] if isinstance(selection, tuple) else selection
+        rows = np.arange(sel.start, sel.stop) if isinstance(sel, slice) else np.asarray(sel).copy()
+        calls.append((str(self.store_path), rows))
+        return real(self, selection, **kw)
+
+    monkeypatch.setattr(zarr.Array, "get_orthogonal_selection", spy)
+    batch = r.read_batch(idx, fields=("image", "depth", "landmarks", "label"))
+    batch_calls = list(calls)
+    assert batch["image"].shape == (len(idx), S, S, 3)
+    for k, i in enumerate(idx):
+        frame = r[int(i)]
+        for name in ("image", "depth", "landmarks", "label"):
+            np.testing.assert_array_equal(batch[name][k], frame[name])
+    # each (part, array) was read at most once, with strictly increasing row indices
+    keys = [p for p, _ in batch_calls]
+    assert len(keys) == len(set(keys)) == 3 * len({pid for pid in r.part_ids[idx]})
+    for _, sel in batch_calls:
+        assert np.all(np.diff(sel) > 0)
+    # a filtered view reads the same frames as the full reader
+    view = r.filter(split=("train", "dev"))
+    full_rows = np.flatnonzero(np.isin(r.meta["split"], ["train", "dev"]))
+    vb = view.read_batch(np.arange(len(view))[::-1], fields=("image",))
+    np.testing.assert_array_equal(vb["image"], r.read_batch(full_rows[::-1], fields=("image",))["image"])
+    assert r.read_batch([], fields=("image", "depth"))["depth"].shape == (0, S, S)
+
+
+def test_filter_and_select(store):
+    path, written = store
+    r = storage.open_dataset(path)
+    split = r.meta["split"]
+    train = r.filter(split="train")
+    assert len(train) == int(np.sum(split == "train")) > 0
+    assert set(train.meta["split"]) == {"train"}
+    both = r.filter(label=("live", "spoof"))
+    assert len(both) == len(r)
+    live_train = r.filter(label="live").filter(split={"train"})
+    assert len(live_train) == int(np.sum((r.meta["label"] == "live") & (split == "train")))
+    assert len(r.filter(label="spoof", split="train")) == 0
+    spoof = r.filter(label=["spoof"])
+    assert np.isnan(spoof.meta["fit_residual"]).all()
+    assert np.all(spoof.read_batch(range(len(spoof)), fields=("depth",))["depth"] == 0)
+    sel = r.select([5, 1, 5])
+    assert len(sel) == 3 and sel[0]["frame_index"] == r[5]["frame_index"]
+    np.testing.assert_array_equal(sel[1]["image"], r[1]["image"])
+    np.testing.assert_array_equal(train.select([0])[0]["image"], train[0]["image"])
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        r.filter(nope=1)
+
+
+def test_reader_pickles_and_feeds_dataloader(store):
+    torch = pytest.importorskip("torch")
+    path, _ = store
+    r = storage.open_dataset(path).filter(split=("train", "dev"))
+    first = r[0]  # opens array handles
+    clone = pickle.loads(pickle.dumps(r))
+    assert len(clone) == len(r)
+    np.testing.assert_array_equal(clone[0]["image"], first["image"])
+
+    class Frames(torch.utils.data.Dataset):
+        def __init__(self, reader):
+            self.reader = reader
+
+        def __len__(self):
+            return len(self.reader)
+
+        def __getitem__(self, i):
+            f = self.reader[i]
+            return torch.from_numpy(f["image"]), i
+
+    loader = torch.utils.data.DataLoader(Frames(r), batch_size=4, num_workers=2)
+    seen = {}
+    for images, idx in loader:
+        for img, i in zip(images, idx.tolist()):
+            seen[i] = img.numpy()
+    assert sorted(seen) == list(range(len(r)))
+    want = r.read_batch(np.arange(len(r)), fields=("image",))["image"]
+    np.testing.assert_array_equal(np.stack([seen[i] for i in range(len(r))]), want)
+
+
+def test_resume_exists_and_replace(tmp_path):
+    path = tmp_path / "s"
+    w = storage.DatasetWriter.open(path, CONFIG)
+    d1 = make_part(4, seed=1)
+    info = w.write_part("v1", d1, input_checksum="aaa")
+    assert info.frames == 4 and info.config_hash == w.config_hash and len(info.checksum) == 64
+    assert w.has_part("v1", "aaa") and not w.has_part("v1", "bbb") and not w.has_part("v2", "aaa")
+    w2 = storage.DatasetWriter.open(path, dict(CONFIG))
+    assert w2.has_part("v1", "aaa") and list(w2.parts) == ["v1"]
+    with pytest.raises(storage.PartExists, match="v1"):
+        w2.write_part("v1", d1, input_checksum="aaa")
+    # a changed input replaces the part atomically under a new folder name
+    d2 = make_part(6, seed=2, label="spoof")
+    new = w2.write_part("v1", d2, input_checksum="bbb")
+    assert new.path != info.path and not (path / info.path).exists() and (path / new.path).is_dir()
+    assert w2.has_part("v1", "bbb") and not w2.has_part("v1", "aaa")
+    r = storage.open_dataset(path)
+    assert len(r) == 6 and set(r.meta["label"]) == {"spoof"}
+    np.testing.assert_array_equal(r.read_batch(range(6), fields=("image",))["image"], d2.image)
+    assert sorted(os.listdir(path / "parts")) == sorted([new.path.split("/")[1], "zarr.json"])
+    assert storage.verify(path) == []
+
+
+def test_config_mismatch_names_hashes_and_keys(store):
+    path, _ = store
+    manifest = (path / "manifest.json").read_bytes()
+    other = {**CONFIG, "crop": {"size": 128, "margin": 0.25}, "detector": "retinaface"}
+    with pytest.raises(storage.ConfigMismatch) as exc:
+        storage.DatasetWriter.open(path, other)
+    msg = str(exc.value)
+    assert storage.config_hash(CONFIG) in msg and storage.config_hash(other) in msg
+    assert exc.value.keys == ["crop.size", "detector"] and "crop.size" in msg and "detector" in msg
+    assert (path / "manifest.json").read_bytes() == manifest
+    # a store without parts takes a new config
+    empty = path.parent / "empty"
+    storage.DatasetWriter.open(empty, CONFIG)
+    w = storage.DatasetWriter.open(empty, other)
+    assert storage.open_dataset(empty).config == other and w.config_hash == storage.config_hash(other)
+    with pytest.raises(storage.StoreError, match="create=False"):
+        storage.DatasetWriter.open(path.parent / "nothing", CONFIG, create=False)
+
+
+def test_orphans_invisible_and_cleaned(store):
+    path, written = store
+    n = len(storage.open_dataset(path))
+    # a crashed writer's staging folder, a part folder that never reached the manifest
+    leftover = path / ".staging" / "vid-z.deadbeef"
+    shutil.copytree(path / "parts" / "vid-a", leftover)
+    shutil.copytree(path / "parts" / "vid-a", path / "parts" / "vid-orphan")
+    # a staging folder whose writer is alive (holds the flock): must survive cleaning
+    busy = path / ".staging" / "vid-y.cafe"
+    busy.mkdir()
+    fd = os.open(busy, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        r = storage.open_dataset(path)
+        assert len(r) == n and "vid-orphan" not in [p.part_id for p in r.parts]
+        assert "vid-orphan" in zarr.open_group(path, mode="r")["parts"]  # zarr itself sees it
+        storage.DatasetWriter.open(path, CONFIG)
+        assert not leftover.exists() and not (path / "parts" / "vid-orphan").exists()
+        assert busy.exists()
+    finally:
+        os.close(fd)
+    storage.DatasetWriter.open(path, CONFIG)
+    assert not busy.exists()
+    assert len(storage.open_dataset(path)) == n and storage.verify(path) == []
+
+
+def _commit_parts(path: str, worker: int, count: int) -> None:
+    w = storage.DatasetWriter.open(path, CONFIG)
+    for k in range(count):
+        pid = f"w{worker}-p{k}"
+        w.write_part(pid, make_part(3 + k, seed=10 * worker + k, video_id=pid), input_checksum=pid)
+
+
+def test_concurrent_commits_from_processes(tmp_path):
+    path = str(tmp_path / "shared.zarr")
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_commit_parts, args=(path, i, 3)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    manifest = json.loads(Path(path, "manifest.json").read_text())
+    want = {f"w{i}-p{k}" for i in range(3) for k in range(3)}
+    assert set(manifest["parts"]) == want
+    r = storage.open_dataset(path)
+    assert len(r) == 3 * (3 + 4 + 5)
+    assert set(r.meta["video_id"]) == want
+    assert storage.verify(path) == []
+    assert [n for n in os.listdir(Path(path, ".staging")) if n != "commit.lock"] == []
+
+
+def _hold_lock(path: str, ready, release) -> None:
+    with storage.run_lock(path, owner="other-run"):
+        ready.set()
+        release.wait(60)
+
+
+def test_run_lock(tmp_path, caplog):
+    path = tmp_path / "locked"
+    with storage.run_lock(path, owner="run-1") as rec:
+        assert rec["pid"] == os.getpid()
+        with pytest.raises(storage.StoreLocked) as exc:
+            with storage.run_lock(path, owner="run-2"):
+                pass
+        assert f"pid {os.getpid()}" in str(exc.value) and "run-1" in str(exc.value)
+        assert socket.gethostname() in str(exc.value)
+    # released: another process can take it, and then we cannot
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(str(path), ready, release))
+    p.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(storage.StoreLocked, match=f"pid {p.pid}.*other-run"):
+            with storage.run_lock(path, owner="me"):
+                pass
+    finally:
+        release.set()
+        p.join(60)
+    assert not (path / ".staging" / "run.lock").exists()
+    # a lock left by a dead process on this host is taken over with a warning
+    dead = ctx.Process(target=os.getpid)
+    dead.start()
+    dead.join()
+    lock = path / ".staging" / "run.lock"
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "owner": "crashed"}))
+    with caplog.at_level(logging.WARNING, logger="storage.locks"):
+        with storage.run_lock(path, owner="me") as rec:
+            assert json.loads(lock.read_text())["token"] == rec["token"]
+    assert "stale" in caplog.text and "crashed" in caplog.text
+    # ... but one from another host is not
+    lock.write_text(json.dumps({"pid": 1, "host": "elsewhere", "owner": "remote-run"}))
+    with pytest.raises(storage.StoreLocked, match="elsewhere"):
+        with storage.run_lock(path, owner="me"):
+            pass
+
+
+def test_failing_write_leaves_nothing_visible(store, monkeypatch):
+    path, written = store
+    manifest = (path / "manifest.json").read_bytes()
+    parts_before = sorted(os.listdir(path / "parts"))
+    from zarr.storage import LocalStore
+
+    real_set = LocalStore.set
+    chunk_writes = []
+
+    async def failing_set(self, key, value):
+        if "/c/" in f"/{key}":
+            chunk_writes.append(key)
+            if len(chunk_writes) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
+        return await real_set(self, key, value)
+
+    monkeypatch.setattr(LocalStore, "set", failing_set)
+    w = storage.DatasetWriter.open(path, CONFIG)
+    with pytest.raises(storage.StoreError) as exc:
+        w.write_part("vid-new", make_part(6, seed=9), input_checksum="x")
+    assert "vid-new" in str(exc.value) and "No space left" in str(exc.value)
+    assert len(chunk_writes) >= 3
+    assert (path / "manifest.json").read_bytes() == manifest
+    assert sorted(os.listdir(path / "parts")) == parts_before
+    assert [n for n in os.listdir(path / ".staging") if n != "commit.lock"] == []
+    r = storage.open_dataset(path)
+    assert "vid-new" not in [p.part_id for p in r.parts] and len(r) == sum(d.frames for d in written.values())
+    assert storage.verify(path) == []
+    monkeypatch.setattr(LocalStore, "set", real_set)
+    w.write_part("vid-new", make_part(6, seed=9), input_checksum="x")
+    assert len(storage.open_dataset(path)) == len(r) + 6
+
+
+def test_failing_manifest_update_leaves_nothing_visible(store, monkeypatch):
+    path, written = store
+    manifest = (path / "manifest.json").read_bytes()
+    parts_before = sorted(os.listdir(path / "parts"))
+    import storage.writer
+
+    def disk_full(loc, new_manifest):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "manifest.json")
+
+    monkeypatch.setattr(storage.writer, "write_manifest", disk_full)
+    w = storage.DatasetWriter.open(path, CONFIG)
+    with pytest.raises(storage.StoreError, match="committing part vid-new.*No space left"):
+        w.write_part("vid-new", make_part(3, seed=4), input_checksum="x")
+    assert (path / "manifest.json").read_bytes() == manifest
+    assert sorted(os.listdir(path / "parts")) == parts_before
+    assert not w.has_part("vid-new", "x") and storage.verify(path) == []
+
+
+def test_memory_url_write_read():
+    fsspec = pytest.importorskip("fsspec")
+    url = "memory://depthseg-test/store.zarr"
+    fs = fsspec.filesystem("memory")
+    if fs.exists("/depthseg-test"):
+        fs.rm("/depthseg-test", recursive=True)
+    try:
+        written = write_store(url)
+        r = storage.open_dataset(url)
+        rows = expected_rows(written)
+        assert len(r) == len(rows)
+        for i in (0, len(rows) // 2, len(rows) - 1):
+            pid, j = rows[i]
+            np.testing.assert_array_equal(r[i]["image"], written[pid].image[j])
+        w = storage.DatasetWriter.open(url, CONFIG)
+        assert w.has_part("vid-a", "sha-vid-a")
+        new = w.write_part("vid-a", make_part(2, seed=5), input_checksum="changed")
+        assert new.path != "parts/vid-a" and not fs.exists("/depthseg-test/store.zarr/parts/vid-a")
+        assert len(storage.open_dataset(url)) == len(rows) - 5 + 2
+        assert storage.verify(url) == []
+        with storage.run_lock(url, owner="x") as rec:  # remote: warning only
+            assert rec == {}
+        with pytest.raises(storage.ConfigMismatch):
+            storage.DatasetWriter.open(url, {"other": 1})
+    finally:
+        fs.rm("/depthseg-test", recursive=True)
+
+
+def test_memory_url_failing_write_leaves_nothing(monkeypatch):
+    fsspec = pytest.importorskip("fsspec")
+    from zarr.storage import FsspecStore
+
+    url = "memory://depthseg-fail/store.zarr"
+    fs = fsspec.filesystem("memory")
+    try:
+        write_store(url, parts=PARTS[:1])
+        manifest = fs.cat("/depthseg-fail/store.zarr/manifest.json")
+        real_set = FsspecStore.set
+        chunk_writes = []
+
+        async def failing_set(self, key, value, *args, **kwargs):
+            if "/c/" in f"/{key}":
+                chunk_writes.append(key)
+                if len(chunk_writes) == 3:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), key)
+            return await real_set(self, key, value, *args, **kwargs)
+
+        monkeypatch.setattr(FsspecStore, "set", failing_set)
+        w = storage.DatasetWriter.open(url, CONFIG)
+        with pytest.raises(storage.StoreError, match="part vid-x.*No space left"):
+            w.write_part("vid-x", make_part(4, seed=3), input_checksum="x")
+        assert fs.cat("/depthseg-fail/store.zarr/manifest.json") == manifest
+        assert not fs.exists("/depthseg-fail/store.zarr/parts/vid-x")
+        assert [p.part_id for p in storage.open_dataset(url).parts] == [PARTS[0][0]]
+    finally:
+        fs.rm("/depthseg-fail", recursive=True)
+
+
+def test_part_validation(tmp_path):
+    w = storage.DatasetWriter.open(tmp_path / "v", CONFIG)
+    good = make_part(3, seed=0)
+    for bad_id in ("", "a/b", ".hidden", "x y", "p~1"):
+        with pytest.raises(ValueError, match="part id"):
+            w.write_part(bad_id, good, input_checksum="c")
+    bad = make_part(3, seed=0)
+    bad.depth = bad.depth[:2]
+    with pytest.raises(ValueError, match="part p: depth must have shape"):
+        w.write_part("p", bad, input_checksum="c")
+    bad = make_part(3, seed=0)
+    del bad.meta["split"]
+    with pytest.raises(ValueError, match="meta columns missing: split"):
+        w.write_part("p", bad, input_checksum="c")
+    bad = make_part(3, seed=0)
+    bad.image = bad.image.astype(np.float32)
+    with pytest.raises(ValueError, match="image must be"):
+        w.write_part("p", bad, input_checksum="c")
+    # extra columns are kept and read back
+    extra = make_part(3, seed=0)
+    extra.meta["source_path"] = ["a.mp4", "b.mp4", "c.mp4"]
+    w.write_part("p", extra, input_checksum="c")
+    w.write_part("q", make_part(0, seed=1), input_checksum="c")  # an empty part is allowed
+    r = storage.open_dataset(tmp_path / "v")
+    assert len(r) == 3 and "source_path" not in r.meta  # not in every part
+    assert list(storage.open_dataset(tmp_path / "v").filter(label="live").part_ids) == ["p"] * 3
+
+
+def test_hashes(tmp_path):
+    h = storage.config_hash({"a": 1, "b": [1, 2]})
+    assert len(h) == 16 and h == storage.config_hash({"b": (1, 2), "a": 1}) != storage.config_hash({"a": 2, "b": [1, 2]})
+    f = tmp_path / "f.bin"
+    f.write_bytes(os.urandom(3_000_000))
+    assert storage.file_checksum(f) == hashlib.sha256(f.read_bytes()).hexdigest()
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a").write_bytes(b"x")
+    (d / "sub" / "b").write_bytes(b"y")
+    before = storage.file_checksum(d)
+    (d / "sub" / "b").rename(d / "sub" / "c")
+    renamed = storage.file_checksum(d)
+    (d / "a").write_bytes(b"z")
+    assert len({before, renamed, storage.file_checksum(d)}) == 3
