@@ -46,7 +46,7 @@ class PreprocessConfig:
     max_frames: int | None = None
     size: int = 256
     crop_scale: float = 1.3
-    score_threshold: float = 0.5
+    score_threshold: float | None = None  # None: the detector's own default
     min_face_size: float = 32.0
     fit_iterations: int = 5
     depth_far_value: float = 0.1
@@ -205,7 +205,7 @@ def extract_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: St
         decoded += 1
         with timer.stage("detect"):
             try:
-                box = pick_face(eng.detector.detect(frame.image), eng.detector.config)
+                box = pick_face(eng.detector.detect(frame.image), eng.detector.cfg)
             except NoFaceDetected:
                 no_face += 1
                 continue
