@@ -22,7 +22,7 @@ def moving_face_frames(face: np.ndarray, n: int = 30, size=(640, 480), gap=(12, 
         frame = bg.copy()
         if not gap[0] <= i < gap[1]:
             t = i / max(n - 1, 1)
-            side = int(h * (0.55 + 0.25 * np.sin(2 * np.pi * t)))
+            side = int(h * (0.8 + 0.2 * np.sin(2 * np.pi * t)))
             fh, fw = face.shape[:2]
             scale = side / max(fh, fw)
             f = cv2.resize(face, (max(1, int(fw * scale)), max(1, int(fh * scale))), interpolation=cv2.INTER_AREA)
