@@ -255,6 +255,21 @@ def pad_metrics(
     return out
 
 
+def cross_dataset_hter(
+    dev_scores: np.ndarray, dev_is_live: np.ndarray, test_scores: np.ndarray, test_is_live: np.ndarray
+) -> dict[str, float]:
+    """HTER of a cross-dataset test: the threshold is the EER threshold of the *source*
+    dataset's development scores, applied unchanged to the *target* dataset's test scores.
+
+    Returns ``threshold``, ``hter``, ``apcer_pooled`` and ``bpcer`` (on the target).
+    """
+    t = eer_threshold(dev_scores, dev_is_live)
+    if math.isnan(t):
+        return {"threshold": t, "hter": math.nan, "apcer_pooled": math.nan, "bpcer": math.nan}
+    r = apcer_bpcer(test_scores, test_is_live, t)
+    return {"threshold": t, "hter": r["hter"], "apcer_pooled": r["apcer_pooled"], "bpcer": r["bpcer"]}
+
+
 def video_level(
     scores: np.ndarray, is_live: np.ndarray, attack_types: np.ndarray, video_ids: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

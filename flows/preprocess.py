@@ -68,29 +68,29 @@ def preprocess_units(
     return [preprocess_unit(WorkItem(**it), output, cfg, input_root=input_root).to_dict() for it in items]
 
 
-def _store_key(output: str, config: dict) -> str:
-    """Identity of the store being filled (changes when the store is deleted and recreated)."""
-    from storage import DatasetWriter
-
+def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
+    """The store's identity (changes when it is deleted and recreated) and its committed parts."""
     import zarr
+
+    from storage import DatasetWriter
 
     w = DatasetWriter.open(output, config)
     created = zarr.open_group(output, mode="r").attrs.get("created", "")
-    return f"{output}|{w.config_hash}|{created}"
+    return f"{output}|{w.config_hash}|{created}", set(w.parts)
 
 
 @flow(name="preprocess-units-runner")
 def _run_units(units: list[list[dict]], output: str, config: dict, execution: dict,
-               input_root: str | None, store_key: str, gpu: bool) -> list[dict]:
+               input_root: str | None, store_key: str, gpu: bool, committed: set[str]) -> list[dict]:
     logger = get_run_logger()
     task_fn = preprocess_units.with_options(tags=["gpu"]) if gpu else preprocess_units
     progress = create_progress_artifact(0.0, key="preprocess-progress", description="units done (%)")
     futures = [task_fn.submit(u, output, config, execution, input_root, store_key) for u in units]
     results: list[dict] = []
     for done, fut in enumerate(as_completed(futures), start=1):
-        cached = fut.state.name == "Cached"
         for r in fut.result():
-            if cached and r["status"] == "written":
+            if r["status"] == "written" and r["part_id"] in committed:
+                # a cache hit returns the earlier run's summary: the part was already there
                 r = dict(r, status="skipped", message="cached: finished by an earlier run")
             results.append(r)
             logger.info("%s %s (%s frames)", r["status"], r["path"], r["frames_stored"])
@@ -111,7 +111,7 @@ def preprocess(params: PreprocessParams) -> dict:
     execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size}
     inputs = collect_items(params.input, manifest=params.manifest, dataset=params.dataset)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
-    store_key = _store_key(params.output, config)
+    store_key, committed = _store_state(params.output, config)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]
     n = params.items_per_task
     units = [items[i : i + n] for i in range(0, len(items), n)]
@@ -119,7 +119,7 @@ def preprocess(params: PreprocessParams) -> dict:
     with run_lock(params.output, owner=owner):
         runner = make_task_runner(params)
         results = _run_units.with_options(task_runner=runner)(
-            units, params.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda")
+            units, params.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda"), committed
         )
     report = RunReport(output=params.output, config=config, rejected=inputs.rejected,
                        units=[UnitResult(**r) for r in results])

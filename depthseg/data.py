@@ -1,0 +1,217 @@
+"""Training / evaluation data over a dataset store (:mod:`storage`).
+
+* :class:`FrameDataset` - the labelled frames (``live`` / ``spoof``) of one split of a store.
+  A split is chosen by metadata (``split="train"``, or a mapping of column criteria) or by a
+  protocol object: any picklable callable mapping the store's full
+  :class:`storage.DatasetReader` to the view to use. The reader is picklable and opens its
+  zarr arrays lazily, so every DataLoader worker opens the store on first read.
+* Batches are read whole (``dataset.__getitems__`` -> ``reader.read_batch``) with the indices
+  of a batch in sorted order (:class:`SortedBatchSampler`), as uint8 tensors:
+  ``image (B, S, S, 3)``, ``depth (B, S, S)``, ``is_live (B,)`` bool, ``index (B,)`` int64.
+  Spoof frames get an all-zero depth map made in the loader: their stored depth is never read.
+* :func:`prepare_batch` moves a batch to the device and converts it there: image to float
+  ``(B, 3, in, in)`` in [0, 1], depth resized to the label size (area) and quantized,
+  optional augmentation (:mod:`depthseg.augment`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+import storage
+
+from .augment import AugmentConfig, augment_batch
+from .labels import quantize, resize_depth
+
+log = logging.getLogger(__name__)
+
+#: a split name (``meta.split``), column criteria for ``reader.filter``, or a protocol callable
+SplitSpec = Union[str, Mapping[str, Any], Callable[["storage.DatasetReader"], "storage.DatasetReader"]]
+LABELS = ("live", "spoof")
+
+
+def select_split(reader: storage.DatasetReader, split: SplitSpec) -> storage.DatasetReader:
+    """The view of ``reader`` that ``split`` names, restricted to ``live`` / ``spoof`` frames."""
+    if isinstance(split, str):
+        view = reader.filter(split=split)
+    elif isinstance(split, Mapping):
+        view = reader.filter(**split)
+    elif callable(split):
+        view = split(reader)
+    else:
+        raise TypeError(f"split must be a name, a mapping of criteria or a callable, got {split!r}")
+    if len(view) == 0:
+        return view
+    labelled = view.filter(label=LABELS)
+    if len(labelled) < len(view):
+        log.warning("%s split %s: %d frames without a live/spoof label are left out",
+                    reader.url, _split_name(split), len(view) - len(labelled))
+    return labelled
+
+
+def _split_name(split: SplitSpec) -> str:
+    if isinstance(split, str):
+        return split
+    if isinstance(split, Mapping):
+        return ",".join(f"{k}={v}" for k, v in split.items())
+    return getattr(split, "__name__", type(split).__name__)
+
+
+class FrameDataset(Dataset):
+    """The live/spoof frames of one split of a store.
+
+    Attributes (numpy, one entry per frame of the view): ``is_live`` (bool), ``video_id``,
+    ``attack_type``, ``label`` (str).
+    """
+
+    def __init__(self, store: str | os.PathLike | storage.DatasetReader, split: SplitSpec = "train"):
+        reader = store if isinstance(store, storage.DatasetReader) else storage.open_dataset(store)
+        self.reader = select_split(reader, split)
+        self.split_name = _split_name(split)
+        meta = self.reader.meta
+        self.label = np.asarray(meta["label"]).astype(str)
+        self.is_live = self.label == "live"
+        self.video_id = np.asarray(meta["video_id"]).astype(str)
+        self.attack_type = np.asarray(meta["attack_type"]).astype(str)
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    @property
+    def url(self) -> str:
+        return self.reader.url
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        """Read frames ``indices`` (view positions) as one batch of uint8 tensors, in that order."""
+        idx = np.asarray(indices, dtype=np.int64)
+        image = self.reader.read_batch(idx, fields=("image",))["image"]
+        live = self.is_live[idx]
+        depth = np.zeros(image.shape[:3], dtype=np.uint8)  # spoof: zero depth, never read
+        if live.any():
+            depth[live] = self.reader.read_batch(idx[live], fields=("depth",))["depth"]
+        return {
+            "image": torch.from_numpy(image),
+            "depth": torch.from_numpy(depth),
+            "is_live": torch.from_numpy(live),
+            "index": torch.from_numpy(idx),
+        }
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([int(index)]).items()}
+
+
+class SortedBatchSampler(Sampler[list[int]]):
+    """Batches of indices, each sorted (so a batch reads the store in order).
+
+    With ``shuffle`` the frames are permuted with ``generator`` (a seeded ``torch.Generator``
+    whose state advances once per epoch) before being cut into batches. A last batch of a
+    single frame is merged into the previous one (BatchNorm needs two samples to train).
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool = False,
+                 generator: torch.Generator | None = None, merge_singleton: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.n, self.batch_size, self.shuffle = int(n), int(batch_size), shuffle
+        self.generator, self.merge_singleton = generator, merge_singleton
+
+    def _bounds(self) -> list[int]:
+        bounds = list(range(0, self.n, self.batch_size)) + [self.n]
+        if self.merge_singleton and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+            del bounds[-2]
+        return bounds
+
+    def __len__(self) -> int:
+        return len(self._bounds()) - 1
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=self.generator).numpy()
+        else:
+            order = np.arange(self.n)
+        bounds = self._bounds()
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            yield np.sort(order[a:b]).tolist()
+
+
+def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch  # __getitems__ already returns the stacked batch
+
+
+def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False,
+                generator: torch.Generator | None = None, num_workers: int = 0,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader yielding whole uint8 batches (see :meth:`FrameDataset.__getitems__`)."""
+    sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=False,
+                      multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)
+
+
+@dataclass
+class DeviceBatch:
+    """A batch ready for the model (everything on the device unless said otherwise).
+
+    image: ``(B, 3, in, in)`` float in [0, 1]; depth: ``(B, L, L)`` float target depth in
+    [0, 1]; target: ``(B, L, L)`` int64 classes; is_live: ``(B,)`` bool; index: ``(B,)``
+    int64 view positions (CPU).
+    """
+
+    image: torch.Tensor
+    depth: torch.Tensor
+    target: torch.Tensor
+    is_live: torch.Tensor
+    index: torch.Tensor
+
+
+def images_to_input(image: torch.Tensor, input_size: int) -> torch.Tensor:
+    """``(B, S, S, 3)`` uint8 (on the device) -> ``(B, 3, in, in)`` float in [0, 1]."""
+    x = image.permute(0, 3, 1, 2).float().div_(255.0)
+    if x.shape[-1] != input_size or x.shape[-2] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False,
+                          antialias=True).clamp_(0.0, 1.0)
+    return x
+
+
+def prepare_batch(
+    batch: Mapping[str, torch.Tensor],
+    device: torch.device | str,
+    *,
+    input_size: int,
+    label_size: int,
+    num_classes: int,
+    augment: AugmentConfig | None = None,
+    generator: torch.Generator | None = None,
+    channels_last: bool = False,
+) -> DeviceBatch:
+    """Move a uint8 batch to ``device`` and convert it there (see :class:`DeviceBatch`).
+
+    Depth is resized to ``label_size`` with area interpolation before augmentation and
+    quantization; augmentation (when ``augment`` is given, with ``generator``) moves image and
+    depth with the same geometry.
+    """
+    device = torch.device(device)
+    nb = device.type == "cuda"
+    image = images_to_input(batch["image"].to(device, non_blocking=nb), input_size)
+    depth = resize_depth(batch["depth"].to(device, non_blocking=nb), label_size)
+    if augment is not None:
+        if generator is None:
+            raise ValueError("augmentation needs a seeded torch.Generator")
+        image, depth = augment_batch(image, depth, augment, generator)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return DeviceBatch(
+        image=image,
+        depth=depth,
+        target=quantize(depth, num_classes),
+        is_live=batch["is_live"].to(device, non_blocking=nb),
+        index=batch["index"],
+    )

@@ -1,0 +1,583 @@
+"""DepthSeg training: one :class:`TrainConfig` in, checkpoints + logs + metrics out.
+
+``train(cfg)`` trains on ``cfg.train_split`` of the store and evaluates ``cfg.dev_split``
+after every epoch. Each epoch writes into ``cfg.out_dir``:
+
+* ``epoch_{k}.pt`` (k = 1, 2, ...) and ``last.pt`` (identical), plus ``best.pt`` when the dev
+  ACER improved (ties broken by the lower dev loss);
+* ``metrics.jsonl`` and ``metrics.csv`` (one row per epoch, rewritten from the history, so a
+  resumed run's logs have no duplicate rows); TensorBoard scalars when ``tensorboard`` is
+  installed.
+
+Checkpoints load with ``torch.load(path, weights_only=True)``: they hold tensors and plain
+containers only - the model state, the ``build_model`` kwargs, the class centres, the dev
+thresholds (frame and video), the config as a dict, the history, and (for resuming) the
+optimizer / scheduler / grad-scaler states and every RNG state (torch, CUDA, numpy, python,
+and the generators used for shuffling and augmentation). :func:`load_checkpoint` rebuilds
+the model.
+
+Exact resume: ``train(cfg, resume=True)`` continues from ``last.pt``; on CPU (deterministic
+algorithms on) an interrupted-and-resumed run ends with the same weights and metrics as an
+uninterrupted one. Optimisation: AdamW (no weight decay on biases / norm weights), linear
+warm-up then cosine decay per step (``LambdaLR``), gradient clipping, autocast + channels_last
+on CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+import storage
+from pipeline.errors import ConfigError
+
+from .augment import AugmentConfig
+from .data import FrameDataset, make_loader, prepare_batch
+from .labels import DEFAULT_LABEL_SIZE, DEFAULT_NUM_CLASSES, class_centres
+from .losses import build_loss
+from .metrics import dev_thresholds, frame_and_video_metrics
+from .models import DepthSegNet, build_model
+from .predict import autocast_for, predict_dataset
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "depthseg-checkpoint"
+CHECKPOINT_VERSION = 1
+#: config fields that may differ when resuming (they do not change the optimisation)
+RESUME_MUTABLE = frozenset({"device", "num_workers", "out_dir", "progress", "eval_batch_size", "store"})
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, unreadable or not a DepthSeg checkpoint."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (empty split, diverged loss)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on (stored in every checkpoint as a dict)."""
+
+    store: str
+    out_dir: str
+    arch: str = "pspnet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = None
+    num_classes: int = DEFAULT_NUM_CLASSES
+    label_size: int = DEFAULT_LABEL_SIZE
+    input_size: int = 256
+    epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    #: warm-up length in epochs (fractions allowed); ``warmup_steps`` overrides it when set
+    warmup_epochs: float = 1.0
+    warmup_steps: int | None = None
+    #: cosine decay floor as a fraction of ``lr``
+    min_lr_ratio: float = 0.0
+    #: max gradient norm (None: no clipping)
+    grad_clip: float | None = 5.0
+    #: ``ce``, ``ce+l1`` or ``soft`` (see :mod:`depthseg.losses`) and its kwargs
+    loss: str = "ce"
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    augment: AugmentConfig | None = field(default_factory=AugmentConfig)
+    #: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
+    device: str = "auto"
+    #: autocast (bf16 where supported, else fp16 with a grad scaler); CUDA only
+    amp: bool = True
+    #: channels_last memory format; CUDA only
+    channels_last: bool = True
+    seed: int = 0
+    #: torch.use_deterministic_algorithms during training on CPU
+    deterministic: bool = True
+    num_workers: int = 0
+    train_split: str = "train"
+    dev_split: str | None = "dev"
+    max_steps_per_epoch: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**self.augment)
+        for name in ("epochs", "batch_size", "eval_batch_size", "input_size", "label_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
+            raise ConfigError(f"bad optimiser settings lr={self.lr} weight_decay={self.weight_decay} "
+                              f"warmup_epochs={self.warmup_epochs}")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise ConfigError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig fields {unknown}")
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    """Paths of the best and last checkpoints, final metrics, and the per-epoch history.
+
+    ``metrics``: ``best_epoch``, ``best`` (the best epoch's dev metrics, frame and video),
+    ``last`` (the last epoch's), ``thresholds`` (dev thresholds of the best checkpoint),
+    ``train_loss_first`` / ``train_loss_last``.
+    """
+
+    best_checkpoint: Path
+    last_checkpoint: Path
+    metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but CUDA is not available")
+    return device
+
+
+@contextlib.contextmanager
+def _determinism(enabled: bool, cudnn_benchmark: bool) -> Iterator[None]:
+    """Deterministic algorithms (CPU) or cuDNN autotuning (CUDA) for the run, restored after.
+
+    Filling uninitialised memory (a debugging aid that deterministic mode turns on) is left
+    off: it made CPU training several times slower and changes no result of a correct op.
+    """
+    import torch.utils.deterministic as tud
+
+    prev = (torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark, tud.fill_uninitialized_memory)
+    try:
+        if enabled:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            tud.fill_uninitialized_memory = False
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark = prev[2]
+        tud.fill_uninitialized_memory = prev[3]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state(gens: dict[str, torch.Generator]) -> dict[str, Any]:
+    """Every RNG state as tensors / plain lists (``weights_only``-loadable)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                  "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+        "generators": {k: g.get_state() for k, g in gens.items()},
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], gens: dict[str, torch.Generator]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    for k, g in gens.items():
+        g.set_state(state["generators"][k])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:
+    """Linear warm-up from ``1/warmup`` to 1 over ``warmup`` steps, then cosine to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _plain(obj: Any) -> Any:
+    """Metrics -> plain Python (floats, ints, str, None, lists, dicts) for checkpoints / JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return float(obj)
+    if isinstance(obj, (np.integer, int)) and not isinstance(obj, bool):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+#: history columns that measure time (they differ between otherwise identical runs)
+TIMING_KEYS = ("epoch_seconds", "train_images_per_s")
+
+
+def json_safe(obj: Any) -> Any:
+    """``_plain`` with NaN / inf as ``None`` (strict JSON)."""
+    obj = _plain(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
+    with open(out / "metrics.jsonl", "w") as f:
+        for row in history:
+            f.write(json.dumps(json_safe(row)) + "\n")
+    keys: list[str] = []
+    for row in history:
+        keys += [k for k in row if k not in keys]
+    with open(out / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The raw checkpoint dict (``weights_only=True``), checked to be a DepthSeg checkpoint."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle / zip errors of a broken file
+        raise CheckpointError(f"{p}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{p}: not a {CHECKPOINT_FORMAT} file")
+    if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
+        raise CheckpointError(f"{p}: checkpoint format {ckpt['format_version']} is newer than "
+                              f"this code's {CHECKPOINT_VERSION}")
+    return ckpt
+
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DepthSegNet, dict[str, Any]]:
+    """Rebuild the model of a checkpoint (eval mode, on ``device``).
+
+    Returns ``(model, meta)``; ``meta`` has ``model_kwargs``, ``class_centres``,
+    ``threshold`` (frame-level dev EER threshold), ``thresholds`` (frame / video),
+    ``dev_metrics``, ``config``, ``epoch``, ``history``, ``versions``.
+    """
+    ckpt = load_checkpoint_dict(path)
+    model = build_model(**ckpt["model_kwargs"])
+    model.load_state_dict(ckpt["model_state"])
+    model.to(resolve_device(str(device))).eval()
+    skip = {"model_state", "optimizer_state", "scheduler_state", "scaler_state", "rng"}
+    return model, {k: v for k, v in ckpt.items() if k not in skip}
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_step(
+    model: nn.Module,
+    batch: Any,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    scaler: torch.amp.GradScaler,
+    *,
+    amp: bool,
+    grad_clip: float | None,
+) -> torch.Tensor:
+    """One optimisation step on a prepared :class:`~depthseg.data.DeviceBatch`; returns the
+    detached loss (on the device, no host sync)."""
+    device = batch.image.device
+    with autocast_for(device, amp):
+        logits = model(batch.image)
+    loss = loss_fn(logits.float(), batch.target, batch.depth)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach()
+
+
+def _check_resume_config(saved: dict[str, Any], new: dict[str, Any], path: Path) -> None:
+    diff = sorted(k for k in set(saved) | set(new)
+                  if k not in RESUME_MUTABLE and saved.get(k) != new.get(k))
+    if diff:
+        raise ConfigError(
+            f"cannot resume: config differs from the checkpoint's in {diff} "
+            f"(only {sorted(RESUME_MUTABLE)} may change)", source=str(path))
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train a DepthSeg model (see the module docstring for the outputs).
+
+    Args:
+        cfg: the run's configuration.
+        resume: continue from ``cfg.out_dir/last.pt`` when it exists (else start afresh).
+        on_epoch_end: called as ``on_epoch_end(epoch, history_row)`` after each epoch's
+            checkpoints are written (an exception raised there stops the run; the run can
+            be resumed from the epoch just saved).
+    """
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    with _determinism(cfg.deterministic and not cuda, cudnn_benchmark=cuda):
+        return _train(cfg, out, device, resume, on_epoch_end)
+
+
+def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
+           on_epoch_end: Callable[[int, dict[str, Any]], None] | None) -> TrainResult:
+    cuda = device.type == "cuda"
+    amp = cfg.amp and cuda
+    channels_last = cfg.channels_last and cuda
+    _seed_all(cfg.seed)
+
+    reader = storage.open_dataset(cfg.store)
+    train_ds = FrameDataset(reader, cfg.train_split)
+    if len(train_ds) == 0:
+        raise TrainingError(f"{cfg.store}: split {cfg.train_split!r} has no live/spoof frames")
+    dev_ds = FrameDataset(reader, cfg.dev_split) if cfg.dev_split else None
+    if dev_ds is not None and len(dev_ds) == 0:
+        log.warning("%s: dev split %r is empty; model selection falls back to the training loss",
+                    cfg.store, cfg.dev_split)
+        dev_ds = None
+    log.info("train: %d frames (%d live), dev: %d frames", len(train_ds), int(train_ds.is_live.sum()),
+             len(dev_ds) if dev_ds is not None else 0)
+
+    model = build_model(cfg.arch, cfg.encoder, cfg.num_classes, cfg.label_size,
+                        cfg.encoder_weights, cfg.input_size).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(cfg.loss, cfg.num_classes, **cfg.loss_kwargs).to(device)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
+
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    augment_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    gens = {"shuffle": shuffle_gen, "augment": augment_gen}
+    loader = make_loader(train_ds, cfg.batch_size, shuffle=True, generator=shuffle_gen,
+                         num_workers=cfg.num_workers, pin_memory=cuda)
+    steps_per_epoch = len(loader.batch_sampler)
+    if cfg.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.min_lr_ratio))
+    fp16 = amp and not torch.cuda.is_bf16_supported()
+    scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+    centres = class_centres(cfg.num_classes)
+
+    cfg_dict = cfg.to_dict()
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"epoch": 0, "key": [math.inf, math.inf]}
+    start_epoch, step = 0, 0
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if resume and last_path.is_file():
+        ckpt = load_checkpoint_dict(last_path, map_location="cpu")
+        _check_resume_config(ckpt["config"], cfg_dict, last_path)
+        model.load_state_dict(ckpt["model_state"])
+        optimizer.load_state_dict(ckpt["optimizer_state"])
+        scheduler.load_state_dict(ckpt["scheduler_state"])
+        scaler.load_state_dict(ckpt["scaler_state"])
+        _set_rng_state(ckpt["rng"], gens)
+        history, best = list(ckpt["history"]), dict(ckpt["best"])
+        start_epoch, step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        log.info("resuming %s from epoch %d (step %d)", out, start_epoch, step)
+    elif resume:
+        log.info("resume requested but %s does not exist: starting afresh", last_path)
+
+    tb = _tensorboard(out)
+    try:
+        for epoch in range(start_epoch + 1, cfg.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            running = torch.zeros((), dtype=torch.float64, device=device)
+            seen = 0
+            batches = loader
+            if cfg.progress:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+            for i, raw in enumerate(batches):
+                if i >= steps_per_epoch:
+                    break
+                b = prepare_batch(raw, device, input_size=cfg.input_size, label_size=cfg.label_size,
+                                  num_classes=cfg.num_classes, augment=cfg.augment,
+                                  generator=augment_gen, channels_last=channels_last)
+                loss = train_step(model, b, loss_fn, optimizer, scheduler, scaler, amp=amp,
+                                  grad_clip=cfg.grad_clip)
+                running += loss.double() * len(b.index)
+                seen += len(b.index)
+                step += 1
+            train_loss = float(running) / max(seen, 1)
+            if not math.isfinite(train_loss):
+                raise TrainingError(f"epoch {epoch}: training loss is {train_loss} (diverged); "
+                                    f"lower lr (now {cfg.lr}) or enable grad_clip")
+            train_seconds = time.perf_counter() - t0
+
+            row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0],
+                                   "train_loss": train_loss}
+            thresholds = {"frame": math.nan, "video": math.nan}
+            dev_metrics: dict[str, Any] = {}
+            dev_loss = math.nan
+            if dev_ds is not None:
+                pred = predict_dataset(model, dev_ds, batch_size=cfg.eval_batch_size,
+                                       num_workers=cfg.num_workers, loss_fn=loss_fn, amp=amp,
+                                       channels_last=channels_last)
+                dev_loss = pred.loss
+                thresholds = dev_thresholds(pred.scores, dev_ds.is_live, dev_ds.video_id)
+                dev_metrics = frame_and_video_metrics(pred.scores, dev_ds.is_live, dev_ds.attack_type,
+                                                      dev_ds.video_id, thresholds)
+                fm, vm = dev_metrics["frame"], dev_metrics["video"]
+                row.update({"dev_loss": dev_loss, "dev_acer": fm["acer"], "dev_apcer_max": fm["apcer_max"],
+                            "dev_bpcer": fm["bpcer"], "dev_eer": fm["eer"], "dev_auc": fm["auc"],
+                            "dev_threshold": thresholds["frame"], "dev_video_acer": vm["acer"],
+                            "dev_video_threshold": thresholds["video"]})
+            row.update({"epoch_seconds": time.perf_counter() - t0,
+                        "train_images_per_s": seen / max(train_seconds, 1e-9)})
+            row = _plain(row)
+            history.append(row)
+
+            acer = row.get("dev_acer", math.nan)
+            key = [acer if math.isfinite(acer) else math.inf,
+                   dev_loss if math.isfinite(dev_loss) else train_loss]
+            improved = key < best["key"]
+            if improved:
+                best = {"epoch": epoch, "key": key, "dev_metrics": _plain(dev_metrics),
+                        "thresholds": _plain(thresholds)}
+
+            ckpt = {
+                "format": CHECKPOINT_FORMAT,
+                "format_version": CHECKPOINT_VERSION,
+                "epoch": epoch,
+                "global_step": step,
+                "model_state": model.state_dict(),
+                "model_kwargs": dict(model.arch_kwargs),
+                "class_centres": centres.tolist(),
+                "threshold": float(thresholds["frame"]),
+                "thresholds": _plain(thresholds),
+                "dev_metrics": _plain(dev_metrics),
+                "config": cfg_dict,
+                "history": history,
+                "best": best,
+                "optimizer_state": optimizer.state_dict(),
+                "scheduler_state": scheduler.state_dict(),
+                "scaler_state": scaler.state_dict(),
+                "rng": _rng_state(gens),
+                "versions": _versions(),
+            }
+            epoch_path = out / f"epoch_{epoch}.pt"
+            _atomic_save(ckpt, epoch_path)
+            _atomic_copy(epoch_path, last_path)
+            if improved:
+                _atomic_copy(epoch_path, best_path)
+            _write_logs(out, history)
+            if tb is not None:
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and k != "epoch":
+                        tb.add_scalar(k, v, epoch)
+            log.info("epoch %d/%d: train loss %.4f, dev loss %.4f, dev ACER %.4f%s (%.1f img/s)",
+                     epoch, cfg.epochs, train_loss, dev_loss, acer, " *best*" if improved else "",
+                     row["train_images_per_s"])
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+    finally:
+        if tb is not None:
+            tb.close()
+
+    if not history:
+        raise TrainingError(f"{out}: nothing trained (epochs={cfg.epochs}, resumed at {start_epoch})")
+    metrics = {
+        "best_epoch": best["epoch"],
+        "best": best.get("dev_metrics", {}),
+        "thresholds": best.get("thresholds", {}),
+        "last": {k: v for k, v in history[-1].items() if k not in TIMING_KEYS},
+        "train_loss_first": history[0]["train_loss"],
+        "train_loss_last": history[-1]["train_loss"],
+    }
+    return TrainResult(best_path, last_path, metrics, history)
+
+
+def _versions() -> dict[str, str]:
+    import segmentation_models_pytorch as smp
+
+    return {"torch": str(torch.__version__), "segmentation_models_pytorch": str(smp.__version__)}
