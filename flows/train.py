@@ -13,8 +13,8 @@ def train_model(params: dict) -> dict:
     """Train (resuming from out_dir/last.pt when asked); returns checkpoint paths and metrics."""
     from depthseg.trainer import TrainConfig, train
 
-    fields = {k: v for k, v in params.items() if k not in ("test_split",)}
-    res = train(TrainConfig(**fields))
+    fields = {k: v for k, v in params.items() if k not in ("test_split", "resume")}
+    res = train(TrainConfig(progress=False, **fields), resume=params["resume"])
     return {
         "best_checkpoint": str(res.best_checkpoint),
         "last_checkpoint": str(res.last_checkpoint),
