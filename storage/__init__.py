@@ -10,7 +10,7 @@ from .inspect import format_summary, summary, verify
 from .layout import SCHEMA_VERSION, PartData, PartInfo, config_hash, file_checksum
 from .locks import run_lock
 from .reader import DatasetReader, open_dataset
-from .writer import DatasetWriter
+from .writer import DatasetWriter, PartBuilder
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -18,6 +18,7 @@ __all__ = [
     "DatasetReader",
     "DatasetWriter",
     "IntegrityError",
+    "PartBuilder",
     "PartData",
     "PartExists",
     "PartInfo",

@@ -25,10 +25,13 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
                              and about manifest.json when iterating the root, and goes on):
         commit.lock          flock(2) target serialising manifest updates between processes
         run.lock             run-level lock (JSON: pid, host, owner, time), see locks.run_lock
-        <part_id>.<token>/   a part being written; its writer holds flock on the folder
+        <part_id>.<token>/   a part being written (whole, or streamed chunk by chunk); its
+                             writer holds flock on the folder
 
 ``image`` and ``depth`` have one frame per chunk and up to 512 frames per shard; the other
-arrays have unsharded chunks of up to 1024 frames. Every array is zstd-compressed and carries
+arrays have unsharded chunks of up to 1024 frames (a part written whole gets ``min(N, 512)``
+and ``min(N, 1024)``; a streamed part, whose N is unknown when its arrays are created, 512 and
+1024). Every array is zstd-compressed and carries
 ``dimension_names``. Part ids are folder names: ``[A-Za-z0-9][A-Za-z0-9._-]*``. The folder of a part that replaced an older
 version is ``parts/<part_id>~<token>`` (the manifest's ``path`` says which folder is current).
 

@@ -13,6 +13,17 @@ but there is no locking, so only one process may write a remote store at a time.
 
 Opening a writer cleans orphans: part folders the manifest does not list and staging folders
 whose writer is gone.
+
+Streaming: ``write_part`` takes a whole part in memory; ``begin_part`` returns a
+:class:`PartBuilder` that takes it chunk by chunk (``append``), growing the staged arrays along
+the frame axis, then ``commit`` (the same commit as above) or ``abort``. ``write_part`` is
+``begin_part`` + one ``append`` + ``commit``::
+
+    with writer.begin_part("vid-001", input_checksum=sha) as part:
+        for chunk in chunks:          # PartData of ~64 frames each
+            part.append(chunk)
+        part.update_extra({"frames_decoded": n})
+        info = part.commit()          # leaving the block without commit() aborts
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ import fcntl
 import logging
 import os
 import shutil
+import weakref
 from typing import Any
 
 import numpy as np
@@ -62,28 +74,9 @@ from .locks import commit_lock
 log = logging.getLogger(__name__)
 
 
-def _put_array(group: Any, name: str, arr: np.ndarray, dims: tuple[str, ...], sharded: bool) -> None:
-    n, rest = arr.shape[0], arr.shape[1:]
-    if sharded:
-        chunks, shards = (1, *rest), (max(1, min(n, FRAMES_PER_SHARD)), *rest)
-    else:
-        chunks, shards = (max(1, min(n, FRAMES_PER_CHUNK)), *rest), None
-    out = group.create_array(
-        name,
-        shape=arr.shape,
-        dtype=str if arr.dtype.kind == "U" else arr.dtype,
-        chunks=chunks,
-        shards=shards,
-        compressors=ZstdCodec(level=ZSTD_LEVEL),
-        dimension_names=list(dims),
-    )
-    if n:
-        out[...] = arr
-
-
-def write_part_group(store: Any, info: PartInfo, data: PartData) -> None:
-    """Write one validated part as a standalone zarr group into ``store`` (must be empty)."""
-    attrs = {
+def _part_attrs(info: PartInfo) -> dict[str, Any]:
+    """The attributes of a part group (``zarr.json`` of ``parts/<part_id>``)."""
+    return {
         "part_id": info.part_id,
         "input_checksum": info.input_checksum,
         "config_hash": info.config_hash,
@@ -92,13 +85,69 @@ def write_part_group(store: Any, info: PartInfo, data: PartData) -> None:
         "created": info.created,
         "extra": info.extra,
     }
-    group = zarr.open_group(store, mode="w-", attributes=attrs)
-    for name, (_, dims) in ARRAYS.items():
-        _put_array(group, name, getattr(data, name), dims, name in SHARDED)
-    for kind in ("qc", "meta"):
-        sub = group.create_group(kind)
-        for name, col in getattr(data, kind).items():
-            _put_array(sub, name, col, ("frame",), False)
+
+
+def _array_keys(data: PartData) -> list[str]:
+    """Every array of a part, as paths inside the part group (``image``, ..., ``qc/<col>``, ...)."""
+    return [*ARRAYS, *(f"qc/{c}" for c in data.qc), *(f"meta/{c}" for c in data.meta)]
+
+
+def _values(data: PartData, key: str) -> np.ndarray:
+    kind, _, name = key.partition("/")
+    return getattr(data, key) if not name else getattr(data, kind)[name]
+
+
+def _create_arrays(group: Any, data: PartData, frames_per_shard: int,
+                   frames_per_chunk: int) -> dict[str, Any]:
+    """Create every array of a validated part in ``group``, ``data.frames`` frames long (unwritten).
+
+    ``image``/``depth``: one frame per chunk, ``frames_per_shard`` frames per shard; the others
+    unsharded chunks of ``frames_per_chunk`` frames. Returns ``{key: zarr.Array}``.
+    """
+    subgroups = {"qc": group.create_group("qc"), "meta": group.create_group("meta")}
+    arrays = {}
+    for key in _array_keys(data):
+        arr = np.asarray(_values(data, key))
+        kind, _, name = key.partition("/")
+        parent, dims = (group, ARRAYS[key][1]) if not name else (subgroups[kind], ("frame",))
+        rest = arr.shape[1:]
+        if key in SHARDED:
+            chunks, shards = (1, *rest), (frames_per_shard, *rest)
+        else:
+            chunks, shards = (frames_per_chunk, *rest), None
+        arrays[key] = parent.create_array(
+            name or key,
+            shape=arr.shape,
+            dtype=str if arr.dtype.kind == "U" else arr.dtype,
+            chunks=chunks,
+            shards=shards,
+            compressors=ZstdCodec(level=ZSTD_LEVEL),
+            dimension_names=list(dims),
+        )
+    return arrays
+
+
+def _write_rows(arrays: dict[str, Any], data: PartData, start: int) -> None:
+    """Write ``data``'s frames at rows ``start:start + N`` of every array, growing it as needed.
+
+    Growing is a metadata update (``zarr.json``); the write touches only the shards/chunks that
+    hold those rows: a shard already holding earlier frames is read and rewritten whole (its
+    existing chunks are copied as compressed bytes, not re-encoded).
+    """
+    stop = start + data.frames
+    for key, arr in arrays.items():
+        if arr.shape[0] != stop:
+            arr.resize((stop, *arr.shape[1:]))
+        if stop > start:
+            arr[start:stop] = _values(data, key)
+
+
+def write_part_group(store: Any, info: PartInfo, data: PartData) -> None:
+    """Write one validated part as a standalone zarr group into ``store`` (must be empty)."""
+    group = zarr.open_group(store, mode="w-", attributes=_part_attrs(info))
+    n = data.frames
+    arrays = _create_arrays(group, data, max(1, min(n, FRAMES_PER_SHARD)), max(1, min(n, FRAMES_PER_CHUNK)))
+    _write_rows(arrays, data, 0)
 
 
 def _rm(loc: Location, rel: str) -> None:
@@ -108,6 +157,14 @@ def _rm(loc: Location, rel: str) -> None:
     else:
         with contextlib.suppress(FileNotFoundError):
             loc.fs.rm(loc.path(rel), recursive=True)
+
+
+def _rm_old(loc: Location, rel: str) -> None:
+    """Remove a replaced part's folder after the commit; a failure only leaves an orphan."""
+    try:
+        _rm(loc, rel)
+    except Exception as e:  # noqa: BLE001 - committed already; the next writer cleans orphans
+        log.warning("%s: could not remove replaced part folder %s: %r", loc.url, rel, e)
 
 
 def _list_dirs(loc: Location, rel: str) -> list[str]:
@@ -262,27 +319,71 @@ class DatasetWriter:
         replaced atomically. ``versions``/``created`` default to the installed packages and now
         (pass them to keep provenance when copying parts). A storage failure raises
         :class:`StoreError` naming the part and the cause, and leaves nothing partial visible.
+        An empty part (0 frames) is allowed here. Same protocol as :meth:`begin_part` with one
+        ``append``, except that shards/chunks are sized to the part (``min(N, 512)`` frames per
+        image/depth shard, ``min(N, 1024)`` per chunk of the other arrays).
         """
         check_part_id(part_id)
         data = data.validated(part_id)
+        n = data.frames
+        builder = self._begin(part_id, input_checksum=input_checksum, extra=extra, overwrite=overwrite,
+                              versions=versions, created=created, allow_empty=True,
+                              frames_per_shard=max(1, min(n, FRAMES_PER_SHARD)),
+                              frames_per_chunk=max(1, min(n, FRAMES_PER_CHUNK)))
+        with builder:
+            builder._append_validated(data)
+            return builder.commit()
+
+    def begin_part(self, part_id: str, *, input_checksum: str, extra: dict | None = None,
+                   overwrite: bool = False, versions: dict | None = None,
+                   created: str | None = None) -> PartBuilder:
+        """Start writing one part frame chunk by frame chunk; returns its :class:`PartBuilder`.
+
+        Nothing is visible until :meth:`PartBuilder.commit` (same atomic commit as
+        :meth:`write_part`); :meth:`PartBuilder.abort`, an exception in a ``with`` block or a
+        crash leave the store as it was. Raises :class:`PartExists` at once when the part is
+        already committed with this input checksum and config (unless ``overwrite``), so a
+        caller learns it before decoding anything; the check is repeated at commit. Memory use
+        stays O(chunk + one shard), independent of the part's length (see :class:`PartBuilder`).
+        """
+        return self._begin(part_id, input_checksum=input_checksum, extra=extra, overwrite=overwrite,
+                           versions=versions, created=created, allow_empty=False,
+                           frames_per_shard=FRAMES_PER_SHARD, frames_per_chunk=FRAMES_PER_CHUNK)
+
+    def _begin(self, part_id: str, *, input_checksum: str, extra: dict | None, overwrite: bool,
+               versions: dict | None, created: str | None, allow_empty: bool, frames_per_shard: int,
+               frames_per_chunk: int) -> PartBuilder:
+        check_part_id(part_id)
         info = PartInfo(
             part_id=part_id,
-            frames=data.frames,
+            frames=0,
             input_checksum=str(input_checksum),
             config_hash=self.config_hash,
             versions=normalize_json(versions, "versions") if versions is not None else dict(self._versions),
             created=created or now_iso(),
             extra=normalize_json(extra or {}, f"part {part_id}: extra"),
-            columns=_extra_columns(data),
         )
         self.refresh()
         self._check_exists(info, overwrite)
-        if self._loc.local:
-            info = self._write_local(info, data, overwrite)
+        loc = self._loc
+        if loc.local:
+            name = f"{part_id}.{token()}"
+            rel = f"{STAGING}/{name}"
+            staged = loc.path(STAGING, name)
+            with commit_lock(loc):  # so that no cleaner sees the folder before we hold its flock
+                os.makedirs(staged)
+                fd = os.open(staged, os.O_RDONLY)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:
-            info = self._write_remote(info, data, overwrite)
-        log.info("%s: committed part %s (%d frames)", self.url, part_id, info.frames)
-        return info
+            rel, fd = self._target(part_id), None
+        builder = PartBuilder(self, info, rel, fd, overwrite=overwrite, allow_empty=allow_empty,
+                              frames_per_shard=frames_per_shard, frames_per_chunk=frames_per_chunk)
+        try:
+            builder._open_group()
+        except Exception as e:
+            builder.abort()
+            raise StoreError(f"{self.url}: writing part {part_id} failed: {e!r}") from e
+        return builder
 
     def _check_exists(self, info: PartInfo, overwrite: bool) -> dict | None:
         if self._manifest.get("config_hash", self.config_hash) != self.config_hash:
@@ -299,67 +400,271 @@ class DatasetWriter:
         plain = f"{PARTS}/{part_id}"
         return plain if not self._loc.fs.exists(self._loc.path(plain)) else f"{plain}~{token()}"
 
-    def _write_local(self, info: PartInfo, data: PartData, overwrite: bool) -> PartInfo:
+    def _commit_local(self, info: PartInfo, staged_rel: str, overwrite: bool) -> PartInfo:
+        """Checksum + fsync a staged part, rename it into ``parts/`` and replace the manifest."""
         loc = self._loc
-        name = f"{info.part_id}.{token()}"
-        staged = loc.path(STAGING, name)
-        with commit_lock(loc):  # so that no cleaner sees the folder before we hold its flock
-            os.makedirs(staged)
-            fd = os.open(staged, os.O_RDONLY)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        staged = loc.path(*staged_rel.split("/"))
         try:
+            info.checksum = _tree_checksum(loc.fs, staged, fsync=True)
+        except Exception as e:
+            raise StoreError(f"{self.url}: writing part {info.part_id} failed: {e!r}") from e
+        with commit_lock(loc):
+            self.refresh()
+            old = self._check_exists(info, overwrite)
+            target = self._target(info.part_id)
             try:
-                write_part_group(loc.zarr_store(STAGING, name), info, data)
-                info.checksum = _tree_checksum(loc.fs, staged, fsync=True)
-            except Exception as e:
-                raise StoreError(f"{self.url}: writing part {info.part_id} failed: {e!r}") from e
-            with commit_lock(loc):
-                self.refresh()
-                old = self._check_exists(info, overwrite)
-                target = self._target(info.part_id)
-                try:
-                    os.rename(staged, loc.path(*target.split("/")))
-                    fsync_dir(loc.path(PARTS))
-                    info.path = target
-                    manifest = dict(self._manifest, parts={**self._manifest["parts"],
-                                                           info.part_id: info.to_manifest()})
-                    write_manifest(loc, manifest)
-                except OSError as e:
-                    _rm(loc, target)
-                    raise StoreError(f"{self.url}: committing part {info.part_id} failed: {e!r}") from e
-                self._manifest = manifest
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-            os.close(fd)
+                os.rename(staged, loc.path(*target.split("/")))
+                fsync_dir(loc.path(PARTS))
+                info.path = target
+                manifest = dict(self._manifest, parts={**self._manifest["parts"],
+                                                       info.part_id: info.to_manifest()})
+                write_manifest(loc, manifest)
+            except OSError as e:
+                _rm(loc, target)
+                raise StoreError(f"{self.url}: committing part {info.part_id} failed: {e!r}") from e
+            self._manifest = manifest
         if old is not None:
-            _rm(loc, old["path"])
+            _rm_old(loc, old["path"])
         return info
 
-    def _write_remote(self, info: PartInfo, data: PartData, overwrite: bool) -> PartInfo:
+    def _commit_remote(self, info: PartInfo, target: str, overwrite: bool) -> PartInfo:
+        """Checksum a part written in place at ``target`` and rewrite the manifest."""
         loc = self._loc
-        old = self._manifest["parts"].get(info.part_id)
-        target = self._target(info.part_id)
         try:
-            write_part_group(loc.zarr_store(*target.split("/")), info, data)
             info.checksum = _tree_checksum(loc.fs, loc.path(target))
+            self.refresh()
+            old = self._check_exists(info, overwrite)
             info.path = target
             manifest = dict(self._manifest, parts={**self._manifest["parts"], info.part_id: info.to_manifest()})
             write_manifest(loc, manifest)
+        except StoreError:
+            raise
         except Exception as e:
-            with contextlib.suppress(Exception):
-                _rm(loc, target)
             raise StoreError(f"{self.url}: writing part {info.part_id} failed: {e!r}") from e
         self._manifest = manifest
-        if old is not None:
-            _rm(loc, old["path"])
+        if old is not None and old["path"] != target:
+            _rm_old(loc, old["path"])
         return info
 
 
-def _extra_columns(data: PartData) -> dict[str, list[str]]:
+def _release(loc: Location, rel: str | None, fd: int | None) -> None:
+    """Remove an uncommitted part folder (staging or remote target) and drop its flock."""
+    try:
+        if rel is not None:
+            _rm(loc, rel)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _abandoned(url: str, part_id: str, loc: Location, rel: str, fd: int | None) -> None:
+    """Finalizer of a builder dropped while open: discard its folder (best effort)."""
+    log.warning("%s: part %s was neither committed nor aborted; discarding it", url, part_id)
+    with contextlib.suppress(Exception):
+        _release(loc, rel, fd)
+
+
+class PartBuilder:
+    """One part being written chunk by chunk; create it with :meth:`DatasetWriter.begin_part`.
+
+    ``append(chunk)`` validates a :class:`PartData` of N_chunk frames and writes it at the end
+    of every array (zarr resize along the frame axis, then a write of those rows). The first
+    chunk fixes the crop size S and the set of qc/meta columns (and the dtypes of extra
+    columns); later chunks must match. ``commit()`` records frames and ``extra`` in the part's
+    attributes and commits atomically like :meth:`DatasetWriter.write_part`; ``abort()``
+    discards everything. Used as a context manager, leaving the block without ``commit()``
+    (by an exception or normally) aborts. Not thread-safe: one thread appends.
+
+    Local stores write into ``.staging/<part_id>.<token>/`` (flock'ed, so a writer opened after
+    a crash removes it); remote stores write in place into an unlisted ``parts/`` folder.
+
+    Memory and I/O: ``image``/``depth`` hold one frame per chunk in shards of 512 frames, the
+    other arrays chunks of 1024 frames. An append writes only the shards/chunks its rows fall
+    in: growing an array is a metadata update, and a shard that already holds frames is read
+    and rewritten whole (its chunks copied as compressed bytes, not re-encoded). Memory is thus
+    O(chunk + the compressed image/depth shard being rewritten), whatever the part's length,
+    and the cost of an append depends on its position inside a shard, never on the frames
+    before that shard. Appending k frames at a time writes each shard 512/k times with growing
+    content, about (512/k + 1)/2 times its final size: 4.5x for k = 64, 2.5x for k = 128, 1x for
+    k = 512 (or a multiple of it). Appending 512 frames at a time removes the rewrite at the
+    cost of holding 512 frames in the caller (S=128: 24 MiB of image + 8 MiB of depth, raw);
+    chunk sizes that divide 512 keep shard boundaries aligned. Measured (S=128 real face crops,
+    k = 64, 2 shared CPU cores): CPU time per 512-frame shard flat over 8 shards, bytes written
+    4.1-4.5x the part's size, process RSS levelling off at ~200 MiB over 7680 frames. The
+    checksum at commit reads the part once more (streaming, 1 MiB blocks).
+    """
+
+    def __init__(self, writer: DatasetWriter, info: PartInfo, rel: str, fd: int | None, *,
+                 overwrite: bool, allow_empty: bool, frames_per_shard: int, frames_per_chunk: int):
+        self._writer = writer
+        self._info = info
+        self._rel = rel  # the part's folder relative to the store root (staging or remote target)
+        self._overwrite = overwrite
+        self._allow_empty = allow_empty
+        self._frames_per_shard = frames_per_shard
+        self._frames_per_chunk = frames_per_chunk
+        self._fd = fd  # flock on the staging folder (local stores)
+        self._frames = 0
+        self._state = "open"
+        self._group: Any = None
+        self._arrays: dict[str, Any] | None = None
+        self._size = 0
+        self._dtypes: dict[str, np.dtype] = {}
+        self._finalizer = weakref.finalize(self, _abandoned, writer.url, info.part_id, writer._loc, rel, fd)
+        self._finalizer.atexit = writer._loc.local  # remote: leave it to the next writer's cleaning
+
+    # -- state ----------------------------------------------------------------------------
+
+    @property
+    def part_id(self) -> str:
+        return self._info.part_id
+
+    @property
+    def frames(self) -> int:
+        """Frames appended so far."""
+        return self._frames
+
+    @property
+    def state(self) -> str:
+        """``"open"``, ``"committed"`` or ``"aborted"``."""
+        return self._state
+
+    def __repr__(self) -> str:
+        return f"PartBuilder({self._writer.url!r}, {self.part_id!r}, frames={self._frames}, {self._state})"
+
+    def _check_open(self, action: str) -> None:
+        if self._state != "open":
+            raise StoreError(f"{self._writer.url}: part {self.part_id}: cannot {action}, the part "
+                             f"was already {self._state}")
+
+    # -- writing --------------------------------------------------------------------------
+
+    def _open_group(self) -> None:
+        store = self._writer._loc.zarr_store(*self._rel.split("/"))
+        self._group = zarr.open_group(store, mode="w-", attributes=_part_attrs(self._info))
+
+    def update_extra(self, extra: dict) -> None:
+        """Merge ``extra`` (JSON-able) into the part's ``extra`` dict (top-level keys replaced)."""
+        self._check_open("update extra")
+        self._info.extra.update(normalize_json(dict(extra), f"part {self.part_id}: extra"))
+
+    def append(self, chunk: PartData) -> None:
+        """Append a chunk of frames (shapes and dtypes as in :class:`PartData`).
+
+        A chunk that does not validate, or does not match the first chunk's S and columns,
+        raises ValueError naming the part and leaves the builder as it was. A storage failure
+        raises :class:`StoreError` naming the part; the builder is then aborted.
+        """
+        self._check_open("append")
+        self._append_validated(self._conform(chunk.validated(self.part_id)))
+
+    def _conform(self, data: PartData) -> PartData:
+        """Check a validated chunk against the first one; cast extra columns to their dtypes."""
+        pid = self.part_id
+        if self._arrays is None:
+            return data
+        size = data.image.shape[1]
+        if size != self._size:
+            raise ValueError(f"part {pid}: chunk has crops of size {size}, the part's first chunk "
+                             f"fixed S={self._size}")
+        cols = {}
+        for kind in ("qc", "meta"):
+            given = getattr(data, kind)
+            want = [k.split("/", 1)[1] for k in self._arrays if k.startswith(f"{kind}/")]
+            if set(given) != set(want):
+                missing, unexpected = sorted(set(want) - set(given)), sorted(set(given) - set(want))
+                raise ValueError(f"part {pid}: chunk's {kind} columns differ from the first chunk's: "
+                                 f"missing {missing}, unexpected {unexpected}")
+            out = {}
+            for name, col in given.items():
+                dtype = self._dtypes[f"{kind}/{name}"]
+                text = col.dtype.kind == "U"
+                if text != (dtype.kind == "U") or (not text and not np.can_cast(col.dtype, dtype, "same_kind")):
+                    raise ValueError(f"part {pid}: column {name!r} is {col.dtype} in this chunk, "
+                                     f"{dtype} in the first chunk")
+                out[name] = col if text else col.astype(dtype, copy=False)
+            cols[kind] = out
+        data.qc, data.meta = cols["qc"], cols["meta"]
+        return data
+
+    def _append_validated(self, data: PartData) -> None:
+        try:
+            if self._arrays is None:
+                self._arrays = _create_arrays(self._group, data, self._frames_per_shard, self._frames_per_chunk)
+                self._size = data.image.shape[1]
+                self._dtypes = {k: np.asarray(_values(data, k)).dtype for k in self._arrays}
+            _write_rows(self._arrays, data, self._frames)
+        except Exception as e:
+            self.abort()
+            raise StoreError(f"{self._writer.url}: writing part {self.part_id} failed: {e!r}") from e
+        except BaseException:  # e.g. KeyboardInterrupt: the arrays may be half grown
+            self.abort()
+            raise
+        self._frames += data.frames
+
+    def commit(self) -> PartInfo:
+        """Commit the part atomically; returns its record, as :meth:`DatasetWriter.write_part` does.
+
+        Raises ValueError (naming the part) when no frame was appended, :class:`PartExists` when
+        another process committed the same part meanwhile, :class:`StoreError` on a storage
+        failure. Whatever happens the builder is closed: committed, or aborted with its folder
+        removed and the manifest untouched.
+        """
+        self._check_open("commit")
+        writer, info = self._writer, self._info
+        if self._arrays is None or (self._frames == 0 and not self._allow_empty):
+            self.abort()
+            raise ValueError(f"part {self.part_id}: nothing to commit, no frames were appended")
+        info.frames = self._frames
+        info.columns = _extra_columns([k[3:] for k in self._arrays if k.startswith("qc/")],
+                                      [k[5:] for k in self._arrays if k.startswith("meta/")])
+        try:
+            try:
+                self._group.attrs.update({"frames": info.frames, "extra": info.extra})
+            except Exception as e:
+                raise StoreError(f"{writer.url}: writing part {self.part_id} failed: {e!r}") from e
+            if writer._loc.local:
+                info = writer._commit_local(info, self._rel, self._overwrite)
+            else:
+                info = writer._commit_remote(info, self._rel, self._overwrite)
+        except BaseException:
+            self._close("aborted", remove=True)
+            raise
+        self._close("committed", remove=False)  # local: the staging folder was renamed; unlock it
+        log.info("%s: committed part %s (%d frames)", writer.url, self.part_id, info.frames)
+        return info
+
+    def abort(self) -> None:
+        """Discard the part: remove its folder, leave the manifest untouched (no-op once closed)."""
+        if self._state != "open":
+            return
+        self._close("aborted", remove=True)
+        log.info("%s: aborted part %s (%d frames appended)", self._writer.url, self.part_id, self._frames)
+
+    def _close(self, state: str, *, remove: bool) -> None:
+        self._state = state
+        self._finalizer.detach()
+        fd, self._fd = self._fd, None
+        self._arrays = self._group = None
+        _release(self._writer._loc, self._rel if remove else None, fd)
+
+    def __enter__(self) -> PartBuilder:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if self._state != "open":
+            return
+        if exc_type is None:
+            log.warning("%s: part %s left its with block without commit(); aborting it",
+                        self._writer.url, self.part_id)
+        self.abort()
+
+
+def _extra_columns(qc: list[str], meta: list[str]) -> dict[str, list[str]]:
     """The part's column names for the manifest, or {} when they are just the required ones."""
-    if set(data.qc) == set(QC_COLUMNS) and set(data.meta) == set(META_COLUMNS):
+    if set(qc) == set(QC_COLUMNS) and set(meta) == set(META_COLUMNS):
         return {}
-    return {"qc": sorted(data.qc), "meta": sorted(data.meta)}
+    return {"qc": sorted(qc), "meta": sorted(meta)}
 
 
 def _list_names(loc: Location) -> list[str]:
