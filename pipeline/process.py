@@ -181,11 +181,16 @@ def part_id_for(item: WorkItem, root: str | Path | None = None) -> str:
     return f"{readable.strip('._') or 'item'}-{digest}"
 
 
-def extract_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer) -> dict:
-    """Decode, detect, landmark and crop every sampled frame of ``item`` (no fit yet).
+FACE_FIELDS = ("image", "landmarks", "bbox", "affine", "det_score", "face_size", "frame_index", "timestamp")
 
-    Returns lists of per-frame arrays plus the no-face count; raises a PipelineError for an
-    unreadable input or when no frame has a face.
+
+def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict,
+                     chunk_size: int | None = None):
+    """Decode, detect, landmark and crop the sampled frames of ``item``, ``chunk_size`` faces at a time.
+
+    Yields dicts of per-frame lists (keys ``FACE_FIELDS``); ``counts["decoded"]`` and
+    ``counts["no_face"]`` are updated as frames go by. Only one chunk is held in memory.
+    Raises a PipelineError for an unreadable input.
     """
     from .crop import CropConfig, crop_face
     from .detect import pick_face
@@ -194,20 +199,22 @@ def extract_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: St
     caps = [c for c in (cfg.max_frames, item.max_frames) if c]
     fcfg = FrameConfig(every_n=cfg.every_n, fps=cfg.fps, max_frames=min(caps) if caps else None)
     ccfg = CropConfig(size=cfg.size, crop_scale=cfg.crop_scale)
-    out: dict[str, list] = {k: [] for k in ("image", "landmarks", "bbox", "affine", "det_score", "face_size", "frame_index", "timestamp")}
-    decoded = no_face = 0
+    chunk_size = chunk_size or cfg.batch_size
+    counts.setdefault("decoded", 0)
+    counts.setdefault("no_face", 0)
+    out: dict[str, list] = {k: [] for k in FACE_FIELDS}
     frames = iter_frames(item.path, fcfg)
     while True:
         with timer.stage("decode"):
             frame = next(frames, None)
         if frame is None:
             break
-        decoded += 1
+        counts["decoded"] += 1
         with timer.stage("detect"):
             try:
                 box = pick_face(eng.detector.detect(frame.image), eng.detector.cfg)
             except NoFaceDetected:
-                no_face += 1
+                counts["no_face"] += 1
                 continue
         with timer.stage("landmarks"):
             lm = eng.landmarker.landmarks(frame.image, box)
@@ -221,13 +228,25 @@ def extract_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: St
         out["face_size"].append(box.size)
         out["frame_index"].append(frame.index)
         out["timestamp"].append(frame.timestamp)
-    if decoded == 0:
+        if len(out["image"]) >= chunk_size:
+            yield out
+            out = {k: [] for k in FACE_FIELDS}
+    if out["image"]:
+        yield out
+    if counts["decoded"] == 0:
         raise PipelineError("no frame could be read", source=item.path)
+
+
+def extract_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer) -> dict:
+    """All faces of ``item`` at once (for short inputs, e.g. ``predict``); see ``iter_face_chunks``."""
+    counts: dict = {}
+    out: dict[str, list] = {k: [] for k in FACE_FIELDS}
+    for chunk in iter_face_chunks(item, cfg, eng, timer, counts):
+        for k in FACE_FIELDS:
+            out[k].extend(chunk[k])
     if not out["image"]:
-        raise NoFaceDetected(f"no face found in any of {decoded} sampled frames", source=item.path)
-    out["decoded"] = decoded
-    out["no_face"] = no_face
-    return out
+        raise NoFaceDetected(f"no face found in any of {counts['decoded']} sampled frames", source=item.path)
+    return {**out, **counts}
 
 
 def fit_and_render(
@@ -260,26 +279,25 @@ def fit_and_render(
     return depth, meas
 
 
-def process_item(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer | None = None):
-    """Compute one part's arrays for ``item`` (no I/O besides reading the input).
+def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer,
+                 counts: dict):
+    """Fit + render (live / unknown items), QC and metadata of one chunk of faces → ``PartData``.
 
-    Returns ``(PartData, counts)``.
+    Frames whose QC flags are in ``cfg.qc.drop`` are left out (counted in ``counts``).
     """
     from storage import PartData
 
     from .crop import transform_points
 
-    timer = timer or StageTimer()
-    faces = extract_faces(item, cfg, eng, timer)
     images = np.stack(faces["image"])
     landmarks = np.stack(faces["landmarks"])
     affine = np.stack(faces["affine"])
     n = len(images)
-    lm_crop = np.stack([transform_points(a, p) for a, p in zip(affine, landmarks)]).astype(np.float32)
-    if item.is_spoof:
+    if item.is_spoof:  # spoof faces: all-zero depth, no fit
         depth = np.zeros((n, cfg.size, cfg.size), dtype=np.uint8)
         meas = {k: np.full(n, np.nan, dtype=np.float32) for k in ("fit_residual", "yaw", "pitch", "roll")}
     else:
+        lm_crop = transform_points(affine, landmarks).astype(np.float32)
         depth, meas = fit_and_render(lm_crop, cfg, eng, timer)
     with timer.stage("qc"):
         face_size = np.asarray(faces["face_size"], dtype=np.float32)
@@ -290,14 +308,8 @@ def process_item(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: Sta
             pitch=meas["pitch"], blur=blur, det_score=det_score,
         )
     keep = (flags & cfg.qc.drop_mask()) == 0
-    counts = {
-        "decoded": faces["decoded"],
-        "no_face": faces["no_face"],
-        "dropped_qc": int((~keep).sum()),
-        "flagged_qc": int((flags[keep] != 0).sum()),
-    }
-    if not keep.any():
-        raise PipelineError(f"all {n} face frames dropped by QC ({list(cfg.qc.drop)})", source=item.path)
+    counts["dropped_qc"] = counts.get("dropped_qc", 0) + int((~keep).sum())
+    counts["flagged_qc"] = counts.get("flagged_qc", 0) + int((flags[keep] != 0).sum())
 
     def col(value: str) -> np.ndarray:
         return np.array([value] * n, dtype=object)
@@ -318,13 +330,32 @@ def process_item(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: Sta
         "det_score": det_score, "face_size": face_size, "yaw": meas["yaw"], "pitch": meas["pitch"],
         "roll": meas["roll"], "blur": blur, "qc_flags": flags,
     }
-    data = PartData(
+    return PartData(
         image=images[keep], depth=depth[keep], landmarks=landmarks[keep], bbox=np.stack(faces["bbox"])[keep],
         affine=affine[keep], fit_residual=meas["fit_residual"][keep],
         qc={k: v[keep] for k, v in qc.items()},
         meta={k: np.asarray(v)[keep] for k, v in meta.items()},
     )
-    return data, counts
+
+
+def iter_part_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict):
+    """The part of ``item`` as a stream of ``PartData`` chunks of at most ``cfg.batch_size`` frames."""
+    for faces in iter_face_chunks(item, cfg, eng, timer, counts):
+        data = finish_chunk(faces, item, cfg, eng, timer, counts)
+        if data.frames:
+            yield data
+
+
+def process_item(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer | None = None):
+    """The whole part of ``item`` in memory (tests, short inputs): ``(PartData, counts)``."""
+    from storage import PartData
+
+    timer = timer or StageTimer()
+    counts: dict = {}
+    chunks = list(iter_part_chunks(item, cfg, eng, timer, counts))
+    if not chunks:
+        raise NoFaceDetected(f"no face kept in any of {counts.get('decoded', 0)} sampled frames", source=item.path)
+    return PartData.concat(chunks) if len(chunks) > 1 else chunks[0], counts
 
 
 def preprocess_unit(
@@ -359,18 +390,25 @@ def preprocess_unit(
             log.info("%s: already committed as part %s, skipped", item.path, pid)
             return res
         eng = engines or get_engines(cfg)
-        data, counts = process_item(item, cfg, eng, timer)
-        with timer.stage("write"):
-            info = writer.write_part(
-                pid, data, input_checksum=checksum,
-                extra={"source": item.path, "item": {k: v for k, v in item.to_dict().items() if k != "extra"}, **counts},
-            )
+        counts: dict = {}
+        extra = {"source": item.path, "item": {k: v for k, v in item.to_dict().items() if k != "extra"}}
+        with writer.begin_part(pid, input_checksum=checksum, extra=extra, overwrite=True) as part:
+            for chunk in iter_part_chunks(item, cfg, eng, timer, counts):
+                with timer.stage("write"):
+                    part.append(chunk)
+            if part.frames == 0:
+                reason = "dropped by QC" if counts.get("dropped_qc") else "found"
+                raise NoFaceDetected(f"no face {reason} in any of {counts['decoded']} sampled frames",
+                                     source=item.path)
+            part.update_extra(counts)
+            with timer.stage("write"):
+                info = part.commit()
         res.status = "written"
         res.frames_stored = info.frames
         res.frames_decoded = counts["decoded"]
         res.frames_no_face = counts["no_face"]
-        res.frames_dropped_qc = counts["dropped_qc"]
-        res.frames_flagged_qc = counts["flagged_qc"]
+        res.frames_dropped_qc = counts.get("dropped_qc", 0)
+        res.frames_flagged_qc = counts.get("flagged_qc", 0)
     except PipelineError as exc:
         res.reason, res.message = exc.reason, str(exc)
         log.warning("%s failed: %s", item.path, exc)

@@ -173,6 +173,19 @@ class PartData:
     def frames(self) -> int:
         return int(np.shape(self.image)[0])
 
+    @classmethod
+    def concat(cls, parts: "list[PartData]") -> "PartData":
+        """Frames of several chunks (same columns) as one PartData, in order."""
+        def cat(get):
+            return np.concatenate([get(p) for p in parts])
+
+        return cls(
+            image=cat(lambda p: p.image), depth=cat(lambda p: p.depth), landmarks=cat(lambda p: p.landmarks),
+            bbox=cat(lambda p: p.bbox), affine=cat(lambda p: p.affine), fit_residual=cat(lambda p: p.fit_residual),
+            qc={k: cat(lambda p, k=k: p.qc[k]) for k in parts[0].qc},
+            meta={k: cat(lambda p, k=k: p.meta[k]) for k in parts[0].meta},
+        )
+
     def validated(self, part_id: str) -> PartData:
         """Return a copy with canonical dtypes; raise ValueError naming the part and field."""
         n = self.frames

@@ -142,14 +142,6 @@ def _write_rows(arrays: dict[str, Any], data: PartData, start: int) -> None:
             arr[start:stop] = _values(data, key)
 
 
-def write_part_group(store: Any, info: PartInfo, data: PartData) -> None:
-    """Write one validated part as a standalone zarr group into ``store`` (must be empty)."""
-    group = zarr.open_group(store, mode="w-", attributes=_part_attrs(info))
-    n = data.frames
-    arrays = _create_arrays(group, data, max(1, min(n, FRAMES_PER_SHARD)), max(1, min(n, FRAMES_PER_CHUNK)))
-    _write_rows(arrays, data, 0)
-
-
 def _rm(loc: Location, rel: str) -> None:
     """Remove a folder below the root, ignoring one that is already gone."""
     if loc.local:
