@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from .params import EvaluateParams
-from .train import evaluate_model, metrics_rows
+from flows.params import EvaluateParams
+from flows.train import evaluate_model, metrics_rows
 
 
 @flow(name="evaluate")

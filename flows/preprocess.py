@@ -15,8 +15,8 @@ from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from .params import PreprocessParams
-from .runners import make_task_runner
+from flows.params import PreprocessParams
+from flows.runners import make_task_runner
 
 #: exceptions worth retrying (the disk or network hiccuped); bad input never is
 TRANSIENT = (TimeoutError, ConnectionError, BlockingIOError, InterruptedError)

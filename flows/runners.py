@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from .params import RunnerParams
+from flows.params import RunnerParams
 
 
 def make_task_runner(p: RunnerParams):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
-from .params import TrainParams
+from flows.params import TrainParams
 
 
 @task(name="train-model")
