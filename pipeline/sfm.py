@@ -8,8 +8,9 @@ Files are read from the model directory (see :mod:`pipeline.assets`), sub-folder
 * ``ibug_to_sfm.txt`` - TOML: iBUG-68 id (1-based) -> SFM vertex index, plus the jaw contour
   landmark ids (``[contour_landmarks]``);
 * ``sfm_model_contours.json`` - the model's right/left jaw contour vertex lists;
-* ``sfm_3448_edge_topology.json`` - (optional) edge -> adjacent faces / vertices, used for the
-  occluding-contour (silhouette) correspondences of :mod:`pipeline.fit`.
+* ``sfm_3448_edge_topology.json`` - (optional) interior edge -> adjacent faces / vertices, kept
+  for reference (the silhouette test of :mod:`pipeline.fit` uses the equivalent per-vertex
+  triangle fans, :attr:`SFMTensors.vertex_faces`).
 
 Model coordinates: right-handed, x to the subject's left (image right in a frontal view),
 y up, z out of the face towards the viewer; units are roughly millimetres.
@@ -62,7 +63,9 @@ class SFMTensors:
       jaw contour (iBUG 1-8 and 10-17); ``model_contour_right`` / ``_left`` ``(Nc,)`` int64 SFM
       vertices of the model's jaw contour;
     * ``edge_faces`` / ``edge_vertices`` ``(Ed, 2)`` int64 (0-based) adjacent triangles /
-      end vertices of each interior mesh edge, or ``None`` without the edge-topology file.
+      end vertices of each interior mesh edge, or ``None`` without the edge-topology file;
+    * ``vertex_faces`` ``(V, D)`` int64 the triangles around each vertex, padded by repeating
+      the vertex's first triangle (so a max / min over a row ignores the padding).
     """
 
     mean: torch.Tensor
@@ -78,6 +81,7 @@ class SFMTensors:
     model_contour_left: torch.Tensor
     edge_faces: torch.Tensor | None
     edge_vertices: torch.Tensor | None
+    vertex_faces: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -163,7 +167,24 @@ class SFMModel:
             model_contour_left=i(self.model_contour_left),
             edge_faces=None if self.edge_faces is None else i(self.edge_faces),
             edge_vertices=None if self.edge_vertices is None else i(self.edge_vertices),
+            vertex_faces=i(_vertex_faces(self.triangles, v)),
         )
+
+
+def _vertex_faces(triangles: np.ndarray, n_vert: int) -> np.ndarray:
+    """``(V, D)`` triangles around each vertex, padded with the vertex's first triangle
+    (0 for a vertex in no triangle)."""
+    corners = triangles.reshape(-1)
+    tri_ids = np.repeat(np.arange(len(triangles)), 3)
+    order = np.argsort(corners, kind="stable")
+    corners, tri_ids = corners[order], tri_ids[order]
+    counts = np.bincount(corners, minlength=n_vert)
+    starts = np.cumsum(counts) - counts
+    first = np.where(counts > 0, tri_ids[np.minimum(starts, len(tri_ids) - 1)], 0)
+    out = np.repeat(first[:, None], max(int(counts.max()), 1), axis=1).astype(np.int64)
+    slot = np.arange(len(corners)) - np.repeat(starts, counts)
+    out[corners, slot] = tri_ids
+    return out
 
 
 def load_sfm(model_dir: str | os.PathLike | None = None) -> SFMModel:
