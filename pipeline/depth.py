@@ -32,8 +32,9 @@ class DepthConfig:
         size: side ``S`` of the output depth map in pixels.
         far_value: label of the farthest visible face point (the nearest is 1.0, background 0).
         max_window: rasteriser candidate window (see :func:`pipeline.render.rasterize_depth`).
-        chunk_size: faces fitted + rendered per internal batch; 0 = automatic (64 on CPU,
-            where bigger batches stop fitting in cache, all at once on CUDA).
+        chunk_size: faces fitted + rendered per internal batch (each chunk is one batched
+            fit and one batched render); 0 = automatic: 64 on CPU, where larger batches were
+            not faster per face, the whole batch on CUDA.
     """
 
     size: int = 256
@@ -65,7 +66,9 @@ class DepthResult:
     fit: FitResult
 
 
-def depth_label(z: torch.Tensor, mask: torch.Tensor, cfg: DepthConfig | None = None) -> torch.Tensor:
+def depth_label(
+    z: torch.Tensor, mask: torch.Tensor, cfg: DepthConfig | None = None
+) -> torch.Tensor:
     """Normalise z-buffers to depth labels.
 
     Args:
@@ -81,7 +84,8 @@ def depth_label(z: torch.Tensor, mask: torch.Tensor, cfg: DepthConfig | None = N
     cfg = cfg or DepthConfig()
     if z.shape != mask.shape or z.ndim != 3:
         raise ConfigError(
-            f"depth_label: z and mask must both be (B, S, S), got {tuple(z.shape)} / {tuple(mask.shape)}"
+            "depth_label: z and mask must both be (B, S, S), got "
+            f"{tuple(z.shape)} / {tuple(mask.shape)}"
         )
     far = float(cfg.far_value)
     off = ~mask
@@ -141,7 +145,9 @@ def render_depth(
     if len(parts) == 1:
         return parts[0]
     fits = [p.fit for p in parts]
-    fit = FitResult(**{f.name: torch.cat([getattr(r, f.name) for r in fits]) for f in fields(FitResult)})
+    fit = FitResult(
+        **{f.name: torch.cat([getattr(r, f.name) for r in fits]) for f in fields(FitResult)}
+    )
     return DepthResult(
         depth=torch.cat([p.depth for p in parts]),
         mask=torch.cat([p.mask for p in parts]),

@@ -162,7 +162,9 @@ def model_vertices(
     )
 
 
-def _vertices_from(combined: torch.Tensor, mean: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+def _vertices_from(
+    combined: torch.Tensor, mean: torch.Tensor, coeffs: torch.Tensor
+) -> torch.Tensor:
     """``mean (V, 3) + combined (3V, C) @ coeffs (B, C)`` as ``(B, V, 3)`` (one GEMM)."""
     out = torch.addmm(mean.reshape(1, -1), coeffs.to(combined.dtype), combined.T)
     return out.view(coeffs.shape[0], -1, 3)
@@ -171,10 +173,12 @@ def _vertices_from(combined: torch.Tensor, mean: torch.Tensor, coeffs: torch.Ten
 def project_vertices(
     points: torch.Tensor, rotation: torch.Tensor, scale: torch.Tensor, translation: torch.Tensor
 ) -> torch.Tensor:
-    """Model-space ``(B, N, 3)`` -> image ``(B, N, 3)``: pixels x right, y down, z larger = closer."""
-    cam = torch.einsum("bij,bnj->bni", rotation.to(points.dtype), points) * scale.to(points.dtype)[
-        :, None, None
-    ]
+    """Model-space ``(B, N, 3)`` -> image ``(B, N, 3)``.
+
+    Image: pixels x right, y down; z = s * (R X)_z in pixels, larger = closer.
+    """
+    cam = torch.einsum("bij,bnj->bni", rotation.to(points.dtype), points)
+    cam = cam * scale.to(points.dtype)[:, None, None]
     t = translation.to(points.dtype)
     return torch.stack([cam[..., 0] + t[:, None, 0], t[:, None, 1] - cam[..., 1], cam[..., 2]], -1)
 
@@ -382,7 +386,9 @@ def _spd_solve_small(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _check_inputs(model: SFMTensors, landmarks: torch.Tensor, cfg: FitConfig) -> None:
     if landmarks.ndim != 3 or landmarks.shape[1:] != (68, 2):
-        raise ConfigError(f"fit_landmarks: landmarks must be (B, 68, 2), got {tuple(landmarks.shape)}")
+        raise ConfigError(
+            f"fit_landmarks: landmarks must be (B, 68, 2), got {tuple(landmarks.shape)}"
+        )
     if cfg.n_shape_coeffs is not None and cfg.n_shape_coeffs > model.num_shape_coeffs:
         raise ConfigError(
             f"FitConfig.n_shape_coeffs={cfg.n_shape_coeffs} exceeds the model's "
@@ -434,7 +440,6 @@ def fit_landmarks(
 
     fixed_lm = (model.landmark_vertex >= 0).nonzero().squeeze(1)  # (F,)
     fixed_v = model.landmark_vertex[fixed_lm]
-    n_fixed = fixed_lm.numel()
     cl_right, cl_left = model.contour_landmarks_right, model.contour_landmarks_left
     mc_right, mc_left = model.model_contour_right, model.model_contour_left
     use_occ = cfg.contour and cfg.occluding_contour
@@ -544,7 +549,8 @@ def fit_landmarks(
         errors[:, c_lm] = torch.where(c_w > 0, c_err, errors[:, c_lm])
         if occ_info is not None:
             o_idx, o_w, o_lm = occ_info
-            o_err = (pose.project_up(_take_b(verts, o_idx).double()) - _take_b(lm_up, o_lm)).norm(dim=-1)
+            o_proj = pose.project_up(_take_b(verts, o_idx).double())
+            o_err = (o_proj - _take_b(lm_up, o_lm)).norm(dim=-1)
             o_err = torch.where(o_w > 0, o_err, torch.full_like(o_err, float("inf")))
             best = torch.full((bsz, n_lm), float("inf"), dtype=torch.float64, device=dev)
             best.scatter_reduce_(1, o_lm, o_err, reduce="amin")
@@ -558,7 +564,8 @@ def fit_landmarks(
     yaw, pitch, roll = _ypr(pose.rot)
     full_shape = torch.zeros(bsz, model.num_shape_coeffs, dtype=torch.float64, device=dev)
     full_shape[:, :kk] = shape_c
-    logger.debug("fitted %d faces: median residual %.4f", bsz, float(residual.median()) if bsz else 0.0)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("fitted %d faces: median residual %.4f", bsz, float(residual.median()))
     return FitResult(
         vertices=image_verts.to(dt),
         shape_coeffs=full_shape.to(dt),
@@ -620,8 +627,11 @@ def _occluding_correspondences(
     # eos: a vertex is on the occluding boundary when an interior edge at it separates
     # triangles of different sign. Around a vertex the triangles form a fan joined by such
     # edges, so this is the same as: the signs of the triangles around it are not all equal.
-    around = nz.index_select(0, vertex_faces.reshape(-1)).view(n_v, -1, bsz)  # (V, D, B)
-    on_sil = (around.amax(1) != around.amin(1)).t().contiguous()  # (B, V)
+    around = nz.index_select(0, vertex_faces.t().reshape(-1)).view(-1, n_v, bsz)  # (D, V, B)
+    mixed = torch.zeros(n_v, bsz, dtype=torch.bool, device=dev)
+    for d in range(1, around.shape[0]):  # over the fan slots (D <= 16), not over faces
+        mixed |= around[d] != around[0]
+    on_sil = mixed.t().contiguous()  # (B, V)
     # compact each face's silhouette vertices (typically 100-300 of 3448) into (B, C) slots
     n_per = on_sil.sum(1)
     n_sil = int(n_per.max()) if bsz else 0
@@ -657,5 +667,6 @@ def _occluding_correspondences(
 
 def _sqdist(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Squared distances ``(B, N, M)`` between ``p`` ``(B, N, 2)`` and ``q`` ``(B, M, 2)``."""
-    d2 = (p * p).sum(-1, keepdim=True) + (q * q).sum(-1).unsqueeze(1) - 2.0 * (p @ q.transpose(1, 2))
+    d2 = (p * p).sum(-1, keepdim=True) + (q * q).sum(-1).unsqueeze(1)
+    d2 = d2 - 2.0 * (p @ q.transpose(1, 2))
     return d2.clamp_(min=0)

@@ -6,14 +6,22 @@ pixels (x right, y down; pixel ``(row=i, col=j)`` has its centre at ``x = j, y =
 centre lies inside or on the border of the triangle's 2D projection; the depth buffer keeps the
 largest (nearest) interpolated ``z`` over all covering triangles (no back-face culling).
 
-Algorithm (no per-triangle Python loop): every (face, triangle) pair gets the integer pixel
-bounding box of its projection, clipped to the image. Boxes larger than ``max_window`` are cut
-into ``max_window``-sized tiles. Boxes are grouped by their power-of-two rounded size
-``(kh, kw)``; each group is processed in chunks, enumerating the ``kh x kw`` candidate pixels of
-every box as one tensor, evaluating barycentric coordinates (incremental plane equations) and
-writing the candidate depths into the flattened z-buffer with
-``scatter_reduce(reduce="amax")``. The Python loops run over at most 25 size classes and the
-chunks, never over triangles or faces.
+Algorithm (no per-triangle or per-face Python loop):
+
+1. every (face, triangle) pair gets the integer box of pixel centres its projection can cover,
+   clipped to the image; pairs whose box is empty are dropped, boxes larger than
+   ``max_window`` are cut into ``max_window``-sized tiles;
+2. entries are grouped by their power-of-two rounded box size ``(kh, kw)`` with one stable sort
+   on a small integer key, and each entry's barycentrics b0, b1, b2 and z are written as affine
+   functions of the candidate offset ``(i, j)`` from its box origin (an ``(4, 3)`` table; the
+   gradients of ill-conditioned triangles are recomputed in float64 so z stays within ~1e-5 of
+   exact);
+3. per size class, in chunks, all ``kh * kw`` candidates of all entries are evaluated with one
+   batched matmul, the ones outside their triangle get ``-inf``, and the rest are max-reduced
+   into a flat z-buffer with ``scatter_reduce(reduce="amax")``. The buffer is padded by
+   ``max_window - 1`` rows / columns so candidates past the image border need no mask.
+
+The Python loops run over the (at most 36) size classes and the chunks only.
 """
 
 from __future__ import annotations
@@ -54,22 +62,31 @@ def rasterize_depth(
         chunk_candidates: candidate pixels evaluated per tensor op (memory/speed trade-off);
             default ``2**19`` on CPU, ``2**23`` on CUDA.
 
+    float16 / bfloat16 vertices are rasterised in float32 (z returned in their dtype).
+
     Returns:
         ``(z, mask)``: ``z`` ``(B, S, S)`` in the dtype of ``vertices`` - the largest ``z`` of
         the triangles covering each pixel centre, ``0`` where nothing is covered; ``mask``
         ``(B, S, S)`` bool, True where a triangle covers the pixel centre.
         Triangles with a non-finite vertex or zero projected area are skipped.
     """
+    name = "rasterize_depth"
     if vertices.ndim != 3 or vertices.shape[-1] != 3:
-        raise ConfigError(f"rasterize_depth: vertices must be (B, V, 3), got {tuple(vertices.shape)}")
+        raise ConfigError(f"{name}: vertices must be (B, V, 3), got {tuple(vertices.shape)}")
     if triangles.ndim != 2 or triangles.shape[-1] != 3:
-        raise ConfigError(f"rasterize_depth: triangles must be (T, 3), got {tuple(triangles.shape)}")
+        raise ConfigError(f"{name}: triangles must be (T, 3), got {tuple(triangles.shape)}")
     if int(size) < 1:
-        raise ConfigError(f"rasterize_depth: size must be >= 1, got {size}")
+        raise ConfigError(f"{name}: size must be >= 1, got {size}")
     if max_window not in _SIZES:
-        raise ConfigError(f"rasterize_depth: max_window must be one of {_SIZES}, got {max_window}")
+        raise ConfigError(f"{name}: max_window must be one of {_SIZES}, got {max_window}")
     if not vertices.dtype.is_floating_point:
-        raise ConfigError(f"rasterize_depth: vertices must be floating point, got {vertices.dtype}")
+        raise ConfigError(f"{name}: vertices must be floating point, got {vertices.dtype}")
+    if vertices.dtype in (torch.float16, torch.bfloat16):
+        z, mask = rasterize_depth(
+            vertices.float(), triangles, size, max_window=max_window,
+            chunk_candidates=chunk_candidates,
+        )
+        return z.to(vertices.dtype), mask
     size = int(size)
     dev, dtype = vertices.device, vertices.dtype
     if chunk_candidates is None:
@@ -90,7 +107,7 @@ def rasterize_depth(
     verts = vertices if all_finite else torch.where(finite_v.unsqueeze(-1), vertices, 0.0)
     planes = verts.transpose(1, 2).contiguous()  # (B, 3, V)
     g = planes.index_select(2, tris.t().reshape(-1)).view(bsz, 3, 3, n_tri)  # coord, corner
-    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = g[:, 0].unbind(1), g[:, 1].unbind(1), g[:, 2].unbind(1)
+    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (g[:, c].unbind(1) for c in range(3))
     lim = float(4 * size + 8)  # clamp before the int conversion
     lox = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2).clamp_(-lim, lim)).clamp_(min=0)
     loy = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2).clamp_(-lim, lim)).clamp_(min=0)
@@ -104,43 +121,12 @@ def rasterize_depth(
     ent = keep.view(-1).nonzero().squeeze(1)  # kept (face, triangle) pairs, flat b * T + t
     if ent.numel() == 0:
         return _finish(zbuf, bsz, size, pad)
-    face = _floor_div(ent, n_tri)
-    box = torch.stack([lox, loy, hix, hiy]).view(4, bsz * n_tri).index_select(1, ent)
-    k_off = torch.arange(9, device=dev).view(9, 1) * n_tri
-    if ent.numel() * 2 < bsz * n_tri:  # few triangles kept (small output): gather, then set up
-        corners = g.reshape(-1).index_select(0, (k_off + (ent + face * (8 * n_tri))).view(-1))
-        table, denom = _plane_table(*corners.view(9, -1), box[0], box[1])
-        table = table.view(12, -1)
-    else:  # most kept: set up on the contiguous planes, then gather
-        table, denom = _plane_table(x0, x1, x2, y0, y1, y2, z0, z1, z2, lox, loy)
-        table = table.view(12, bsz * n_tri).index_select(1, ent)
-        denom = denom.view(-1).index_select(0, ent)
-    ok = denom.abs() > 1e-12
-    if not bool(ok.all()):  # zero-area triangles
-        sel = ok.nonzero().squeeze(1)
-        ent, face, box, table = ent[sel], face[sel], box[:, sel], table[:, sel]
-    # linear index of each box origin in the padded buffer
-    base = (face * pad + box[1].long()) * pad + box[0].long()
-    if dtype in (torch.float16, torch.bfloat16, torch.float32):
-        # The gradients come from a 2x2 inverse that cancels for thin / large triangles: where
-        # the float z error could exceed ~1e-5 (``_REFINE_AMP`` * eps), redo them in float64.
-        a1, c1, a2, c2, az, cz = table[4], table[5], table[7], table[8], table[10], table[11]
-        q1, q2 = (a1 * c2).abs(), (a2 * c1).abs()
-        kappa = (q1 + q2) / (q1 - q2).abs().clamp(min=1e-30)  # = (|p1| + |p2|) / |det|
-        span_x = 2 * (box[2] - box[0]) + 2  # bounds |box origin - corner 0| + box width
-        span_y = 2 * (box[3] - box[1]) + 2
-        amp = kappa * (az.abs() * span_x + cz.abs() * span_y)
-        risky = (amp > _REFINE_AMP).nonzero().squeeze(1)
-        if risky.numel():
-            flat = ent[risky] + face[risky] * (8 * n_tri)  # b*9T + t
-            c = g.reshape(-1).index_select(0, (k_off + flat).view(-1)).view(9, -1).double()
-            fine, _ = _plane_table(*c, box[0, risky].double(), box[1, risky].double())
-            table.index_copy_(1, risky, fine.view(12, -1).to(dtype))
-    box = box.long()
-    lo = box[:2]  # (2, N) x, y of the box origin
-    wh = box[2:] - lo + 1  # (2, N)
+    few = ent.numel() * 2 < bsz * n_tri  # e.g. small outputs: most triangles hit no centre
+    box = torch.stack([lox, loy, hix, hiy]).view(4, bsz * n_tri).index_select(1, ent).long()
+    tiled = False
 
     # ---- tile boxes larger than max_window ----------------------------------------------
+    wh = box[2:] - box[:2] + 1  # (2, N)
     large = (wh > max_window).any(0)
     if bool(large.any()):
         li = large.nonzero().squeeze(1)
@@ -150,27 +136,52 @@ def rasterize_depth(
         start = torch.cumsum(reps, 0) - reps
         local = torch.arange(src.numel(), device=dev) - torch.repeat_interleave(start, reps)
         ntx = torch.repeat_interleave(nt[0], reps)
-        shift = torch.stack([local % ntx, local // ntx]) * max_window  # (2, Lt)
-        ttab = table[:, src].view(4, 3, -1).clone()
-        ttab[:, 0] += ttab[:, 1] * shift[0].to(dtype) + ttab[:, 2] * shift[1].to(dtype)
-        tlo = lo[:, src] + shift
+        tlo = box[:2, src] + torch.stack([local % ntx, local // ntx]) * max_window  # (2, Lt)
         thi = torch.minimum(tlo + max_window - 1, box[2:, src])
-        keep_small = (~large).nonzero().squeeze(1)
-        table = torch.cat([table[:, keep_small], ttab.view(12, -1)], 1)
-        base = torch.cat([base[keep_small], base[src] + shift[1] * pad + shift[0]])
-        wh = torch.cat([wh[:, keep_small], thi - tlo + 1], 1)
+        small = (~large).nonzero().squeeze(1)
+        ent = torch.cat([ent[small], ent[src]])
+        box = torch.cat([box[:, small], torch.cat([tlo, thi])], 1)
+        wh = box[2:] - box[:2] + 1
+        tiled = True
 
-    # ---- group by rounded window size (stable sort on a small key), evaluate in chunks -----
+    # ---- group by power-of-two window size: one stable sort on a small key, then every
+    # per-entry quantity is gathered once, already in class order ------------------------------
     sizes = [s for s in _SIZES if s <= max_window]
     ns = len(sizes)
     lut = torch.zeros(max_window + 1, dtype=torch.uint8, device=dev)
     for k, s in enumerate(sizes):  # side in (sizes[k-1], sizes[k]] -> class k
         lut[(sizes[k - 1] + 1 if k else 0) : s + 1] = k
-    cls = lut[wh[1]] * ns + lut[wh[0]]  # uint8: ns * ns <= 169
+    cls = lut[wh[1]] * ns + lut[wh[0]]  # uint8 class key < ns * ns <= 36
     cls_sorted, order = torch.sort(cls, stable=True)
     counts = torch.bincount(cls_sorted.long(), minlength=ns * ns).tolist()
-    table = table.index_select(1, order).view(4, 3, -1)
-    base = base.index_select(0, order)
+    ent = ent.index_select(0, order)
+    box = box.index_select(1, order)
+    face = _floor_div(ent, n_tri)
+    k_off = torch.arange(9, device=dev).view(9, 1) * n_tri
+    if few or tiled:  # gather the corners, then set up at each entry's own box origin
+        corners = g.reshape(-1).index_select(0, (k_off + (ent + face * (8 * n_tri))).view(-1))
+        table, _ = _plane_table(*corners.view(9, -1), box[0].to(dtype), box[1].to(dtype))
+        table = table.view(12, -1)
+    else:  # most kept: set up on the contiguous planes, then gather
+        table, _ = _plane_table(x0, x1, x2, y0, y1, y2, z0, z1, z2, lox, loy)
+        table = table.view(12, bsz * n_tri).index_select(1, ent)
+    base = (face * pad + box[1]) * pad + box[0]  # linear index of each box origin
+    if dtype == torch.float32:
+        # The gradients come from a 2x2 inverse that cancels for thin / large triangles: where
+        # the float z error could exceed ~1e-5 (``_REFINE_AMP`` * eps), redo them in float64.
+        a1, c1, a2, c2, az, cz = table[4], table[5], table[7], table[8], table[10], table[11]
+        q1, q2 = (a1 * c2).abs(), (a2 * c1).abs()
+        kappa = (q1 + q2) / (q1 - q2).abs().clamp(min=1e-30)  # = (|p1| + |p2|) / |det|
+        span = (box[2:] - box[:2]).to(dtype) * 2 + 2  # bounds |origin - corner 0| + box size
+        amp = kappa * (az.abs() * span[0] + cz.abs() * span[1])
+        risky = (amp > _REFINE_AMP).nonzero().squeeze(1)
+        if risky.numel():
+            flat = ent[risky] + face[risky] * (8 * n_tri)  # b*9T + t
+            c = g.reshape(-1).index_select(0, (k_off + flat).view(-1)).view(9, -1).double()
+            fine, _ = _plane_table(*c, box[0, risky].double(), box[1, risky].double())
+            table.index_copy_(1, risky, fine.view(12, -1).to(dtype))
+    table = table.view(4, 3, -1)  # zero-area triangles have b0 = -1, zero gradients: no cover
+
     pos = 0
     for c_idx, cnt in enumerate(counts):
         if cnt == 0:
@@ -207,11 +218,12 @@ def _plane_table(
 
     Returns ``table`` ``(4, 3, ...)``: rows b0, b1, b2 (barycentrics) and z, each as
     ``[value at the box origin (lox, loy), d/di, d/dj]``, and ``denom`` (twice the signed
-    area). Zero-area triangles get b0 = -1 and zero gradients (they never cover a pixel).
+    area). Triangles with ``|denom| <= 1e-12`` get b0 = -1 and zero gradients (they never
+    cover a pixel).
     """
     e1x, e1y, e2x, e2y = x1 - x0, y1 - y0, x2 - x0, y2 - y0
     denom = e1x * e2y - e1y * e2x
-    ok = denom != 0
+    ok = denom.abs() > 1e-12  # (near) zero-area triangles cover nothing
     inv = torch.where(ok, 1.0 / torch.where(ok, denom, 1.0), 0.0)
     # b1, b2 are linear in p - corner0 with gradients (a, c) = (d/dx, d/dy)
     a1, c1 = e2y * inv, -e2x * inv
