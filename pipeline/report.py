@@ -125,6 +125,7 @@ def build_html_report(report: dict, reader=None) -> str:
 def write_html_report(report: dict, store: str, out_path: str | Path) -> Path:
     """Write the HTML report of a run over ``store`` to ``out_path``."""
     import storage
+    from storage.layout import safe_text
 
     try:
         reader = storage.open_dataset(store)
@@ -132,5 +133,6 @@ def write_html_report(report: dict, store: str, out_path: str | Path) -> Path:
         reader = None
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build_html_report(report, reader), encoding="utf-8")
+    # file names that are not UTF-8 (surrogate-escaped) are written as \xNN escapes
+    out.write_text(safe_text(build_html_report(report, reader)), encoding="utf-8")
     return out

@@ -127,6 +127,20 @@ def check_part_id(part_id: str) -> str:
     return part_id
 
 
+def safe_text(value: Any) -> str:
+    """``value`` as a string zarr can store: bytes decoded as UTF-8, and the lone surrogates a
+    non-UTF-8 file name decodes to (``os.fsdecode``) written as ``\\xNN`` escapes."""
+    text = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        try:
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # surrogates that are not escaped bytes
+            text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 def _as_column(part_id: str, name: str, values: Any, dtype: np.dtype | None, n: int) -> np.ndarray:
     if not _COLUMN.match(name):
         raise ValueError(f"part {part_id}: column name {name!r} is not an identifier")
@@ -136,7 +150,7 @@ def _as_column(part_id: str, name: str, values: Any, dtype: np.dtype | None, n: 
         if dtype.kind not in "biufUc":
             raise ValueError(f"part {part_id}: column {name!r} has unsupported dtype {arr.dtype}")
     if dtype == STR:
-        text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in arr.ravel()]
+        text = [safe_text(v) for v in arr.ravel()]
         arr = np.asarray(text, dtype=str).reshape(arr.shape)
         if arr.size == 0:
             arr = np.zeros(arr.shape, dtype="<U1")
@@ -396,10 +410,12 @@ def _tree_checksum(fs: Any, path: str, *, fsync: bool = False) -> str:
         files = [(None, path)]
     else:
         base = path.rstrip("/")
-        files = sorted((f[len(base):].lstrip("/").replace(os.sep, "/"), f) for f in fs.find(base))
+        # regular files only: a symlinked folder (fsspec lists it as an entry, not descended)
+        # or a broken link in the tree is not content
+        files = sorted((f[len(base):].lstrip("/").replace(os.sep, "/"), f) for f in fs.find(base) if fs.isfile(f))
     for rel, f in files:
         if rel is not None:
-            h.update(f"{rel}\0{fs.size(f)}\0".encode())
+            h.update(f"{rel}\0{fs.size(f)}\0".encode("utf-8", "surrogateescape"))
         with (open(f, "rb") if fsync else fs.open(f, "rb")) as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)

@@ -70,6 +70,28 @@ def _describe(holder: dict) -> str:
             f"since {holder.get('time')})")
 
 
+def other_run_holder(loc: Location) -> dict | None:
+    """The run lock's record when another live process holds it (``{}``: unreadable lock), else None.
+
+    Call it under :func:`commit_lock` (run locks are taken under it). Remote stores: None.
+    """
+    if not loc.local:
+        return None
+    holder = _read_holder(loc.path(STAGING, RUN_LOCK))
+    if holder is None:
+        return None
+    if holder and holder.get("host") == socket.gethostname():
+        pid = int(holder.get("pid", -1))
+        if pid == os.getpid() or not _pid_alive(pid):
+            return None
+    return holder
+
+
+def describe_holder(holder: dict) -> str:
+    """One line naming a run lock's holder (pid, host, owner, since)."""
+    return _describe(holder)
+
+
 @contextlib.contextmanager
 def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | None = None) -> Iterator[dict]:
     """Hold the store's run-level exclusive lock for the duration of the ``with`` block.

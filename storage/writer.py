@@ -40,7 +40,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from .errors import ConfigMismatch, PartExists, StoreError
+from .errors import ConfigMismatch, PartExists, StoreError, StoreLocked
 from .layout import (
     ARRAYS,
     FRAMES_PER_CHUNK,
@@ -69,7 +69,7 @@ from .layout import (
     token,
     write_manifest,
 )
-from .locks import commit_lock
+from .locks import commit_lock, describe_holder, other_run_holder
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +245,11 @@ class DatasetWriter:
                     f"{attrs['config_hash']}, refusing to add parts made with config {cfg_hash}; "
                     f"differing keys: {', '.join(keys) or '(none found)'}. Use another store.",
                     store_hash=attrs["config_hash"], new_hash=cfg_hash, keys=keys)
+            holder = other_run_holder(loc)
+            if holder is not None:  # that run writes parts with the stamped config: keep it
+                raise StoreLocked(f"{loc.url}: store is locked by another run: {describe_holder(holder)}; "
+                                  f"not replacing its config {attrs['config_hash']} with {cfg_hash}",
+                                  holder=holder)
             log.info("%s: store has no parts; config %s replaces %s", loc.url, cfg_hash,
                      attrs["config_hash"])
             root.attrs.update({"config": config, "config_hash": cfg_hash})

@@ -2,6 +2,8 @@
 
 * every video file (:data:`~pipeline.datasets.base.VIDEO_EXTENSIONS`, case-insensitive) is
   one item (``extra["kind"] = "video"``);
+* a file with an image extension whose content is a video (an ``.mp4`` renamed ``.jpg``) is a
+  video item too;
 * the loose images of one folder (:data:`~pipeline.datasets.base.IMAGE_EXTENSIONS`) form one
   item whose path is the folder (``kind = "image_folder"``, ``extra["n_images"]``): a batch
   of stills processed together, one part per folder;
@@ -19,6 +21,7 @@ import logging
 import os
 
 from ..errors import UnsupportedInput
+from ..frames import is_video_path
 from .base import (
     ADAPTERS,
     IMAGE_EXTENSIONS,
@@ -68,7 +71,7 @@ class FolderAdapter(DatasetAdapter):
                 if not os.path.isfile(full):
                     result.rejected.append((full, "broken link or not a regular file"))
                     continue
-                if ext in IMAGE_EXTENSIONS:
+                if ext in IMAGE_EXTENSIONS and not is_video_path(full):  # a video named .jpg is a video
                     images.append(f)
                 else:
                     result.items.append(_unknown_item(root_abs, os.path.relpath(full, root_abs), "video"))
