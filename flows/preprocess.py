@@ -10,7 +10,12 @@ import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
@@ -126,7 +131,12 @@ def preprocess(params: PreprocessParams) -> dict:
     rep = report.to_dict()
     report_path = params.report or _default_report(params.output)
     if report_path:
+        from pipeline.report import write_html_report
+
         Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
+        html_path = write_html_report(rep, params.output, Path(report_path).with_suffix(".html"))
+        create_markdown_artifact(f"Run report: `{html_path.resolve()}` (JSON: `{report_path}`)",
+                                 key="preprocess-html-report")
     counts = rep["counts"]
     rows = [{"what": k, "count": v} for k, v in counts.items()]
     rows += [{"what": f"FAILED {f['path']}", "count": f"{f['reason']}: {f['message']}"} for f in rep["failures"]]
