@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Prefect's telemetry heartbeat writes to the test server's SQLite and can log lock errors
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEPTHSEG_SHARED", REPO.parent / "shared"))
 FACES = SHARED / "data" / "faces"
