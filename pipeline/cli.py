@@ -15,7 +15,13 @@ log = logging.getLogger("depthseg_fas.cli")
 def echo(msg: str, err: bool = False) -> None:
     """User-facing CLI output (results, paths); diagnostics go through logging."""
     stream = sys.stderr if err else sys.stdout
-    stream.write(f"{msg}\n")
+    try:
+        stream.write(f"{msg}\n")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (surrogate-escaped) on a strict stream
+        from storage.layout import safe_text
+
+        enc = stream.encoding or "utf-8"
+        stream.write(safe_text(msg).encode(enc, "backslashreplace").decode(enc) + "\n")
     stream.flush()
 
 
