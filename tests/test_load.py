@@ -1,6 +1,6 @@
 """Load: the Prefect ``preprocess`` flow over many small videos with a 2-process pool.
 
-N = 12 videos by default (a couple of minutes at most), N = 200 with ``DEPTHSEG_STRESS=full``
+N = 8 videos by default (a couple of minutes at most), N = 200 with ``DEPTHSEG_STRESS=full``
 (``make stress``). Checks: the flow completes, no "database is locked" anywhere in the captured
 output (API server, flow, workers), every unit written with every frame, the store verifies, the
 peak RSS of the whole process tree stays bounded; prints the throughput (stored frames / s).
@@ -31,7 +31,7 @@ from tests.media import moving_face_frames  # noqa: E402
 from tests.test_depthseg_data import SOURCES  # noqa: E402
 
 FULL = os.environ.get("DEPTHSEG_STRESS") == "full"
-N_VIDEOS = 200 if FULL else 12
+N_VIDEOS = 200 if FULL else 8
 FRAMES = 4
 ITEMS_PER_TASK = 4
 PEAK_RSS_LIMIT = 6 * 2**30  # process-tree RSS (shared pages counted per process); report the figure
