@@ -41,6 +41,8 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=64, help="faces per batched fit+render")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--workers", type=int, default=0,
+                   help="decode/detect/landmark worker processes (0: sequential in-process)")
     p.add_argument("--model-dir", help="model directory (default $DEPTHSEG_MODEL_DIR, else ../shared/models)")
     p.add_argument("--report", help="run report JSON path (default <output>.report.json beside the store)")
     p.add_argument("--html-report", help="also write the HTML run report here")
@@ -62,7 +64,7 @@ def cmd_preprocess(args) -> int:
     cfg = PreprocessConfig(
         detector=args.detector, landmarks=args.landmarks, every_n=args.every_n, fps=args.fps,
         max_frames=args.max_frames, size=args.size, crop_scale=args.crop_scale, device=args.device,
-        model_dir=args.model_dir, batch_size=args.batch_size,
+        model_dir=args.model_dir, batch_size=args.batch_size, workers=args.workers,
     )
     inputs = collect_items(args.input, manifest=args.manifest, dataset=args.dataset,
                            allow_outside_root=args.allow_outside_root)

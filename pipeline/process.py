@@ -55,8 +55,9 @@ class PreprocessConfig:
     device: str = "cpu"
     model_dir: str | None = None
     batch_size: int = 64
+    workers: int = 0  # > 0: run_preprocess runs pipeline.parallel.run_parallel with this many workers
 
-    EXECUTION_ONLY = ("device", "model_dir", "batch_size")
+    EXECUTION_ONLY = ("device", "model_dir", "batch_size", "workers")
 
     def __post_init__(self) -> None:
         def bad(name: str, problem: str) -> None:
@@ -74,6 +75,8 @@ class PreprocessConfig:
             bad("crop_scale", f"must be in [0.5, 4], got {self.crop_scale}")
         if self.batch_size < 1:
             bad("batch_size", f"must be >= 1, got {self.batch_size}")
+        if self.workers < 0:
+            bad("workers", f"must be >= 0, got {self.workers}")
         if not (self.device in DEVICES or self.device.startswith("cuda:")):
             bad("device", f"must be one of {DEVICES} (or cuda:N), got {self.device!r}")
         if self.fit_iterations < 1:
@@ -280,10 +283,13 @@ def fit_and_render(
 
 
 def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer,
-                 counts: dict):
+                 counts: dict, rendered: tuple[np.ndarray, dict[str, np.ndarray]] | None = None):
     """Fit + render (live / unknown items), QC and metadata of one chunk of faces → ``PartData``.
 
     Frames whose QC flags are in ``cfg.qc.drop`` are left out (counted in ``counts``).
+    ``rendered``: the ``fit_and_render`` output for this chunk's faces when the caller already
+    computed it (the pipelined runner renders faces of several chunks in one batch); ignored for
+    spoof items.
     """
     from storage import PartData
 
@@ -298,7 +304,7 @@ def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engine
         meas = {k: np.full(n, np.nan, dtype=np.float32) for k in ("fit_residual", "yaw", "pitch", "roll")}
     else:
         lm_crop = transform_points(affine, landmarks).astype(np.float32)
-        depth, meas = fit_and_render(lm_crop, cfg, eng, timer)
+        depth, meas = rendered if rendered is not None else fit_and_render(lm_crop, cfg, eng, timer)
     with timer.stage("qc"):
         face_size = np.asarray(faces["face_size"], dtype=np.float32)
         det_score = np.asarray(faces["det_score"], dtype=np.float32)
@@ -471,8 +477,17 @@ def run_preprocess(
     rejected: list[dict] | None = None,
     on_unit: Callable[[UnitResult], None] | None = None,
 ) -> RunReport:
-    """Process every item into ``output`` under the store's run lock (sequential in-process)."""
+    """Process every item into ``output`` under the store's run lock (sequential in-process).
+
+    With ``cfg.workers > 0`` the pipelined runner :func:`pipeline.parallel.run_parallel` does it
+    instead (same parts, same report).
+    """
     from storage import DatasetWriter, run_lock
+
+    if cfg.workers > 0:
+        from .parallel import run_parallel
+
+        return run_parallel(items, output, cfg, input_root=input_root, rejected=rejected, on_unit=on_unit)
 
     DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
