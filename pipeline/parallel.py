@@ -73,6 +73,7 @@ from .process import (
     PreprocessConfig,
     RunReport,
     UnitResult,
+    add_face,
     finish_chunk,
     fit_and_render,
     get_engines,
@@ -157,7 +158,7 @@ def _face_chunks(item: WorkItem, cfg: PreprocessConfig, pcfg: ParallelConfig, en
     Same frames, same boxes, landmarks and crops (the detector's batched path gives each frame
     the boxes it gives it alone); chunks of ``pcfg.chunk_frames`` faces.
     """
-    from .crop import CropConfig, crop_face
+    from .crop import CropConfig
     from .detect import detect_batch, pick_face
     from .frames import FrameConfig, iter_frames
 
@@ -182,18 +183,7 @@ def _face_chunks(item: WorkItem, cfg: PreprocessConfig, pcfg: ParallelConfig, en
             except NoFaceDetected:
                 counts["no_face"] += 1
                 continue
-            with timer.stage("landmarks"):
-                lm = eng.landmarker.landmarks(frame.image, box)
-            with timer.stage("crop"):
-                crop = crop_face(frame.image, box, ccfg)
-            out["image"].append(crop.image)
-            out["landmarks"].append(lm.points.astype(np.float32))
-            out["bbox"].append(box.as_array())
-            out["affine"].append(crop.affine.astype(np.float32))
-            out["det_score"].append(box.score)
-            out["face_size"].append(box.size)
-            out["frame_index"].append(frame.index)
-            out["timestamp"].append(frame.timestamp)
+            add_face(out, frame, box, eng, ccfg, timer)
             if len(out["image"]) >= pcfg.chunk_frames:
                 yield out
                 out = {k: [] for k in FACE_FIELDS}

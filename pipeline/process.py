@@ -187,6 +187,24 @@ def part_id_for(item: WorkItem, root: str | Path | None = None) -> str:
 FACE_FIELDS = ("image", "landmarks", "bbox", "affine", "det_score", "face_size", "frame_index", "timestamp")
 
 
+def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> None:
+    """Landmarks + crop of the face ``box`` of ``frame``, appended to the per-frame lists ``out``."""
+    from .crop import crop_face
+
+    with timer.stage("landmarks"):
+        lm = eng.landmarker.landmarks(frame.image, box)
+    with timer.stage("crop"):
+        crop = crop_face(frame.image, box, ccfg)
+    out["image"].append(crop.image)
+    out["landmarks"].append(lm.points.astype(np.float32))
+    out["bbox"].append(box.as_array())
+    out["affine"].append(crop.affine.astype(np.float32))
+    out["det_score"].append(box.score)
+    out["face_size"].append(box.size)
+    out["frame_index"].append(frame.index)
+    out["timestamp"].append(frame.timestamp)
+
+
 def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict,
                      chunk_size: int | None = None):
     """Decode, detect, landmark and crop the sampled frames of ``item``, ``chunk_size`` faces at a time.
@@ -195,7 +213,7 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
     ``counts["no_face"]`` are updated as frames go by. Only one chunk is held in memory.
     Raises a PipelineError for an unreadable input.
     """
-    from .crop import CropConfig, crop_face
+    from .crop import CropConfig
     from .detect import pick_face
     from .frames import FrameConfig, iter_frames
 
@@ -219,18 +237,7 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
             except NoFaceDetected:
                 counts["no_face"] += 1
                 continue
-        with timer.stage("landmarks"):
-            lm = eng.landmarker.landmarks(frame.image, box)
-        with timer.stage("crop"):
-            crop = crop_face(frame.image, box, ccfg)
-        out["image"].append(crop.image)
-        out["landmarks"].append(lm.points.astype(np.float32))
-        out["bbox"].append(box.as_array())
-        out["affine"].append(crop.affine.astype(np.float32))
-        out["det_score"].append(box.score)
-        out["face_size"].append(box.size)
-        out["frame_index"].append(frame.index)
-        out["timestamp"].append(frame.timestamp)
+        add_face(out, frame, box, eng, ccfg, timer)
         if len(out["image"]) >= chunk_size:
             yield out
             out = {k: [] for k in FACE_FIELDS}
