@@ -133,7 +133,8 @@ def run_baseline(paths: list[Path], out_dir: Path, cfg) -> dict:
 
     eng = get_engines(cfg)
     ccfg = CropConfig(size=cfg.size, crop_scale=cfg.crop_scale)
-    fit_cfg, depth_cfg = FitConfig(iterations=cfg.fit_iterations), DepthConfig(size=cfg.size, far_value=cfg.depth_far_value)
+    fit_cfg = FitConfig(iterations=cfg.fit_iterations)
+    depth_cfg = DepthConfig(size=cfg.size, far_value=cfg.depth_far_value)
     decoded = stored = 0
     for path in paths:
         vdir = out_dir / path.stem
@@ -244,7 +245,8 @@ def stores_identical(a: Path, b: Path) -> bool:
     if sorted(ma) != sorted(mb):
         return False
     for pid in ma:
-        ga, gb = zarr.open_group(str(a / ma[pid]["path"]), mode="r"), zarr.open_group(str(b / mb[pid]["path"]), mode="r")
+        ga = zarr.open_group(str(a / ma[pid]["path"]), mode="r")
+        gb = zarr.open_group(str(b / mb[pid]["path"]), mode="r")
         for sub in ("", "qc", "meta"):
             xa = ga[sub] if sub else ga
             xb = gb[sub] if sub else gb
