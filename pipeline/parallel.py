@@ -158,13 +158,10 @@ def _face_chunks(item: WorkItem, cfg: PreprocessConfig, pcfg: ParallelConfig, en
     Same frames, same boxes, landmarks and crops (the detector's batched path gives each frame
     the boxes it gives it alone); chunks of ``pcfg.chunk_frames`` faces.
     """
-    from .crop import CropConfig
     from .detect import detect_batch, pick_face
-    from .frames import FrameConfig, iter_frames
+    from .frames import iter_frames
 
-    caps = [c for c in (cfg.max_frames, item.max_frames) if c]
-    fcfg = FrameConfig(every_n=cfg.every_n, fps=cfg.fps, max_frames=min(caps) if caps else None)
-    ccfg = CropConfig(size=cfg.size, crop_scale=cfg.crop_scale)
+    fcfg, ccfg = cfg.frame_config(item), cfg.crop_config()
     counts.setdefault("decoded", 0)
     counts.setdefault("no_face", 0)
     out: dict[str, list] = {k: [] for k in FACE_FIELDS}

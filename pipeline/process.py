@@ -93,6 +93,18 @@ class PreprocessConfig:
         except ValueError as exc:
             bad("qc.drop", str(exc))
 
+    def frame_config(self, item: WorkItem):
+        """Frame sampling for ``item``: this config's, capped by the item's own ``max_frames``."""
+        from .frames import FrameConfig
+
+        caps = [c for c in (self.max_frames, item.max_frames) if c]
+        return FrameConfig(every_n=self.every_n, fps=self.fps, max_frames=min(caps) if caps else None)
+
+    def crop_config(self):
+        from .crop import CropConfig
+
+        return CropConfig(size=self.size, crop_scale=self.crop_scale)
+
     def output_config(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EXECUTION_ONLY}
         out["qc"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.qc).items()}
@@ -213,13 +225,10 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
     ``counts["no_face"]`` are updated as frames go by. Only one chunk is held in memory.
     Raises a PipelineError for an unreadable input.
     """
-    from .crop import CropConfig
     from .detect import pick_face
-    from .frames import FrameConfig, iter_frames
+    from .frames import iter_frames
 
-    caps = [c for c in (cfg.max_frames, item.max_frames) if c]
-    fcfg = FrameConfig(every_n=cfg.every_n, fps=cfg.fps, max_frames=min(caps) if caps else None)
-    ccfg = CropConfig(size=cfg.size, crop_scale=cfg.crop_scale)
+    fcfg, ccfg = cfg.frame_config(item), cfg.crop_config()
     chunk_size = chunk_size or cfg.batch_size
     counts.setdefault("decoded", 0)
     counts.setdefault("no_face", 0)
