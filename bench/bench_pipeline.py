@@ -123,7 +123,7 @@ def run_baseline(paths: list[Path], out_dir: Path, cfg) -> dict:
     import cv2
     import torch
 
-    from pipeline.crop import CropConfig, crop_face, transform_points
+    from pipeline.crop import crop_face, transform_points
     from pipeline.depth import DepthConfig, render_depth, to_uint8
     from pipeline.detect import pick_face
     from pipeline.errors import NoFaceDetected
@@ -132,7 +132,7 @@ def run_baseline(paths: list[Path], out_dir: Path, cfg) -> dict:
     from pipeline.process import get_engines
 
     eng = get_engines(cfg)
-    ccfg = CropConfig(size=cfg.size, crop_scale=cfg.crop_scale)
+    ccfg = cfg.crop_config()
     fit_cfg = FitConfig(iterations=cfg.fit_iterations)
     depth_cfg = DepthConfig(size=cfg.size, far_value=cfg.depth_far_value)
     decoded = stored = 0
