@@ -36,8 +36,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["rasterize_depth"]
 
-#: power-of-two window sizes used for the candidate enumeration
-_SIZES = (1, 2, 4, 8, 16, 32)
+#: candidate window sides: a box is evaluated on the smallest window holding it (sides between
+#: powers of two waste fewer candidates than power-of-two windows alone)
+_SIZES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+#: sort key of (face, triangle) pairs that cover no pixel centre or are tiled
+_SKIP = 255
 #: triangles whose float32 z error estimate exceeds this times eps (~1e-5 in z) are set up in
 #: float64
 _REFINE_AMP = 100.0
@@ -101,13 +104,13 @@ def rasterize_depth(
     if bsz == 0 or n_tri == 0:
         return _finish(zbuf, bsz, size, pad)
 
-    # ---- per-(face, triangle) setup on contiguous (B, T) planes -------------------------
+    # ---- per-(face, triangle) boxes on contiguous (B, T) planes (x, y only) ---------------
     finite_v = torch.isfinite(vertices).all(-1)  # (B, V)
     all_finite = bool(finite_v.all())
     verts = vertices if all_finite else torch.where(finite_v.unsqueeze(-1), vertices, 0.0)
-    planes = verts.transpose(1, 2).contiguous()  # (B, 3, V)
-    g = planes.index_select(2, tris.t().reshape(-1)).view(bsz, 3, 3, n_tri)  # coord, corner
-    (x0, x1, x2), (y0, y1, y2), (z0, z1, z2) = (g[:, c].unbind(1) for c in range(3))
+    planes = verts[..., :2].transpose(1, 2).contiguous()  # (B, 2, V)
+    g = planes.index_select(2, tris.t().reshape(-1)).view(bsz, 2, 3, n_tri)  # coord, corner
+    (x0, x1, x2), (y0, y1, y2) = g[:, 0].unbind(1), g[:, 1].unbind(1)
     lim = float(4 * size + 8)  # clamp before the int conversion
     lox = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2).clamp_(-lim, lim)).clamp_(min=0)
     loy = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2).clamp_(-lim, lim)).clamp_(min=0)
@@ -118,69 +121,94 @@ def rasterize_depth(
     keep = (hix >= lox) & (hiy >= loy)  # the box holds at least one pixel centre
     if not all_finite:
         keep &= finite_v[:, tris].all(-1)
-    ent = keep.view(-1).nonzero().squeeze(1)  # kept (face, triangle) pairs, flat b * T + t
-    if ent.numel() == 0:
-        return _finish(zbuf, bsz, size, pad)
-    few = ent.numel() * 2 < bsz * n_tri  # e.g. small outputs: most triangles hit no centre
-    box = torch.stack([lox, loy, hix, hiy]).view(4, bsz * n_tri).index_select(1, ent).long()
-    tiled = False
+    n_pairs = bsz * n_tri
+    zp = None
+    pair_id = None  # dense: pair i is flat b * T + t = i
+    if int(keep.sum()) * 2 < n_pairs:
+        # sparse (e.g. small outputs, where most triangles hit no pixel centre): set up only
+        # the kept pairs, gathered from the planes
+        pair_id = keep.view(-1).nonzero().squeeze(1)
+        x0, x1, x2, y0, y1, y2, lox, loy, hix, hiy = (
+            t.reshape(-1).index_select(0, pair_id) for t in (x0, x1, x2, y0, y1, y2, lox, loy, hix, hiy)
+        )
+        zf = verts[..., 2].reshape(-1)
+        face = _floor_div(pair_id, n_tri)
+        vz = (face.view(-1, 1) * verts.shape[1] + tris.index_select(0, pair_id - face * n_tri)).t()
+        zp = [zf.index_select(0, v) for v in vz]
+        keep = None
+    else:
+        zp = verts[..., 2].index_select(1, tris.t().reshape(-1)).view(bsz, 3, n_tri).unbind(1)
+    w, h = hix - lox + 1, hiy - loy + 1
+    large = (w > max_window) | (h > max_window)
+    if keep is not None:
+        large &= keep
 
-    # ---- tile boxes larger than max_window ----------------------------------------------
-    wh = box[2:] - box[:2] + 1  # (2, N)
-    large = (wh > max_window).any(0)
-    if bool(large.any()):
-        li = large.nonzero().squeeze(1)
-        nt = (wh[:, li] + max_window - 1) // max_window  # (2, L) tiles in x, y
-        reps = nt[0] * nt[1]
-        src = torch.repeat_interleave(li, reps)
-        start = torch.cumsum(reps, 0) - reps
-        local = torch.arange(src.numel(), device=dev) - torch.repeat_interleave(start, reps)
-        ntx = torch.repeat_interleave(nt[0], reps)
-        tlo = box[:2, src] + torch.stack([local % ntx, local // ntx]) * max_window  # (2, Lt)
-        thi = torch.minimum(tlo + max_window - 1, box[2:, src])
-        small = (~large).nonzero().squeeze(1)
-        ent = torch.cat([ent[small], ent[src]])
-        box = torch.cat([box[:, small], torch.cat([tlo, thi])], 1)
-        wh = box[2:] - box[:2] + 1
-        tiled = True
-
-    # ---- group by power-of-two window size: one stable sort on a small key, then every
-    # per-entry quantity is gathered once, already in class order ------------------------------
+    # ---- size classes: a box of side in (sizes[k-1], sizes[k]] is evaluated on a sizes[k]
+    # window; key = class_h * ns + class_w, _SKIP for pairs that cover no pixel centre or are
+    # tiled -------------------------------------------------------------------------------
     sizes = [s for s in _SIZES if s <= max_window]
     ns = len(sizes)
     lut = torch.zeros(max_window + 1, dtype=torch.uint8, device=dev)
-    for k, s in enumerate(sizes):  # side in (sizes[k-1], sizes[k]] -> class k
+    for k, s in enumerate(sizes):
         lut[(sizes[k - 1] + 1 if k else 0) : s + 1] = k
-    cls = lut[wh[1]] * ns + lut[wh[0]]  # uint8 class key < ns * ns <= 36
-    cls_sorted, order = torch.sort(cls, stable=True)
-    counts = torch.bincount(cls_sorted.long(), minlength=ns * ns).tolist()
-    ent = ent.index_select(0, order)
-    box = box.index_select(1, order)
-    face = _floor_div(ent, n_tri)
-    k_off = torch.arange(9, device=dev).view(9, 1) * n_tri
-    if few or tiled:  # gather the corners, then set up at each entry's own box origin
-        corners = g.reshape(-1).index_select(0, (k_off + (ent + face * (8 * n_tri))).view(-1))
-        table, _ = _plane_table(*corners.view(9, -1), box[0].to(dtype), box[1].to(dtype))
-        table = table.view(12, -1)
-    else:  # most kept: set up on the contiguous planes, then gather
-        table, _ = _plane_table(x0, x1, x2, y0, y1, y2, z0, z1, z2, lox, loy)
-        table = table.view(12, bsz * n_tri).index_select(1, ent)
-    base = (face * pad + box[1]) * pad + box[0]  # linear index of each box origin
-    if dtype == torch.float32:
-        # The gradients come from a 2x2 inverse that cancels for thin / large triangles: where
-        # the float z error could exceed ~1e-5 (``_REFINE_AMP`` * eps), redo them in float64.
-        a1, c1, a2, c2, az, cz = table[4], table[5], table[7], table[8], table[10], table[11]
-        q1, q2 = (a1 * c2).abs(), (a2 * c1).abs()
-        kappa = (q1 + q2) / (q1 - q2).abs().clamp(min=1e-30)  # = (|p1| + |p2|) / |det|
-        span = (box[2:] - box[:2]).to(dtype) * 2 + 2  # bounds |origin - corner 0| + box size
-        amp = kappa * (az.abs() * span[0] + cz.abs() * span[1])
-        risky = (amp > _REFINE_AMP).nonzero().squeeze(1)
-        if risky.numel():
-            flat = ent[risky] + face[risky] * (8 * n_tri)  # b*9T + t
-            c = g.reshape(-1).index_select(0, (k_off + flat).view(-1)).view(9, -1).double()
-            fine, _ = _plane_table(*c, box[0, risky].double(), box[1, risky].double())
-            table.index_copy_(1, risky, fine.view(12, -1).to(dtype))
-    table = table.view(4, 3, -1)  # zero-area triangles have b0 = -1, zero gradients: no cover
+    cap = float(max_window)
+    key = lut.index_select(0, h.clamp(0, cap).long().view(-1)).mul_(ns)
+    key += lut.index_select(0, w.clamp(0, cap).long().view(-1))
+    skip = large if keep is None else large | ~keep
+    key = key.masked_fill_(skip.view(-1), _SKIP)
+
+    # ---- plane tables of the pairs, set up at their box origins on contiguous planes; then
+    # laid out as one 12-value row per pair so the class-ordered gather moves whole rows ------
+    refine = dtype == torch.float32
+    table, risky = _plane_table(x0, x1, x2, y0, y1, y2, *zp, lox, loy,
+                                span=(w - 1, h - 1) if refine else None)
+    n_set = key.numel()
+    table = table.view(12, n_set)
+    if refine:
+        # the z gradients of ill-conditioned (thin / large) triangles are redone in float64
+        fix = (risky & ~skip).view(-1).nonzero().squeeze(1)
+        if fix.numel():
+            pid = fix if pair_id is None else pair_id.index_select(0, fix)
+            lo = [t.reshape(-1).index_select(0, fix) for t in (lox, loy)]
+            table.index_copy_(1, fix, _pair_table64(verts, tris, pid, *lo).to(dtype))
+    rows = table.t()  # (n_set, 12), strided: made contiguous by the cat / copy below
+    face_origin = (torch.arange(bsz, device=dev).view(-1, 1) if pair_id is None
+                   else _floor_div(pair_id, n_tri)) * (pad * pad)
+    base = (face_origin + loy.long() * pad + lox.long()).view(-1)  # linear index of box origins
+
+    # ---- boxes larger than max_window are cut into max_window tiles (extra entries) ------
+    if bool(large.any()):
+        li = large.view(-1).nonzero().squeeze(1)
+        lbox = torch.stack([v.reshape(-1).index_select(0, li) for v in (lox, loy, hix, hiy)]).long()
+        nt = (lbox[2:] - lbox[:2] + max_window) // max_window  # (2, L) tiles in x, y
+        reps = nt[0] * nt[1]
+        src = torch.repeat_interleave(li if pair_id is None else pair_id.index_select(0, li), reps)
+        start = torch.cumsum(reps, 0) - reps
+        local = torch.arange(src.numel(), device=dev) - torch.repeat_interleave(start, reps)
+        ntx = torch.repeat_interleave(nt[0], reps)
+        lbox = torch.repeat_interleave(lbox, reps, dim=1)
+        tlo = lbox[:2] + torch.stack([local % ntx, local // ntx]) * max_window  # (2, Lt)
+        thi = torch.minimum(tlo + max_window - 1, lbox[2:])
+        twh = thi - tlo + 1
+        key = torch.cat([key, lut[twh[1]] * ns + lut[twh[0]]])
+        # tiles are few (large triangles): their tables are set up in float64 at the tile origin
+        tile_rows = _pair_table64(verts, tris, src, tlo[0], tlo[1]).to(dtype).t()
+        rows = torch.cat([rows, tile_rows])
+        base = torch.cat([base, (_floor_div(src, n_tri) * pad + tlo[1]) * pad + tlo[0]])
+    else:
+        rows = rows.contiguous()
+
+    # ---- group by class with one stable sort on the small key, then gather the rows and the
+    # box origins once, already in class order --------------------------------------------
+    key_sorted, order = torch.sort(key, stable=True)
+    counts = torch.bincount(key_sorted, minlength=_SKIP + 1)[: ns * ns].tolist()
+    n_ent = sum(counts)
+    if n_ent == 0:
+        return _finish(zbuf, bsz, size, pad)
+    sel = order[:n_ent]
+    table = rows.index_select(0, sel).view(-1, 4, 3)  # (N, 4, 3) rows b0, b1, b2, z
+    base = base.index_select(0, sel)
+    # zero-area triangles have b0 = -1, zero gradients: they cover nothing
 
     pos = 0
     for c_idx, cnt in enumerate(counts):
@@ -196,9 +224,22 @@ def rasterize_depth(
         per_chunk = max(1, chunk_candidates // (kh * kw))
         for c0 in range(pos, pos + cnt, per_chunk):
             c1 = min(c0 + per_chunk, pos + cnt)
-            _eval_chunk(zbuf, table[:, :, c0:c1], base[c0:c1], grid, offset)
+            _eval_chunk(zbuf, table[c0:c1], base[c0:c1], grid, offset)
         pos += cnt
     return _finish(zbuf, bsz, size, pad)
+
+
+def _pair_table64(
+    verts: torch.Tensor, tris: torch.Tensor, pairs: torch.Tensor, lox: torch.Tensor, loy: torch.Tensor
+) -> torch.Tensor:
+    """float64 plane tables ``(12, n)`` of the (face, triangle) ``pairs`` (flat ``b * T + t``),
+    set up at the box origins ``lox``, ``loy`` ``(n,)``."""
+    n_tri = tris.shape[0]
+    face = _floor_div(pairs, n_tri)
+    vid = face.view(-1, 1) * verts.shape[1] + tris.index_select(0, pairs - face * n_tri)  # (n, 3)
+    c = verts.reshape(-1, 3).index_select(0, vid.view(-1)).view(-1, 9).t().double()
+    fine, _ = _plane_table(*c[0::3], *c[1::3], *c[2::3], lox.double(), loy.double())
+    return fine.view(12, -1)
 
 
 def _floor_div(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -213,30 +254,51 @@ def _plane_table(
     y0: torch.Tensor, y1: torch.Tensor, y2: torch.Tensor,
     z0: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
     lox: torch.Tensor, loy: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Affine tables of triangles (any common shape ``...``, computed in their dtype).
+    span: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Affine tables of triangles (inputs of one common shape ``...``, computed in their dtype).
 
     Returns ``table`` ``(4, 3, ...)``: rows b0, b1, b2 (barycentrics) and z, each as
-    ``[value at the box origin (lox, loy), d/di, d/dj]``, and ``denom`` (twice the signed
-    area). Triangles with ``|denom| <= 1e-12`` get b0 = -1 and zero gradients (they never
-    cover a pixel).
+    ``[value at the box origin (lox, loy), d/di, d/dj]``; triangles with twice the signed area
+    ``|denom| <= 1e-12`` get b0 = -1 and zero gradients (they never cover a pixel).
+    With ``span`` (the box extents ``hix - lox``, ``hiy - loy``), also a bool ``(...)`` flag of the
+    triangles whose float z could be off by more than ``_REFINE_AMP`` * eps: the z gradients
+    come from a 2x2 inverse with condition ``(|p1| + |p2|) / |denom|`` (``denom = p1 - p2``), and
+    the error grows with that times ``|dz/dx| * (2 * span_x + 2) + |dz/dy| * (2 * span_y + 2)``
+    (origin-to-corner distance plus box size). Written with few passes over the ``N`` values
+    (on CPU this step is memory bound).
     """
+    table = torch.empty(4, 3, *x0.shape, dtype=x0.dtype, device=x0.device)
+    b0o, db0i, db0j = table[0]
+    b1o, a1, c1 = table[1]
+    b2o, a2, c2 = table[2]
+    zo, az, cz = table[3]
     e1x, e1y, e2x, e2y = x1 - x0, y1 - y0, x2 - x0, y2 - y0
-    denom = e1x * e2y - e1y * e2x
+    p1, p2 = e1x * e2y, e1y * e2x
+    denom = p1 - p2
     ok = denom.abs() > 1e-12  # (near) zero-area triangles cover nothing
-    inv = torch.where(ok, 1.0 / torch.where(ok, denom, 1.0), 0.0)
+    inv = torch.reciprocal(denom).masked_fill_(~ok, 0.0)
     # b1, b2 are linear in p - corner0 with gradients (a, c) = (d/dx, d/dy)
-    a1, c1 = e2y * inv, -e2x * inv
-    a2, c2 = -e1y * inv, e1x * inv
+    torch.mul(e2y, inv, out=a1)
+    torch.mul(e2x, inv, out=c1).neg_()
+    torch.mul(e1y, inv, out=a2).neg_()
+    torch.mul(e1x, inv, out=c2)
     dz1, dz2 = z1 - z0, z2 - z0
-    az, cz = a1 * dz1 + a2 * dz2, c1 * dz1 + c2 * dz2
+    torch.mul(a1, dz1, out=az).addcmul_(a2, dz2)
+    torch.mul(c1, dz1, out=cz).addcmul_(c2, dz2)
     ox, oy = lox - x0, loy - y0  # box origin relative to corner 0
-    b1o, b2o = a1 * ox + c1 * oy, a2 * ox + c2 * oy
-    b0o = torch.where(ok, 1.0 - b1o - b2o, -1.0)
-    table = torch.stack(
-        [b0o, -(a1 + a2), -(c1 + c2), b1o, a1, c1, b2o, a2, c2, z0 + az * ox + cz * oy, az, cz]
-    ).view(4, 3, *x0.shape)
-    return table, denom
+    torch.mul(a1, ox, out=b1o).addcmul_(c1, oy)
+    torch.mul(a2, ox, out=b2o).addcmul_(c2, oy)
+    torch.add(b1o, b2o, out=b0o).neg_().add_(1.0).masked_fill_(~ok, -1.0)
+    torch.add(a1, a2, out=db0i).neg_()
+    torch.add(c1, c2, out=db0j).neg_()
+    torch.addcmul(z0, az, ox, out=zo).addcmul_(cz, oy)
+    if span is None:
+        return table, None
+    err = p1.abs_().add_(p2.abs_())  # |p1| + |p2|
+    reach = (span[0] * 2 + 2).mul_(az.abs()).addcmul_(span[1] * 2 + 2, cz.abs())
+    risky = err.mul_(reach) > denom.abs_().mul_(_REFINE_AMP)
+    return table, risky
 
 
 def _eval_chunk(
@@ -248,17 +310,17 @@ def _eval_chunk(
 ) -> None:
     """Evaluate ``K`` candidate pixels of ``n`` boxes and max-reduce them into ``zbuf``.
 
-    ``table`` ``(4, 3, n)``: barycentrics b0, b1, b2 and z as affine functions
+    ``table`` ``(n, 4, 3)``: barycentrics b0, b1, b2 and z as affine functions
     ``[value at the box origin, d/di, d/dj]`` of the candidate offset ``(i, j)``; ``base``
     ``(n,)`` linear index of each box origin in the padded buffer; ``grid`` ``(3, K)`` rows
     ``1, i, j``; ``offset`` ``(1, K)`` linear offsets of the candidates.
     Candidates beyond a box are outside its triangle, in the padding, or repeat a pixel of the
     neighbouring tile with the same z, so no box mask is needed.
     """
-    vals = torch.matmul(table.transpose(1, 2), grid)  # (4, n, K)
-    bmin = torch.minimum(vals[0], vals[1])
-    torch.minimum(bmin, vals[2], out=bmin)
-    zc = vals[3].masked_fill_(bmin < 0, float("-inf"))
+    vals = torch.matmul(table, grid)  # (n, 4, K): one (4n, 3) x (3, K) product
+    bmin = torch.minimum(vals[:, 0], vals[:, 1])
+    torch.minimum(bmin, vals[:, 2], out=bmin)
+    zc = vals[:, 3].masked_fill(bmin < 0, float("-inf"))
     zbuf.scatter_reduce_(
         0, (base.view(-1, 1) + offset).view(-1), zc.view(-1), reduce="amax", include_self=True
     )
