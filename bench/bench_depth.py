@@ -168,8 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--rounds", type=int, default=2,
                     help="interleaved rounds (reference, then every engine configuration)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: same resources as the single-threaded "
-                    "per-face reference; raise it on a machine that is not shared)")
+                    help="torch CPU threads of the engine (default 1: same resources as the "
+                    "single-threaded per-face reference; raise it on a machine that is not shared)")
+    ap.add_argument("--ref-threads", type=int, default=1,
+                    help="torch CPU threads while the reference runs (its eos fit is single-"
+                    "threaded C++; only its per-face rendering uses torch; 1 is its fastest here)")
     ap.add_argument("--min-time", type=float, default=1.0,
                     help="seconds of work per engine figure and round")
     ap.add_argument("--shared", type=Path, default=SHARED)
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     model_cpu = sfm.to_torch("cpu", torch.float32)
     ref = EosReference(args.shared / "models" / "sfm", model_cpu)
 
-    print(f"torch {torch.__version__}, CPU threads {torch.get_num_threads()}, "
+    print(f"torch {torch.__version__}, CPU threads: engine {args.threads}, reference {args.ref_threads}, "
           f"{len(base)} portraits -> {len(lms)} jittered faces, crop {CROP} px, "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     cfgs = []
@@ -203,7 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(args.rounds):
         for size in args.sizes:
             chunk = lms[r * args.ref_faces : (r + 1) * args.ref_faces]
+            torch.set_num_threads(args.ref_threads)
             fps, cpu = time_reference(ref, chunk, size)
+            torch.set_num_threads(args.threads)
             ref_t[size][0] += len(chunk) / fps
             ref_t[size][1] += cpu * len(chunk)
             ref_t[size][2] += len(chunk)
