@@ -618,16 +618,21 @@ def _occluding_correspondences(
     """
     bsz, n_v = verts.shape[:2]
     dev, dt = verts.device, verts.dtype
-    # batch-last layouts: gathers along dim 0 copy contiguous rows of B values (fast on CPU)
-    cam = torch.einsum("bij,bvj->vib", pose.rot[:, :2].to(dt), verts)  # (V, 2, B) y up
-    corners = cam.index_select(0, triangles.t().reshape(-1)).view(3, -1, 2, bsz)  # (3, T, 2, B)
-    (x0, y0), (x1, y1), (x2, y2) = (corners[k].unbind(1) for k in range(3))
-    # sign of each triangle's normal z (eos compares glm::sign; sign(0) = 0 is its own class)
-    nz = torch.sign((x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)).to(torch.int8)  # (T, B)
+    cam = torch.einsum("bij,bvj->bvi", pose.rot[:, :2].to(dt), verts).contiguous()  # (B, V, 2)
+    # gather each corner's (x, y) pair as one 2-wide element: a per-face gather from a table
+    # that stays in cache (much faster on CPU than gathering batch-last rows)
+    n_t = triangles.shape[0]
+    pairs = torch.view_as_complex(cam)  # (B, V)
+    tri_idx = triangles.t().reshape(1, -1).expand(bsz, -1)
+    c0, c1, c2 = torch.gather(pairs, 1, tri_idx).view(bsz, 3, n_t).unbind(1)
+    # sign of each triangle's normal z (eos compares glm::sign; sign(0) = 0 is its own class):
+    # with corners as complex numbers, the 2D cross product of the edges is Im(conj(e1) e2)
+    nz = torch.sign((c1 - c0).conj_physical_().mul_(c2 - c0).imag).to(torch.int8)  # (B, T)
     # eos: a vertex is on the occluding boundary when an interior edge at it separates
     # triangles of different sign. Around a vertex the triangles form a fan joined by such
     # edges, so this is the same as: the signs of the triangles around it are not all equal.
-    around = nz.index_select(0, vertex_faces.t().reshape(-1)).view(-1, n_v, bsz)  # (D, V, B)
+    # batch-last: gathering rows of B signs is fast on CPU
+    around = nz.t().contiguous().index_select(0, vertex_faces.t().reshape(-1)).view(-1, n_v, bsz)
     mixed = torch.zeros(n_v, bsz, dtype=torch.bool, device=dev)
     for d in range(1, around.shape[0]):  # over the fan slots (D <= 16), not over faces
         mixed |= around[d] != around[0]
@@ -648,7 +653,7 @@ def _occluding_correspondences(
     away = torch.where(right_front[:, None], cl_left[None], cl_right[None])  # (B, L)
     away_pts = _take_b(lm_up, away).to(dt)  # (B, L, 2)
     s = pose.scale.to(dt)
-    cxy = _take_b(cam.permute(2, 0, 1), cand)  # (B, C, 2) rotated x, y-up
+    cxy = _take_b(cam, cand)  # (B, C, 2) rotated x, y-up
     px = cxy[..., 0] * s[:, None] + pose.trans[:, 0].to(dt)[:, None]
     py = cxy[..., 1] * s[:, None] - pose.trans[:, 1].to(dt)[:, None]
     d2 = torch.square(px.unsqueeze(1) - away_pts[..., 0:1]) + torch.square(
