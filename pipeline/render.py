@@ -9,19 +9,23 @@ largest (nearest) interpolated ``z`` over all covering triangles (no back-face c
 Algorithm (no per-triangle or per-face Python loop):
 
 1. every (face, triangle) pair gets the integer box of pixel centres its projection can cover,
-   clipped to the image; pairs whose box is empty are dropped, boxes larger than
-   ``max_window`` are cut into ``max_window``-sized tiles;
-2. entries are grouped by their power-of-two rounded box size ``(kh, kw)`` with one stable sort
-   on a small integer key, and each entry's barycentrics b0, b1, b2 and z are written as affine
-   functions of the candidate offset ``(i, j)`` from its box origin (an ``(4, 3)`` table; the
+   clipped to the image; pairs whose box is empty are dropped (when most are, e.g. at small
+   outputs, the rest is set up on the kept pairs only), boxes larger than ``max_window`` are
+   cut into ``max_window``-sized tiles;
+2. each pair's barycentrics b0, b1, b2 and z are written as affine functions of the candidate
+   offset ``(i, j)`` from its box origin (a ``(4, 3)`` table, set up on contiguous planes; the
    gradients of ill-conditioned triangles are recomputed in float64 so z stays within ~1e-5 of
-   exact);
-3. per size class, in chunks, all ``kh * kw`` candidates of all entries are evaluated with one
-   batched matmul, the ones outside their triangle get ``-inf``, and the rest are max-reduced
-   into a flat z-buffer with ``scatter_reduce(reduce="amax")``. The buffer is padded by
+   exact); every box gets a window class ``(kh, kw)``, the smallest sides in ``_SIZES`` that
+   hold it, and one stable sort on that small key orders the pairs by class (the tables are
+   then gathered as one 12-value row per pair);
+3. per class, in chunks, all ``kh * kw`` candidates of all entries are evaluated with one
+   matmul, the ones outside their triangle get ``-inf``, and the rest are max-reduced into a
+   flat z-buffer with ``scatter_reduce(reduce="amax")``. The buffer is padded by
    ``max_window - 1`` rows / columns so candidates past the image border need no mask.
 
-The Python loops run over the (at most 36) size classes and the chunks only.
+The Python loops run over the (at most 64 with the default ``max_window`` 16) window classes and
+the chunks only. On CPU the set-up and the candidate passes are memory bound: the code keeps the
+number of passes over per-pair and per-candidate arrays low and gathers whole rows.
 """
 
 from __future__ import annotations
