@@ -196,6 +196,42 @@ def test_rasterizer_matches_numpy_random_triangles(size, n_tri, spread, max_wind
     _compare_to_reference(verts, tris, size, max_window=max_window)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rasterizer_matches_numpy_when_most_triangles_miss(dtype):
+    """Most triangles off the image or between pixel centres (the rasteriser then sets up only
+    the covering ones), mixed with large triangles (tiles), slivers (float64 refinement) and a
+    few NaN vertices."""
+    rng = np.random.default_rng(11)
+    size, bsz, n_tri = 40, 3, 600
+    centre = rng.uniform(-2 * size, 3 * size, (bsz, n_tri, 1, 2))
+    spread = np.where(rng.random((bsz, n_tri, 1, 1)) < 0.1, 0.5 * size, 0.6)
+    xy = centre + rng.normal(0, 1, (bsz, n_tri, 3, 2)) * spread
+    sliver = rng.random((bsz, n_tri)) < 0.05  # third corner almost on the first edge
+    xy[sliver, 2] = xy[sliver, 0] + (xy[sliver, 1] - xy[sliver, 0]) * 0.5 + 1e-3
+    z = rng.uniform(-30, 30, (bsz, n_tri, 3, 1))
+    verts = np.concatenate([xy, z], -1).reshape(bsz, n_tri * 3, 3)
+    tris = np.arange(n_tri * 3).reshape(n_tri, 3)
+    lo = np.ceil(xy.min(2)).clip(min=0)
+    hi = np.floor(xy.max(2)).clip(max=size - 1)
+    covering = (hi >= lo).all(-1)
+    assert covering.mean() < 0.5, "the case must exercise the sparse set-up"
+    nan_v = rng.choice(n_tri * 3, 5, replace=False)
+    verts_nan = verts.copy()
+    verts_nan[1, nan_v] = np.nan
+    z_t, m_t = rasterize_depth(torch.as_tensor(verts_nan, dtype=dtype), torch.as_tensor(tris), size)
+    assert z_t.dtype == dtype
+    hit = np.isin(tris, nan_v).any(1)  # the triangles that lost a vertex are skipped
+    ref = _numpy_zbuffer(verts[1], tris[~hit], size, 0.0)
+    lo_r = _numpy_zbuffer(verts[1], tris[~hit], size, -1e-5)
+    hi_r = _numpy_zbuffer(verts[1], tris[~hit], size, 1e-5)
+    sure = lo_r == hi_r
+    assert np.array_equal(m_t[1].numpy()[sure], np.isfinite(ref[sure]))
+    both = sure & np.isfinite(ref)
+    np.testing.assert_allclose(z_t[1].double().numpy()[both], ref[both], atol=1e-4, rtol=1e-6)
+    if dtype == torch.float32:
+        _compare_to_reference(verts, tris, size, max_window=8)
+
+
 def test_rasterizer_matches_numpy_on_a_grid_mesh():
     """A height field with shared edges, tilted and bigger than the image (tiles, clipping)."""
     rng = np.random.default_rng(7)
