@@ -126,14 +126,14 @@ def rasterize_depth(
     if not all_finite:
         keep &= finite_v[:, tris].all(-1)
     n_pairs = bsz * n_tri
-    zp = None
     pair_id = None  # dense: pair i is flat b * T + t = i
     if int(keep.sum()) * 2 < n_pairs:
         # sparse (e.g. small outputs, where most triangles hit no pixel centre): set up only
         # the kept pairs, gathered from the planes
         pair_id = keep.view(-1).nonzero().squeeze(1)
         x0, x1, x2, y0, y1, y2, lox, loy, hix, hiy = (
-            t.reshape(-1).index_select(0, pair_id) for t in (x0, x1, x2, y0, y1, y2, lox, loy, hix, hiy)
+            t.reshape(-1).index_select(0, pair_id)
+            for t in (x0, x1, x2, y0, y1, y2, lox, loy, hix, hiy)
         )
         zf = verts[..., 2].reshape(-1)
         face = _floor_div(pair_id, n_tri)
@@ -234,7 +234,11 @@ def rasterize_depth(
 
 
 def _pair_table64(
-    verts: torch.Tensor, tris: torch.Tensor, pairs: torch.Tensor, lox: torch.Tensor, loy: torch.Tensor
+    verts: torch.Tensor,
+    tris: torch.Tensor,
+    pairs: torch.Tensor,
+    lox: torch.Tensor,
+    loy: torch.Tensor,
 ) -> torch.Tensor:
     """float64 plane tables ``(12, n)`` of the (face, triangle) ``pairs`` (flat ``b * T + t``),
     set up at the box origins ``lox``, ``loy`` ``(n,)``."""
