@@ -581,7 +581,7 @@ def rasterize(vertices: torch.Tensor, triangles: torch.Tensor, height: int, widt
 
     Same scheme as :func:`pipeline.render.rasterize_depth` (which gives depth only, square
     outputs): each (mesh, triangle) pair enumerates the candidate pixels of its bounding box,
-    boxes grouped by power-of-two size (larger ones tiled), candidates scattered into a z-buffer
+    boxes grouped by window size (here powers of two; larger ones tiled), candidates scattered into a z-buffer
     with ``scatter_reduce(amax)``; a second pass keeps the winning triangle per pixel. Python
     loops run over the size classes and chunks only.
     """
