@@ -3,7 +3,9 @@
 N = 8 videos by default (a couple of minutes at most), N = 200 with ``DEPTHSEG_STRESS=full``
 (``make stress``). Checks: the flow completes, no "database is locked" anywhere in the captured
 output (API server, flow, workers), every unit written with every frame, the store verifies, the
-peak RSS of the whole process tree stays bounded; prints the throughput (stored frames / s).
+RSS the flow adds to the process tree (over the test process's own RSS at the start, which depends
+on the tests run before it) stays under 4 GiB; prints the throughput (stored frames / s) and both
+RSS figures.
 
 Videos: 160x120, 4 frames, a face cut from each shared live portrait moving over a background.
 """
@@ -34,7 +36,9 @@ FULL = os.environ.get("DEPTHSEG_STRESS") == "full"
 N_VIDEOS = 200 if FULL else 8
 FRAMES = 4
 ITEMS_PER_TASK = 4
-PEAK_RSS_LIMIT = 6 * 2**30  # process-tree RSS (shared pages counted per process); report the figure
+#: bound on what the flow adds to the process tree's RSS (shared pages counted per process) over the
+#: test process's own RSS at the start, which depends on the tests that ran before in the session
+ADDED_RSS_LIMIT = 4 * 2**30
 
 pytestmark = pytest.mark.timeout(3600 if FULL else 600)
 
@@ -106,6 +110,7 @@ def test_preprocess_flow_under_load(videos, tmp_path, capfd, caplog, monkeypatch
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     out = tmp_path / "load.zarr"
     caplog.set_level(logging.INFO)
+    start_rss = psutil.Process().memory_info().rss
     with prefect_test_harness(server_startup_timeout=120):
         with PeakRSS() as mem:
             t0 = time.perf_counter()
@@ -137,5 +142,6 @@ def test_preprocess_flow_under_load(videos, tmp_path, capfd, caplog, monkeypatch
     with capfd.disabled():
         print(f"\nload: {N_VIDEOS} videos x {FRAMES} frames, process pool of 2, {ITEMS_PER_TASK} items/task: "
               f"{seconds:.1f}s flow time, {fps:.2f} frames/s, peak RSS {mem.peak / 2**20:.0f} MiB "
-              f"over {mem.peak_procs} processes")
-    assert mem.peak < PEAK_RSS_LIMIT, f"peak RSS {mem.peak / 2**30:.2f} GiB"
+              f"over {mem.peak_procs} processes ({(mem.peak - start_rss) / 2**20:.0f} MiB over the "
+              f"test process's {start_rss / 2**20:.0f} MiB at the start)")
+    assert mem.peak - start_rss < ADDED_RSS_LIMIT, f"the flow added {(mem.peak - start_rss) / 2**30:.2f} GiB"
