@@ -6,6 +6,10 @@
   same frames per part, identical image / depth / landmarks arrays; ``storage.verify`` clean,
   no staged part and no part folder the manifest does not list. After each kill, what a reader
   sees must already be sound (committed parts only, each equal to the reference's part).
+* Preprocess flow: the Prefect ``preprocess`` flow (process pool of 2 workers, temporary API
+  server) is killed with its whole process group after a seeded random number of committed parts
+  and run again on the same Prefect home and store; the store must equal the uninterrupted CLI
+  run's (same config), the rerun must skip exactly the committed parts, no process may survive.
 * Training: ``depthseg-fas train`` is killed a moment into epoch 2 and rerun with ``--resume``;
   on CPU the metrics history, the best / last metrics and the final weights must equal an
   uninterrupted run's exactly (resume restarts the killed epoch from the epoch-1 checkpoint,
@@ -20,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -104,24 +109,53 @@ def videos(tmp_path_factory, portraits) -> Path:
     return root
 
 
-def test_killed_preprocess_resumes_to_identical_store(tmp_path, videos):
-    args = ["preprocess", "--input", str(videos), "--size", "64"]
+@dataclass
+class Reference:
+    """An uninterrupted ``depthseg-fas preprocess`` run over the videos, timed."""
 
-    # uninterrupted reference run, timed: start -> first commit, start -> end
-    ref = tmp_path / "ref.zarr"
+    store: Path
+    parts: dict[str, dict[str, np.ndarray]]
+    t_first: float  # seconds from the start to the first committed part
+    t_total: float
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, videos) -> Reference:
+    tmp = tmp_path_factory.mktemp("kill_ref")
+    ref = tmp / "ref.zarr"
     t0 = time.monotonic()
-    proc = _start([*args, "--output", str(ref)], tmp_path / "ref.log")
+    proc = _start([*_cli_args(videos), "--output", str(ref)], tmp / "ref.log")
     t_first = None
     while proc.poll() is None:
         if t_first is None and _committed(ref):
             t_first = time.monotonic() - t0
         time.sleep(0.05)
     t_total = time.monotonic() - t0
-    assert proc.returncode == 0, (tmp_path / "ref.log").read_text()[-3000:]
-    t_first = t_first or t_total
-    expected = _parts(ref)
-    assert len(expected) == 4 and all(len(p["image"]) > 0 for p in expected.values())
+    assert proc.returncode == 0, (tmp / "ref.log").read_text()[-3000:]
+    parts = _parts(ref)
+    assert len(parts) == 4 and all(len(p["image"]) > 0 for p in parts.values())
     _assert_clean(ref)
+    return Reference(ref, parts, t_first or t_total, t_total)
+
+
+def _cli_args(videos: Path) -> list[str]:
+    return ["preprocess", "--input", str(videos), "--size", "64"]
+
+
+def _assert_equal_parts(got: dict, expected: dict, what: str) -> int:
+    """Every part of ``got`` equals the reference's, array for array; returns frames lost."""
+    lost = 0
+    for pid, part in got.items():
+        assert pid in expected, pid
+        lost += len(expected[pid]["image"]) - len(part["image"])
+        for k, v in part.items():
+            np.testing.assert_array_equal(v, expected[pid][k], err_msg=f"{pid}/{k} {what}")
+    return lost
+
+
+def test_killed_preprocess_resumes_to_identical_store(tmp_path, videos, reference):
+    args = _cli_args(videos)
+    expected, t_first, t_total = reference.parts, reference.t_first, reference.t_total
 
     # the same run killed twice at seeded random times, then completed
     store = tmp_path / "killed.zarr"
@@ -142,10 +176,7 @@ def test_killed_preprocess_resumes_to_identical_store(tmp_path, videos):
         # what readers see right after the kill: committed parts only, each complete and exact
         if seen:
             assert storage.verify(str(store)) == []
-        for pid, part in seen.items():
-            assert pid in expected, pid
-            for k, v in part.items():
-                np.testing.assert_array_equal(v, expected[pid][k], err_msg=f"{pid}/{k} after kill {attempt}")
+        _assert_equal_parts(seen, expected, f"after kill {attempt}")
     print(f"\npreprocess reference: first commit {t_first:.1f}s, total {t_total:.1f}s; kills: {kills}")
     assert kills[0]["killed_running"], f"the first kill came after the run ended: {kills}"
 
@@ -153,17 +184,93 @@ def test_killed_preprocess_resumes_to_identical_store(tmp_path, videos):
     assert proc.wait(timeout=300) == 0, (tmp_path / "final.log").read_text()[-3000:]
     final = _parts(store)
     assert sorted(final) == sorted(expected)
-    lost = 0
-    for pid, part in expected.items():
-        assert len(final[pid]["image"]) == len(part["image"]), pid
-        lost += len(part["image"]) - len(final[pid]["image"])
-        for k, v in part.items():
-            np.testing.assert_array_equal(final[pid][k], v, err_msg=f"{pid}/{k}")
+    lost = _assert_equal_parts(final, expected, "after the rerun")
     assert lost == 0
     _assert_clean(store)
     print(f"preprocess: {sum(k['killed_running'] for k in kills)} kills of a running process, "
           f"recovered to {len(final)} parts / {sum(len(p['image']) for p in final.values())} frames, "
           f"{lost} frames lost")
+
+
+_FLOW_CODE = """
+import json, sys
+from flows.preprocess import preprocess
+print("COUNTS " + json.dumps(preprocess(params=json.loads(sys.argv[1]))["counts"]), flush=True)
+"""
+
+
+def _start_flow(params: dict, home: Path, log: Path) -> subprocess.Popen:
+    """The Prefect ``preprocess`` flow run from Python in its own session, as a user would run it
+    without a server: Prefect starts a temporary API server on ``home``'s SQLite database."""
+    env = {k: v for k, v in ENV.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    fh = open(log, "ab")
+    try:
+        return subprocess.Popen([sys.executable, "-c", _FLOW_CODE, json.dumps(params)], cwd=REPO, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    finally:
+        fh.close()
+
+
+def _processes_using(home: Path) -> list[int]:
+    """PIDs of live processes whose environment points PREFECT_HOME at ``home``."""
+    psutil = pytest.importorskip("psutil")
+    pids = []
+    for p in psutil.process_iter():
+        try:
+            if p.environ().get("PREFECT_HOME") == str(home):
+                pids.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    return pids
+
+
+def test_killed_preprocess_flow_resumes_to_identical_store(tmp_path, videos, reference):
+    """The Prefect flow (process pool of 2 workers) is SIGKILLed with its whole process group -
+    flow process, task workers, temporary API server - after a seeded random number of committed
+    parts, then run again on the same Prefect home and store: the store ends equal to the
+    uninterrupted CLI run's, the rerun skips what was committed, no process is left behind."""
+    pytest.importorskip("prefect")
+    rng = np.random.default_rng(SEED + 1)
+    after, delay = int(rng.integers(1, 3)), float(rng.uniform(0.0, 0.15))  # 1 or 2 parts of 4
+    for attempt in range(3):  # a kill that lands after the 4th commit (fast machine) is redone
+        store, home = tmp_path / f"flow{attempt}.zarr", tmp_path / f"prefect-home{attempt}"
+        params = {"input": str(videos), "output": str(store), "size": 64,
+                  "task_runner": "process", "max_workers": 2}
+        log = tmp_path / f"killed{attempt}.log"
+        proc = _start_flow(params, home, log)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and len(_committed(store)) < after:
+            time.sleep(0.01)
+        time.sleep(delay)
+        hit = _kill_group(proc)
+        assert hit, "the flow ended before the kill: " + log.read_text()[-2000:]
+        seen = _parts(store)
+        if len(seen) < 4:
+            break
+        after, delay = 1, 0.0
+    assert 1 <= len(seen) < 4, f"killed after {len(seen)} committed parts"
+    assert storage.verify(str(store)) == []
+    _assert_equal_parts(seen, reference.parts, "after the kill")
+    time.sleep(0.5)
+    left = _processes_using(home)
+    for pid in left:  # do not leak them into the rest of the session, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes survived the kill of the flow's process group: {left}"
+
+    proc = _start_flow(params, home, tmp_path / "rerun.log")
+    rc = proc.wait(timeout=400)
+    log = (tmp_path / "rerun.log").read_text()
+    assert rc == 0, log[-3000:]
+    counts = json.loads(log.split("COUNTS ", 1)[1].splitlines()[0])
+    assert counts["skipped"] == len(seen) and counts["written"] == 4 - len(seen), counts
+    assert counts["failed"] == 0, counts
+    final = _parts(store)
+    assert sorted(final) == sorted(reference.parts)
+    assert _assert_equal_parts(final, reference.parts, "after the rerun") == 0
+    _assert_clean(store)
+    print(f"\npreprocess flow: killed after {len(seen)} of 4 parts (+{delay:.2f} s), rerun wrote "
+          f"{counts['written']} and skipped {counts['skipped']}; 0 frames lost")
 
 
 # --------------------------------------------------------------------------- training
