@@ -622,7 +622,8 @@ def _occluding_correspondences(
     # gather each corner's (x, y) pair as one 2-wide element: a per-face gather from a table
     # that stays in cache (much faster on CPU than gathering batch-last rows)
     n_t = triangles.shape[0]
-    pairs = torch.view_as_complex(cam)  # (B, V)
+    # complex views exist for float32 / float64 (the signs need no more than float32)
+    pairs = torch.view_as_complex(cam if dt in (torch.float32, torch.float64) else cam.float())
     tri_idx = triangles.t().reshape(1, -1).expand(bsz, -1)
     c0, c1, c2 = torch.gather(pairs, 1, tri_idx).view(bsz, 3, n_t).unbind(1)
     # sign of each triangle's normal z (eos compares glm::sign; sign(0) = 0 is its own class):
