@@ -49,7 +49,6 @@ config are skipped.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import multiprocessing as mp
 import os
@@ -73,10 +72,10 @@ from .process import (
     PreprocessConfig,
     RunReport,
     UnitResult,
-    add_face,
     finish_chunk,
     fit_and_render,
     get_engines,
+    iter_face_chunks,
     part_id_for,
 )
 from .timing import StageTimer
@@ -151,45 +150,6 @@ class WorkerError(RuntimeError):
 # ============================================================================ worker side
 
 
-def _face_chunks(item: WorkItem, cfg: PreprocessConfig, pcfg: ParallelConfig, eng: Engines,
-                 timer: StageTimer, counts: dict):
-    """``process.iter_face_chunks`` with the detector run on ``pcfg.detect_batch`` frames at once.
-
-    Same frames, same boxes, landmarks and crops (the detector's batched path gives each frame
-    the boxes it gives it alone); chunks of ``pcfg.chunk_frames`` faces.
-    """
-    from .detect import detect_batch, pick_face
-    from .frames import iter_frames
-
-    fcfg, ccfg = cfg.frame_config(item), cfg.crop_config()
-    counts.setdefault("decoded", 0)
-    counts.setdefault("no_face", 0)
-    out: dict[str, list] = {k: [] for k in FACE_FIELDS}
-    frames = iter_frames(item.path, fcfg)
-    while True:
-        with timer.stage("decode"):
-            batch = list(itertools.islice(frames, pcfg.detect_batch))
-        if not batch:
-            break
-        counts["decoded"] += len(batch)
-        with timer.stage("detect"):
-            found = detect_batch(eng.detector, [f.image for f in batch])
-        for frame, boxes in zip(batch, found):
-            try:
-                box = pick_face(boxes, eng.detector.cfg)
-            except NoFaceDetected:
-                counts["no_face"] += 1
-                continue
-            add_face(out, frame, box, eng, ccfg, timer)
-            if len(out["image"]) >= pcfg.chunk_frames:
-                yield out
-                out = {k: [] for k in FACE_FIELDS}
-    if out["image"]:
-        yield out
-    if counts["decoded"] == 0:
-        raise PipelineError("no frame could be read", source=item.path)
-
-
 def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: PreprocessConfig,
                  pcfg: ParallelConfig) -> None:
     """Entry point of a worker process: load the backends once, then process assigned items.
@@ -251,7 +211,8 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
                 timer = StageTimer()
                 counts: dict = {}
                 try:
-                    for chunk in _face_chunks(item, cfg, pcfg, eng, timer, counts):
+                    for chunk in iter_face_chunks(item, cfg, eng, timer, counts, pcfg.chunk_frames,
+                                                   detect_frames=pcfg.detect_batch):
                         send(("faces", idx, chunk))
                 except PipelineError as exc:
                     send(("failed", idx, exc.reason, str(exc), timer.as_dict()))

@@ -13,6 +13,7 @@ Frames without a face (or dropped by QC) are counted with their reason, not stor
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -218,14 +219,15 @@ def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> No
 
 
 def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict,
-                     chunk_size: int | None = None):
+                     chunk_size: int | None = None, detect_frames: int = 1):
     """Decode, detect, landmark and crop the sampled frames of ``item``, ``chunk_size`` faces at a time.
 
     Yields dicts of per-frame lists (keys ``FACE_FIELDS``); ``counts["decoded"]`` and
     ``counts["no_face"]`` are updated as frames go by. Only one chunk is held in memory.
-    Raises a PipelineError for an unreadable input.
+    ``detect_frames`` frames go through the detector per call (its batched path gives each frame
+    the boxes it gives it alone). Raises a PipelineError for an unreadable input.
     """
-    from .detect import pick_face
+    from .detect import detect_batch, pick_face
     from .frames import iter_frames
 
     fcfg, ccfg = cfg.frame_config(item), cfg.crop_config()
@@ -236,20 +238,22 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
     frames = iter_frames(item.path, fcfg)
     while True:
         with timer.stage("decode"):
-            frame = next(frames, None)
-        if frame is None:
+            batch = list(itertools.islice(frames, max(1, detect_frames)))
+        if not batch:
             break
-        counts["decoded"] += 1
+        counts["decoded"] += len(batch)
         with timer.stage("detect"):
+            found = detect_batch(eng.detector, [f.image for f in batch])
+        for frame, boxes in zip(batch, found):
             try:
-                box = pick_face(eng.detector.detect(frame.image), eng.detector.cfg)
+                box = pick_face(boxes, eng.detector.cfg)
             except NoFaceDetected:
                 counts["no_face"] += 1
                 continue
-        add_face(out, frame, box, eng, ccfg, timer)
-        if len(out["image"]) >= chunk_size:
-            yield out
-            out = {k: [] for k in FACE_FIELDS}
+            add_face(out, frame, box, eng, ccfg, timer)
+            if len(out["image"]) >= chunk_size:
+                yield out
+                out = {k: [] for k in FACE_FIELDS}
     if out["image"]:
         yield out
     if counts["decoded"] == 0:
