@@ -11,7 +11,7 @@ import pytest
 from pipeline.cli import main as cli
 from tests.conftest import load_rgb
 from tests.media import make_face_video
-from tests.test_preprocess_e2e import write_manifest
+from tests.helpers.csv_manifest import write_manifest
 
 
 @pytest.fixture(scope="module")

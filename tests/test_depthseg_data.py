@@ -11,7 +11,6 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -21,80 +20,7 @@ import storage
 from depthseg.augment import AugmentConfig, augment_batch
 from depthseg.data import FrameDataset, SortedBatchSampler, make_loader, prepare_batch
 from depthseg.labels import quantize
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-#: image -> (label, attack type, face centre x/W, centre y/H, face side / W)
-SOURCES = {
-    "faces/obama.jpg": ("live", "none", 0.52, 0.17, 0.30),
-    "faces/obama2.jpg": ("live", "none", 0.55, 0.30, 0.42),
-    "faces/biden.jpg": ("live", "none", 0.58, 0.13, 0.40),
-    "faces/obama-240p.jpg": ("live", "none", 0.50, 0.17, 0.11),
-    "faces/obama-1080p.jpg": ("live", "none", 0.50, 0.17, 0.11),
-    "pad-samples/image_T1.jpg": ("live", "none", 0.30, 0.40, 0.40),
-    "pad-samples/image_F1.jpg": ("spoof", "print", 0.40, 0.33, 0.45),
-    "pad-samples/image_F2.jpg": ("spoof", "replay", 0.57, 0.45, 0.45),
-}
-SPLIT_FRAMES = {"train": 4, "dev": 2, "test": 2}
-
-
-def ellipsoid_depth(size: int) -> np.ndarray:
-    """(S, S) uint8 depth of a half-ellipsoid face (255 nearest, 0 background)."""
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
-    u, v = (xx - size / 2) / (0.36 * size), (yy - size * 0.52) / (0.46 * size)
-    r = 1.0 - u**2 - v**2
-    return np.round(255 * np.sqrt(np.clip(r, 0, None))).astype(np.uint8)
-
-
-def face_crops(path: Path, cx: float, cy: float, side_frac: float, n: int, size: int,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """n jittered square crops (N, S, S, 3) uint8 RGB and their frame->crop affines."""
-    img = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
-    h, w = img.shape[:2]
-    crops, affines = [], []
-    for _ in range(n):
-        side = side_frac * w * rng.uniform(0.93, 1.07)
-        x0 = np.clip(cx * w + rng.uniform(-0.05, 0.05) * side - side / 2, 0, w - side)
-        y0 = np.clip(cy * h + rng.uniform(-0.05, 0.05) * side - side / 2, 0, h - side)
-        box = img[int(y0):int(y0 + side), int(x0):int(x0 + side)]
-        crops.append(cv2.resize(box, (size, size), interpolation=cv2.INTER_AREA))
-        k = size / side
-        affines.append([[k, 0, -k * x0], [0, k, -k * y0]])
-    return np.stack(crops), np.asarray(affines, dtype=np.float32)
-
-
-def make_store(root: Path, size: int = 128, seed: int = 0) -> str:
-    """Write the test store (one part per source image, frames of every split)."""
-    url = str(root / "store")
-    writer = storage.DatasetWriter.open(url, {"crop_size": size, "test": "depthseg"})
-    rng = np.random.default_rng(seed)
-    depth_map = ellipsoid_depth(size)
-    for name, (label, attack, cx, cy, frac) in SOURCES.items():
-        path = SHARED / name
-        n = sum(SPLIT_FRAMES.values())
-        image, affine = face_crops(path, cx, cy, frac, n, size, rng)
-        splits = np.concatenate([[s] * k for s, k in SPLIT_FRAMES.items()])
-        stem = Path(name).stem
-        video = np.array([f"{stem}-{s}" for s in splits])
-        frame_index = np.concatenate([np.arange(k) for k in SPLIT_FRAMES.values()])
-        # spoof frames deliberately carry a non-zero stored depth: the loader must ignore it
-        depth = np.repeat(depth_map[None], n, axis=0)
-        data = storage.PartData(
-            image=image,
-            depth=depth,
-            landmarks=np.zeros((n, 68, 2), np.float32),
-            bbox=np.tile(np.array([0, 0, size, size], np.float32), (n, 1)),
-            affine=affine,
-            fit_residual=np.full(n, np.nan if label == "spoof" else 0.5, np.float32),
-            qc={k: np.zeros(n, np.float32) for k in ("det_score", "face_size", "yaw", "pitch", "roll", "blur")}
-            | {"qc_flags": np.zeros(n, np.uint8)},
-            meta={"video_id": video, "frame_index": frame_index.astype(np.int64),
-                  "timestamp": frame_index / 30.0, "label": np.array([label] * n),
-                  "attack_type": np.array([attack] * n), "subject": np.array([stem] * n),
-                  "session": np.array(["s1"] * n), "device": np.array(["cam"] * n), "split": splits},
-        )
-        writer.write_part(stem.replace("_", "-"), data, input_checksum=storage.file_checksum(path))
-    return url
+from tests.helpers.train_store import SOURCES, SPLIT_FRAMES, make_store
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from depthseg.predict import predict_crops, predict_dataset
 from depthseg.trainer import TIMING_KEYS, TrainConfig, load_checkpoint, train
 from pipeline.errors import ConfigError
 
-from .test_depthseg_data import SOURCES, SPLIT_FRAMES, make_store
+from tests.helpers.train_store import SOURCES, SPLIT_FRAMES, make_store
 
 torch.set_num_threads(2)
 

@@ -11,7 +11,7 @@ import zarr
 
 import storage
 from storage.hdf5 import export_hdf5, import_hdf5
-from tests.test_storage import PARTS, write_store
+from tests.helpers.stores import PARTS, write_store
 
 
 def _arrays(group: zarr.Group) -> dict[str, np.ndarray]:

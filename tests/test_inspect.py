@@ -12,7 +12,7 @@ import pytest
 import zarr
 
 import storage
-from tests.test_storage import CONFIG, PARTS, write_store
+from tests.helpers.stores import CONFIG, PARTS, write_store
 
 
 def test_verify_detects_a_flipped_byte(tmp_path):

@@ -35,7 +35,7 @@ import storage
 from depthseg.trainer import TIMING_KEYS
 from tests.conftest import REPO, load_rgb
 from tests.media import make_face_video
-from tests.test_depthseg_data import make_store
+from tests.helpers.train_store import make_store
 
 pytestmark = pytest.mark.timeout(600)
 

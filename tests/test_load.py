@@ -30,7 +30,7 @@ import storage  # noqa: E402
 from pipeline.media import write_video  # noqa: E402
 from tests.conftest import SHARED, load_rgb  # noqa: E402
 from tests.media import moving_face_frames  # noqa: E402
-from tests.test_depthseg_data import SOURCES  # noqa: E402
+from tests.helpers.train_store import SOURCES  # noqa: E402
 
 FULL = os.environ.get("DEPTHSEG_STRESS") == "full"
 N_VIDEOS = 200 if FULL else 8

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -19,18 +18,9 @@ import storage
 from pipeline.cli import main as cli
 from tests.conftest import load_rgb
 from tests.media import make_face_video
+from tests.helpers.csv_manifest import write_manifest
 
 SIZE = 128
-
-
-def write_manifest(path: Path, rows: list[dict]) -> Path:
-    cols = ["path", "label", "attack_type", "subject", "session", "device", "split"]
-    with open(path, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: r.get(c, "") for c in cols})
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pipeline.datasets import (
     scan_dataset,
 )
 from pipeline.errors import ConfigError
-from tests.test_datasets import (
+from tests.helpers.dataset_trees import (
     MSU_TEST,
     MSU_TRAIN,
     SIW_TEST,

@@ -261,7 +261,7 @@ def test_stores_hold_no_pickle_codec(tmp_path):
 
     import storage
     from storage.hdf5 import export_hdf5
-    from tests.test_storage import write_store
+    from tests.helpers.stores import write_store
 
     store = tmp_path / "s.zarr"
     write_store(store)

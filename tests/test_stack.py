@@ -16,7 +16,7 @@ import torch
 import storage
 from tests.conftest import REPO, load_rgb
 from tests.media import make_face_video
-from tests.test_preprocess_e2e import write_manifest
+from tests.helpers.csv_manifest import write_manifest
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
 

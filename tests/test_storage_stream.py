@@ -25,7 +25,7 @@ from PIL import Image
 
 import storage
 from storage.layout import QC_COLUMNS
-from tests.test_storage import CONFIG, FACES, S, make_part
+from tests.helpers.stores import CONFIG, FACES, S, make_part
 
 FIELDS = ("image", "depth", "landmarks", "bbox", "affine", "fit_residual")
 
