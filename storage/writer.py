@@ -77,6 +77,7 @@ from .layout import (
     now_iso,
     package_versions,
     part_checksum,
+    part_dir,
     read_manifest,
     safe_remove,
     token,
@@ -310,6 +311,8 @@ class DatasetWriter:
             manifest = _manifest_lost(loc, attrs["config_hash"])
         if version < SCHEMA_VERSION:
             manifest = _upgrade_empty(loc, root, manifest, version)
+        for entry in manifest["parts"].values():
+            part_dir(loc, entry["path"])  # a listed folder that is a link or leads out: refuse
         if attrs["config_hash"] != cfg_hash:
             if manifest["parts"]:
                 keys = config_diff(attrs.get("config", {}), config)
