@@ -111,6 +111,8 @@ def _listed_parts(store: Path) -> dict[str, dict]:
         return {"parts": tree_snapshot(store / "parts")}
     out = {}
     for entry in manifest["parts"].values():
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            continue  # (main's unvalidated manifests)
         folder = store / entry["path"]
         if folder.is_dir() and not folder.is_symlink():
             out[entry["path"]] = tree_snapshot(folder)
