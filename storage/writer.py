@@ -48,7 +48,8 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from .errors import ConfigMismatch, PartExists, RepairNeeded, SchemaTooOld, StoreError, StoreLocked
+from .errors import (ConfigMismatch, IntegrityError, PartExists, RepairNeeded, SchemaTooOld, StoreError,
+                     StoreLocked)
 from .layout import (
     ARRAYS,
     FRAMES_PER_CHUNK,
@@ -297,13 +298,16 @@ class DatasetWriter:
 
     @staticmethod
     def _check_existing(loc: Location, config: dict, cfg_hash: str) -> dict:
-        root = zarr.open_group(loc.zarr_store(), mode="r+")
-        attrs = root.attrs.asdict()
+        try:
+            root = zarr.open_group(loc.zarr_store(), mode="r+")
+            attrs = root.attrs.asdict()
+        except Exception as e:  # noqa: BLE001 - a damaged root zarr.json
+            raise IntegrityError(f"{loc.url}: root zarr.json is unreadable: {e!r}") from e
         version = attrs.get("schema_version")
         if version is None or "config_hash" not in attrs:
             raise StoreError(f"{loc.url}: zarr group is not a {PACKAGE} dataset store "
                              "(no schema_version/config_hash attributes)")
-        if not isinstance(version, int) or int(version) > SCHEMA_VERSION:
+        if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
             raise StoreError(f"{loc.url}: store schema version {version!r} is not one this "
                              f"package knows (<= {SCHEMA_VERSION}); upgrade {PACKAGE}")
         manifest = read_manifest(loc)
