@@ -184,9 +184,14 @@ class DatasetReader(Sequence):
                                      f"{e!r}") from e
         return self._arrays[key]
 
-    def _read(self, part: int, name: str, sel: Any) -> np.ndarray:
-        """Frames ``sel`` (a slice or sorted indices) of one array of one part; IntegrityError
-        naming the part, the array and the frames when it cannot be read or its folder is gone."""
+    def read_part(self, part: int, name: str, sel: slice | np.ndarray) -> np.ndarray:
+        """Frames ``sel`` (a slice or sorted indices) of array ``name`` of ``self.parts[part]``.
+
+        The one checked way to read a part's array (``read_batch`` and ``__getitem__`` use it;
+        so should any other reader of whole parts, e.g. an export): IntegrityError naming the
+        part, the array and the frames when the data cannot be read (missing chunk, crc32c
+        mismatch, undecodable bytes) or the part's folder is gone.
+        """
         arr = self._array(part, name)
         info = self.parts[part]
         try:
@@ -304,7 +309,7 @@ class DatasetReader(Sequence):
                 sel = uniq
             for name in big:
                 arr = self._array(p, name)
-                data = self._read(p, name, sel)
+                data = self.read_part(p, name, sel)
                 if name not in out:
                     out[name] = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
                 out[name][group] = data[inverse]
