@@ -86,7 +86,8 @@ def test_repair_rebuilds_verifies_and_quarantines(tmp_path, capsys):
     assert sorted(manifest["parts"]) == ["vid-a", "vid-c"]
     for pid in ("vid-a", "vid-c"):  # the rebuilt entries are the committed ones
         assert manifest["parts"][pid] == expected[pid]
-    assert manifest["quarantined"] == ["parts/vid-b"] and [s["path"] for s in manifest["superseded"]] == ["parts/vid-a"]
+    assert manifest["quarantined"] == ["parts/vid-b"]
+    assert [s["path"] for s in manifest["superseded"]] == ["parts/vid-a"]
     assert new.path == manifest["parts"]["vid-a"]["path"]
     r = storage.open_dataset(path)
     np.testing.assert_array_equal(r.filter(video_id="vid-a").read_batch(range(3))["image"], replacement.image)
@@ -268,4 +269,5 @@ def test_schema1_store_read_with_warning_and_refused_for_writing(tmp_path, caplo
     new = tmp_path / "new.zarr"  # the migration the warning names
     assert cli.main(["import-hdf5", str(h5), str(new)]) == 0
     assert storage.open_dataset(new).schema_version == 2 and storage.verify(new) == []
-    np.testing.assert_array_equal(storage.open_dataset(new).read_batch(range(5))["image"], r.read_batch(range(5))["image"])
+    migrated = storage.open_dataset(new).read_batch(range(5))["image"]
+    np.testing.assert_array_equal(migrated, r.read_batch(range(5))["image"])
