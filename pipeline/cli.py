@@ -115,12 +115,27 @@ def _add_inspect(sub) -> None:
     p.add_argument("store")
     p.add_argument("--grid", help="write a PNG grid of samples here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--repair", action="store_true",
+                   help="rebuild a lost or unreadable manifest from the parts' own part.json "
+                        "(each part verified; damaged ones reported and left out, never deleted)")
     p.set_defaults(func=cmd_inspect)
+
+
+def _repair(store: str) -> int:
+    import storage
+
+    done = storage.repair(store)
+    echo(f"repair: manifest rebuilt with {len(done['parts'])} part(s)"
+         + (f", {len(done['superseded'])} superseded folder(s)" if done["superseded"] else ""))
+    for why in done["damaged"]:
+        echo(f"REPAIR: left out damaged part folder {why}", err=True)
+    return 2 if done["damaged"] else 0
 
 
 def cmd_inspect(args) -> int:
     import storage
 
+    repaired = _repair(args.store) if args.repair else 0
     summ = storage.summary(args.store)
     if args.json:
         echo(json.dumps(summ, indent=2, default=str))
@@ -139,7 +154,7 @@ def cmd_inspect(args) -> int:
             echo(f"INTEGRITY ERROR: {p}", err=True)
         return 2
     echo("integrity: all parts match the manifest checksums")
-    return 0
+    return repaired
 
 
 def _add_hdf5(sub) -> None:

@@ -5,8 +5,9 @@ locks: :mod:`storage.locks`; reading: :mod:`storage.reader`; integrity checks:
 :mod:`storage.inspect`; HDF5 interchange: :mod:`storage.hdf5` (imported on demand).
 """
 
-from .errors import ConfigMismatch, IntegrityError, PartExists, StoreError, StoreLocked
-from .inspect import format_summary, summary, verify
+from .errors import (ConfigMismatch, IntegrityError, PartExists, RepairNeeded, SchemaTooOld, StoreError,
+                     StoreLocked)
+from .inspect import format_summary, repair, summary, verify
 from .layout import SCHEMA_VERSION, PartData, PartInfo, config_hash, file_checksum
 from .locks import run_lock
 from .reader import DatasetReader, open_dataset
@@ -22,12 +23,15 @@ __all__ = [
     "PartData",
     "PartExists",
     "PartInfo",
+    "RepairNeeded",
+    "SchemaTooOld",
     "StoreError",
     "StoreLocked",
     "config_hash",
     "file_checksum",
     "format_summary",
     "open_dataset",
+    "repair",
     "run_lock",
     "summary",
     "verify",

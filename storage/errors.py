@@ -45,3 +45,16 @@ class PartExists(StoreError):
     """The part is already committed with the same input checksum and config (nothing to do)."""
 
     reason = "part-exists"
+
+
+class RepairNeeded(IntegrityError):
+    """The manifest is missing while ``parts/`` holds data: refused, never cleaned; rebuild it
+    with ``depthseg-fas inspect STORE --repair`` (:func:`storage.inspect.repair`)."""
+
+    reason = "repair-needed"
+
+
+class SchemaTooOld(StoreError):
+    """A writer was opened on a store of a schema it may not add parts to (schema 1)."""
+
+    reason = "schema-too-old"

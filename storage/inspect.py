@@ -1,54 +1,186 @@
-"""Integrity checks and summaries of a dataset store (what ``depthseg-fas inspect`` reports)."""
+"""Integrity checks, summaries and repair of a dataset store (what ``depthseg-fas inspect`` does).
+
+:func:`verify` recomputes each part's checksum and, for schema >= 2, reads every chunk through
+the same strict store the reader uses (a missing chunk or a crc32c mismatch is a problem).
+:func:`repair` rebuilds a lost or unreadable manifest from the parts' own ``part.json``.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import time
+import warnings
 from typing import Any
 
 import numpy as np
 import zarr
 
-from .errors import StoreError
-from .layout import SCHEMA_VERSION, Location, _tree_checksum, read_manifest
+from .errors import IntegrityError, StoreError
+from .layout import (
+    DAMAGE_DETECTION_SCHEMA,
+    FRAMES_PER_SHARD,
+    MANIFEST,
+    PART_META,
+    PARTS,
+    SCHEMA_VERSION,
+    STAGING,
+    Location,
+    check_entry,
+    check_part_path,
+    empty_manifest,
+    list_names,
+    manifest_lost,
+    part_checksum,
+    part_dir,
+    read_manifest,
+    token,
+    write_manifest,
+)
+from .locks import commit_lock
 from .reader import open_dataset
+
+log = logging.getLogger(__name__)
+
+
+def _schema(loc: Location) -> int:
+    try:
+        version = zarr.open_group(loc.zarr_store(read_only=True), mode="r").attrs.get("schema_version", 0)
+    except Exception as e:  # noqa: BLE001 - missing or damaged root metadata
+        raise IntegrityError(f"{loc.url}: root zarr.json is unreadable: {e!r}") from e
+    return version if isinstance(version, int) and not isinstance(version, bool) else 0
+
+
+def _read_every_chunk(loc: Location, rel: str) -> None:
+    """Read every array of a part through the strict store, a shard's worth of frames at a time."""
+    group = zarr.open_group(loc.zarr_store(*rel.split("/"), read_only=True, strict=True), mode="r")
+    with warnings.catch_warnings():  # part.json "is not a zarr node": known, ours
+        warnings.simplefilter("ignore")
+        members = list(group.members(max_depth=None))
+    for _, node in members:
+        if isinstance(node, zarr.Array):
+            for start in range(0, node.shape[0], FRAMES_PER_SHARD):
+                node[start:start + FRAMES_PER_SHARD]
+
+
+def _part_problem(loc: Location, part_id: str, entry: dict, schema: int) -> str | None:
+    """The first problem of one committed part (None when it is sound)."""
+    rel = entry["path"]
+    try:
+        path = part_dir(loc, rel)
+    except IntegrityError as e:
+        return f"part {part_id}: {e}"
+    if not loc.fs.exists(path):
+        return f"part {part_id}: folder {rel} is missing"
+    actual = part_checksum(loc.fs, path)
+    if actual != entry.get("checksum"):
+        return f"part {part_id}: checksum mismatch in {rel} (manifest {entry.get('checksum')}, files {actual})"
+    try:
+        frames = zarr.open_array(loc.zarr_store(*rel.split("/"), "image", read_only=True), mode="r").shape[0]
+        if schema >= DAMAGE_DETECTION_SCHEMA:
+            _read_every_chunk(loc, rel)
+    except Exception as e:  # noqa: BLE001 - any failure to read is a problem to report
+        return f"part {part_id}: unreadable data in {rel}: {e!r}"
+    if frames != entry["frames"]:
+        return f"part {part_id}: {frames} frames on disk, manifest says {entry['frames']}"
+    return None
 
 
 def verify(url: str | os.PathLike, storage_options: dict | None = None) -> list[str]:
-    """Recompute every committed part's checksum against the manifest.
+    """Check every committed part against the manifest.
 
     Returns a list of problems, one line each naming the part (empty when the store is sound):
-    a missing part folder, a checksum mismatch, a frame count differing from the manifest, an
-    unreadable manifest or a schema version this package does not know.
+    a manifest that is missing, unreadable or invalid (hostile paths, wrong field types), a part
+    folder missing or leading outside the store, a checksum mismatch, a frame count differing
+    from the manifest, a chunk missing or failing its crc32c (schema >= 2), a schema version
+    this package does not know.
     """
     loc = Location.parse(url, storage_options)
     try:
         manifest = read_manifest(loc)
+        schema = _schema(loc)
     except StoreError as e:
         return [str(e)]
     if manifest is None:
-        return [f"{loc.url}: no manifest.json (not a dataset store)"]
+        return [manifest_lost(loc) or f"{loc.url}: no manifest.json (not a dataset store)"]
     problems = []
-    if int(manifest.get("schema_version", 0)) > SCHEMA_VERSION:
-        problems.append(f"{loc.url}: schema version {manifest['schema_version']} is newer than {SCHEMA_VERSION}")
+    if schema > SCHEMA_VERSION:
+        problems.append(f"{loc.url}: schema version {schema} is newer than {SCHEMA_VERSION}")
     for part_id, entry in sorted(manifest["parts"].items()):
-        path = loc.path(*entry["path"].split("/"))
-        if not loc.fs.exists(path):
-            problems.append(f"part {part_id}: folder {entry['path']} is missing")
-            continue
-        actual = _tree_checksum(loc.fs, path)
-        if actual != entry.get("checksum"):
-            problems.append(f"part {part_id}: checksum mismatch in {entry['path']} (manifest "
-                            f"{entry.get('checksum')}, files {actual})")
-            continue
-        try:
-            frames = zarr.open_array(loc.zarr_store(*entry["path"].split("/"), "image", read_only=True),
-                                     mode="r").shape[0]
-        except Exception as e:  # noqa: BLE001 - any failure to open is a problem to report
-            problems.append(f"part {part_id}: image array unreadable: {e!r}")
-            continue
-        if frames != entry["frames"]:
-            problems.append(f"part {part_id}: {frames} frames on disk, manifest says {entry['frames']}")
+        problem = _part_problem(loc, part_id, check_entry(part_id, entry), schema)
+        if problem:
+            problems.append(problem)
     return problems
+
+
+def _part_record(loc: Location, name: str) -> tuple[dict | None, str]:
+    """(record, "") of a sound part folder ``parts/<name>`` per its ``part.json``, else (None, why)."""
+    rel = f"{PARTS}/{name}"
+    try:
+        path = part_dir(loc, rel)
+        with loc.fs.open(loc.path(PARTS, name, PART_META), "rb") as fh:
+            record = json.loads(fh.read())
+        if not isinstance(record, dict):
+            raise IntegrityError(f"{PART_META} is not a JSON object")
+        entry = check_entry(record.get("part_id"), {**record, "path": rel})  # path of its own id
+    except FileNotFoundError:
+        return None, f"{rel}: no {PART_META}"
+    except (IntegrityError, ValueError, OSError) as e:
+        return None, f"{rel}: {e}"
+    actual = part_checksum(loc.fs, path)
+    if actual != entry["checksum"]:
+        return None, f"{rel}: checksum mismatch ({PART_META} {entry['checksum']}, files {actual})"
+    return {**entry, "part_id": record["part_id"], "committed": str(record.get("committed", ""))}, ""
+
+
+def repair(url: str | os.PathLike, storage_options: dict | None = None) -> dict[str, list[str]]:
+    """Rebuild the manifest from the parts' own ``part.json`` (schema >= 2), under the commit lock.
+
+    Every folder of ``parts/`` is checked: its ``part.json`` must validate and the folder's
+    checksum must match it. Of several sound folders of one part id the latest committed is
+    the part, the others are recorded as superseded. A folder that fails is reported and
+    recorded as quarantined (left in place, never removed automatically). An existing manifest
+    is kept as ``.staging/manifest.json.<token>.bak``. Returns ``{"parts": [...], "superseded":
+    [...], "damaged": ["<folder>: <why>", ...]}``.
+    """
+    loc = Location.parse(url, storage_options)
+    schema = _schema(loc)
+    if schema < DAMAGE_DETECTION_SCHEMA:
+        raise StoreError(f"{loc.url}: schema {schema} parts have no {PART_META}; the manifest cannot be rebuilt")
+    cfg_hash = zarr.open_group(loc.zarr_store(read_only=True), mode="r").attrs.get("config_hash", "")
+    with commit_lock(loc):
+        sound: dict[str, list[dict]] = {}
+        damaged, quarantined = [], []
+        for name in sorted(n for n in list_names(loc, PARTS) if n != "zarr.json"):
+            record, why = _part_record(loc, name)
+            if record is None:
+                damaged.append(why)
+                if _is_part_path(f"{PARTS}/{name}"):
+                    quarantined.append(f"{PARTS}/{name}")
+            else:
+                sound.setdefault(record["part_id"], []).append(record)
+        manifest = dict(empty_manifest(str(cfg_hash)), superseded=[], quarantined=quarantined)
+        for part_id, records in sound.items():
+            records.sort(key=lambda r: (r["committed"], r["path"]))
+            entry = {k: v for k, v in records[-1].items() if k not in ("part_id", "committed", "schema_version")}
+            manifest["parts"][part_id] = entry
+            manifest["superseded"] += [{"path": r["path"], "since": time.time()} for r in records[:-1]]
+        if loc.fs.exists(loc.path(MANIFEST)):
+            loc.fs.mv(loc.path(MANIFEST), loc.path(STAGING, f"{MANIFEST}.{token()}.bak"))
+        write_manifest(loc, manifest)
+    log.info("%s: manifest rebuilt: %d part(s), %d damaged folder(s) left out", loc.url, len(manifest["parts"]),
+             len(damaged))
+    return {"parts": sorted(manifest["parts"]), "superseded": [s["path"] for s in manifest["superseded"]],
+            "damaged": damaged}
+
+
+def _is_part_path(rel: str) -> bool:
+    try:
+        check_part_path(rel)
+    except IntegrityError:
+        return False
+    return True
 
 
 def _counts(col: np.ndarray) -> dict[str, int]:

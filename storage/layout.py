@@ -6,11 +6,16 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
       zarr.json              root group; attributes: schema_version, config (the JSON config
                              dict), config_hash, created (ISO-8601 UTC), package ("depthseg-fas")
       manifest.json          the commit record: which parts exist (see below). A part folder
-                             that the manifest does not list is invisible and gets cleaned.
+                             that the manifest does not list is invisible and gets cleaned
+                             (only while the manifest exists: without it nothing is cleaned)
       parts/zarr.json        group holding one subgroup per committed part
       parts/<part_id>/       one work unit (a video, or a batch of images), N frames:
         zarr.json            attributes: part_id, input_checksum, config_hash, frames,
                              versions (package versions), extra (free JSON dict), created
+        part.json            (schema >= 2) the part's own record, written at commit: its
+                             manifest entry without ``path``, plus schema_version and
+                             ``committed`` (ISO time, microseconds). Lets ``inspect --repair``
+                             rebuild a lost manifest and verify each part.
         image                (N, S, S, 3) uint8 RGB crops     dims frame, y, x, channel
         depth                (N, S, S)    uint8 pseudo-depth  dims frame, y, x
         landmarks            (N, 68, 2)   float32 frame px    dims frame, point, xy
@@ -28,6 +33,12 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
         <part_id>.<token>/   a part being written (whole, or streamed chunk by chunk); its
                              writer holds flock on the folder
 
+Schema 2 (damage detection): every chunk carries a ``crc32c`` codec after zstd (the sharding
+index has its own) and is written even when all zeros (``write_empty_chunks``), so a missing
+chunk file is always damage; readers of schema-2 parts use :class:`StrictLocalStore`, which
+raises on a missing chunk. Schema-1 stores (no crc32c, no chunk for an all-zero array, no
+``part.json``) are read with a warning and never written to.
+
 ``image`` and ``depth`` have one frame per chunk and up to 512 frames per shard; the other
 arrays have unsharded chunks of up to 1024 frames (a part written whole gets ``min(N, 512)``
 and ``min(N, 1024)``; a streamed part, whose N is unknown when its arrays are created, 512 and
@@ -37,24 +48,33 @@ version is ``parts/<part_id>~<token>`` (the manifest's ``path`` says which folde
 
 ``manifest.json``::
 
-    {"schema_version": 1, "config_hash": "...", "updated": "...",
+    {"schema_version": 2, "config_hash": "...", "updated": "...",
      "parts": {"<part_id>": {"path": "parts/<part_id>", "frames": N, "input_checksum": "...",
                              "config_hash": "...", "checksum": "<sha256 of the part's files>",
                              "versions": {...}, "created": "...", "extra": {...},
                              "columns": {"qc": [...], "meta": [...]}}}}
                              (``columns`` is {} when the part has just the required columns)
+     "superseded": [{"path": "parts/<id>", "since": <unix time>}, ...],
+     "quarantined": ["parts/<id>~<token>", ...]}
 
-The part checksum is :func:`file_checksum` of the part folder (its files in sorted order).
+``path`` must be ``parts/<part_id>`` or ``parts/<part_id>~<token>`` and every field has a fixed
+type (:func:`check_manifest`); anything else is an IntegrityError. ``superseded``: folders of
+replaced parts, removed by a writer opened after a grace period (an open reader keeps reading
+them meanwhile). ``quarantined``: damaged folders ``inspect --repair`` left out; never removed
+automatically. The part checksum (:func:`part_checksum`) is :func:`file_checksum` of the part
+folder without its ``part.json`` (which cannot contain its own checksum).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from importlib import metadata as _metadata
@@ -63,12 +83,15 @@ from typing import Any
 
 import fsspec
 import numpy as np
+from zarr.storage import FsspecStore, LocalStore
 
 from .errors import IntegrityError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: first schema whose parts carry crc32c codecs, every chunk written and a ``part.json``
+DAMAGE_DETECTION_SCHEMA = 2
 PACKAGE = "depthseg-fas"
 
 MANIFEST = "manifest.json"
@@ -76,6 +99,8 @@ PARTS = "parts"
 STAGING = ".staging"
 COMMIT_LOCK = "commit.lock"
 RUN_LOCK = "run.lock"
+#: a part's own record, inside its folder (see the module docstring)
+PART_META = "part.json"
 
 #: frames per shard of the image/depth arrays (one frame per chunk)
 FRAMES_PER_SHARD = 512
@@ -269,19 +294,116 @@ class PartInfo:
         }
 
     @classmethod
-    def from_manifest(cls, part_id: str, entry: dict) -> PartInfo:
-        return cls(
-            part_id=part_id,
-            frames=int(entry["frames"]),
-            input_checksum=entry["input_checksum"],
-            config_hash=entry["config_hash"],
-            versions=dict(entry.get("versions", {})),
-            created=entry.get("created", ""),
-            extra=dict(entry.get("extra", {})),
-            checksum=entry.get("checksum", ""),
-            path=entry.get("path", f"{PARTS}/{part_id}"),
-            columns={k: list(v) for k, v in entry.get("columns", {}).items()},
-        )
+    def from_manifest(cls, part_id: str, entry: Any) -> PartInfo:
+        """The record of a manifest entry; IntegrityError naming the part and field if invalid."""
+        e = check_entry(part_id, entry)
+        return cls(part_id=part_id, frames=e["frames"], input_checksum=e["input_checksum"],
+                   config_hash=e["config_hash"], versions=dict(e["versions"]), created=e["created"],
+                   extra=dict(e["extra"]), checksum=e["checksum"], path=e["path"],
+                   columns={k: list(v) for k, v in e["columns"].items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# validating what the store's JSON files say (the manifest and part.json are untrusted input)
+
+_TOKEN = r"~[A-Za-z0-9]{1,64}"
+#: the only folders a manifest may point at: ``parts/<part_id>`` and ``parts/<part_id>~<token>``
+_PART_PATH = re.compile(rf"^{PARTS}/([A-Za-z0-9][A-Za-z0-9._-]*?)({_TOKEN})?$")
+#: entry field -> (accepted types, default when absent; ``...``: required)
+_ENTRY_FIELDS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "frames": ((int,), ...),
+    "input_checksum": ((str,), ...),
+    "config_hash": ((str,), ...),
+    "checksum": ((str,), ""),
+    "created": ((str,), ""),
+    "versions": ((dict,), {}),
+    "extra": ((dict,), {}),
+    "columns": ((dict,), {}),
+}
+
+
+def check_part_path(path: Any, part_id: str | None = None) -> str:
+    """``path`` if it is a part folder the store itself writes (of ``part_id``, if given).
+
+    Anything else (``../x``, absolute paths, other folders, another part's folder) raises
+    IntegrityError: a manifest is never trusted to point outside ``parts/``.
+    """
+    m = _PART_PATH.match(path) if isinstance(path, str) else None
+    if m is None or len(path) > 300 or (part_id is not None and m.group(1) != part_id):
+        want = f"'{PARTS}/{part_id}' or '{PARTS}/{part_id}~<token>'" if part_id else f"'{PARTS}/<part id>[~<token>]'"
+        raise IntegrityError(f"path {path!r} is not a part folder of this store (expected {want})")
+    return path
+
+
+def check_entry(part_id: Any, entry: Any) -> dict:
+    """A manifest entry with defaults filled in; IntegrityError naming the part and the field.
+
+    Checks the part id, the path (:func:`check_part_path`), the type of every field (``frames``
+    an int >= 0, strings, dicts) and the column names.
+    """
+    try:
+        check_part_id(part_id)
+    except ValueError as e:
+        raise IntegrityError(f"manifest entry {part_id!r}: {e}") from None
+    if not isinstance(entry, dict):
+        raise IntegrityError(f"manifest entry of part {part_id}: expected a JSON object, got "
+                             f"{type(entry).__name__}")
+    out = dict(entry)
+    for name, (types, default) in _ENTRY_FIELDS.items():
+        if name not in entry:
+            if default is ...:
+                raise IntegrityError(f"manifest entry of part {part_id}: field {name!r} is missing")
+            out[name] = type(default)(default) if isinstance(default, dict) else default
+        elif not isinstance(entry[name], types) or isinstance(entry[name], bool):
+            raise IntegrityError(f"manifest entry of part {part_id}: field {name!r} must be "
+                                 f"{'/'.join(t.__name__ for t in types)}, got {type(entry[name]).__name__} "
+                                 f"{str(entry[name])[:40]!r}")
+    if out["frames"] < 0:
+        raise IntegrityError(f"manifest entry of part {part_id}: field 'frames' is negative ({out['frames']})")
+    try:
+        out["path"] = check_part_path(entry.get("path", f"{PARTS}/{part_id}"), part_id)
+    except IntegrityError as e:
+        raise IntegrityError(f"manifest entry of part {part_id}: field 'path': {e}") from None
+    for kind, names in out["columns"].items():
+        if kind not in ("qc", "meta") or not isinstance(names, list) or not all(
+                isinstance(n, str) and _COLUMN.match(n) for n in names):
+            raise IntegrityError(f"manifest entry of part {part_id}: field 'columns' must map 'qc'/'meta' "
+                                 f"to lists of column names, got {kind!r}: {str(names)[:40]}")
+    return out
+
+
+def _check_path_list(loc_url: str, manifest: dict, key: str) -> None:
+    items = manifest.get(key, [])
+    if not isinstance(items, list):
+        raise IntegrityError(f"{loc_url}: manifest field {key!r} must be a list")
+    for item in items:
+        path = item.get("path") if isinstance(item, dict) else item
+        try:
+            check_part_path(path)
+        except IntegrityError as e:
+            raise IntegrityError(f"{loc_url}: manifest field {key!r}: {e}") from None
+        if isinstance(item, dict) and (not isinstance(item.get("since"), (int, float))
+                                       or isinstance(item.get("since"), bool)):
+            raise IntegrityError(f"{loc_url}: manifest field {key!r}: 'since' of {path} must be a number")
+
+
+def check_manifest(loc_url: str, manifest: Any) -> dict:
+    """Validate a parsed manifest (every entry, ``superseded``, ``quarantined``); return it."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), dict):
+        raise IntegrityError(f"{loc_url}: manifest {MANIFEST} is unreadable: no 'parts' mapping")
+    version = manifest.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise IntegrityError(f"{loc_url}: manifest field 'schema_version' must be an int, got {version!r}")
+    if not isinstance(manifest.get("config_hash", ""), str):
+        raise IntegrityError(f"{loc_url}: manifest field 'config_hash' must be a string")
+    for part_id, entry in manifest["parts"].items():
+        try:
+            check_entry(part_id, entry)
+        except IntegrityError as e:
+            raise IntegrityError(f"{loc_url}: {e}") from None
+    _check_path_list(loc_url, manifest, "superseded")
+    _check_path_list(loc_url, manifest, "quarantined")
+    return manifest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,8 +466,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+def now_iso(timespec: str = "seconds") -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec=timespec)
 
 
 def token() -> str:
@@ -385,25 +507,63 @@ class Location:
     def child_url(self, *parts: str) -> str:
         return self.path(*parts) if self.local else "/".join([self.url, *parts])
 
-    def zarr_store(self, *parts: str, read_only: bool = False):
-        """A zarr store rooted at ``parts`` below the store root."""
-        from zarr.storage import FsspecStore, LocalStore
+    def zarr_store(self, *parts: str, read_only: bool = False, strict: bool = False):
+        """A zarr store rooted at ``parts`` below the store root.
 
+        ``strict``: a missing chunk raises IntegrityError instead of reading as fill values
+        (see :class:`StrictLocalStore`); for parts of schema >= 2, where every chunk exists.
+        """
+        local_cls, remote_cls = (StrictLocalStore, StrictFsspecStore) if strict else (LocalStore, FsspecStore)
         if self.local:
-            return LocalStore(self.path(*parts), read_only=read_only)
-        return FsspecStore.from_url(self.child_url(*parts), storage_options=self.storage_options or None,
-                                    read_only=read_only)
+            return local_cls(self.path(*parts), read_only=read_only)
+        return remote_cls.from_url(self.child_url(*parts), storage_options=self.storage_options or None,
+                                   read_only=read_only)
+
+
+def _is_chunk_key(key: str) -> bool:
+    return "/c/" in f"/{key}"  # zarr v3 default chunk keys: <array>/c/<i>/<j>...
+
+
+def _missing_chunk(root: Any, key: str) -> IntegrityError:
+    return IntegrityError(f"chunk file {root}/{key} is missing (deleted or never written)")
+
+
+class StrictLocalStore(LocalStore):
+    """LocalStore whose missing chunk keys raise :class:`IntegrityError`.
+
+    zarr reads a missing chunk as fill values (zeros). Schema-2 parts are written with
+    ``write_empty_chunks=True``, so every chunk of every array exists and a missing one is
+    damage; checking it here costs nothing (zarr asks the store for the key anyway), unlike a
+    listing of the shard files before each read.
+    """
+
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        buf = await super().get(key, prototype, byte_range)
+        if buf is None and _is_chunk_key(key):
+            raise _missing_chunk(self.root, key)
+        return buf
+
+
+class StrictFsspecStore(FsspecStore):
+    """FsspecStore whose missing chunk keys raise :class:`IntegrityError` (see StrictLocalStore)."""
+
+    async def get(self, key: str, prototype: Any = None, byte_range: Any = None) -> Any:
+        buf = await super().get(key, prototype, byte_range)
+        if buf is None and _is_chunk_key(key):
+            raise _missing_chunk(self.path, key)
+        return buf
 
 
 # ---------------------------------------------------------------------------------------------
 # checksums and the manifest
 
 
-def _tree_checksum(fs: Any, path: str, *, fsync: bool = False) -> str:
+def _tree_checksum(fs: Any, path: str, *, fsync: bool = False, exclude: tuple[str, ...] = ()) -> str:
     """sha256 (hex) of a file's bytes, or over a folder's files in sorted relative-path order.
 
-    In a folder each file contributes its relative POSIX path, its size and its bytes. With
-    ``fsync`` (local files only) every file is flushed to disk on the way.
+    In a folder each file contributes its relative POSIX path, its size and its bytes; files
+    whose relative path is in ``exclude`` are left out. With ``fsync`` (local files only)
+    every file is flushed to disk on the way.
     """
     h = hashlib.sha256()
     if fs.isfile(path):
@@ -413,6 +573,7 @@ def _tree_checksum(fs: Any, path: str, *, fsync: bool = False) -> str:
         # regular files only: a symlinked folder (fsspec lists it as an entry, not descended)
         # or a broken link in the tree is not content
         files = sorted((f[len(base):].lstrip("/").replace(os.sep, "/"), f) for f in fs.find(base) if fs.isfile(f))
+        files = [(rel, f) for rel, f in files if rel not in exclude]
     for rel, f in files:
         if rel is not None:
             h.update(f"{rel}\0{fs.size(f)}\0".encode("utf-8", "surrogateescape"))
@@ -436,12 +597,85 @@ def file_checksum(path: str | os.PathLike, storage_options: dict | None = None) 
     return _tree_checksum(loc.fs, loc.root)
 
 
+def part_checksum(fs: Any, path: str, *, fsync: bool = False) -> str:
+    """The checksum of a part folder: every file but its own ``part.json`` (which records it).
+
+    A schema-1 part has no ``part.json``, so this is also the checksum schema 1 recorded.
+    """
+    return _tree_checksum(fs, path, fsync=fsync, exclude=(PART_META,))
+
+
+def part_dir(loc: Location, rel: str) -> str:
+    """The filesystem path of the part folder ``rel``, proven to lie inside the store.
+
+    ``rel`` must be a part path (:func:`check_part_path`); locally the folder must not be a
+    symlink and its real path must be below the store's real root (no link in ``parts/``
+    leads out). Raises IntegrityError otherwise. A missing folder is returned as is.
+    """
+    check_part_path(rel)
+    path = loc.path(*rel.split("/"))
+    if loc.local:
+        _check_inside(loc, path, rel)
+    return path
+
+
+def _check_inside(loc: Location, path: str, rel: str) -> None:
+    root = os.path.realpath(loc.root)
+    if os.path.islink(path) or not os.path.realpath(path).startswith(root + os.sep):
+        raise IntegrityError(f"{loc.url}: {rel} is a link or leads outside the store; refusing to use it")
+
+
+def safe_remove(loc: Location, rel: str) -> None:
+    """Remove ``rel`` (a folder or file directly inside ``parts/`` or ``.staging/``), proven
+    to be inside the store: the one way the storage package deletes anything.
+
+    Refuses (IntegrityError) any other path, ``.``/``..``, a symlink, or a target whose real
+    path is outside the store root. A target that is already gone is fine. ``shutil.rmtree``
+    does not follow links inside the folder.
+    """
+    top, _, name = rel.partition("/")
+    if top not in (PARTS, STAGING) or name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise IntegrityError(f"{loc.url}: refusing to remove {rel!r}: not an entry of {PARTS}/ or {STAGING}/")
+    path = loc.path(top, name)
+    if not loc.local:
+        with contextlib.suppress(FileNotFoundError):
+            loc.fs.rm(path, recursive=True)
+        return
+    if not os.path.lexists(path):
+        return
+    _check_inside(loc, path, rel)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+
+
+def list_names(loc: Location, rel: str = "") -> list[str]:
+    """Names of the entries of the folder ``rel`` below the root ([] if it does not exist)."""
+    path = loc.path(rel) if rel else loc.root
+    try:
+        if loc.local:
+            return os.listdir(path)
+        return [p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(path, detail=False)]
+    except FileNotFoundError:
+        return []
+
+
+def manifest_lost(loc: Location) -> str | None:
+    """Why the store needs ``inspect --repair`` when it has no manifest: ``parts/`` holds part
+    folders (a lost manifest; cleaning would delete every committed part). None if it is empty."""
+    names = sorted(n for n in list_names(loc, PARTS) if n != "zarr.json")
+    if not names:
+        return None
+    return (f"{loc.url}: {MANIFEST} is missing but {PARTS}/ holds {len(names)} folder(s) (e.g. {names[0]}); "
+            f"refusing to use the store. Rebuild the manifest with: depthseg-fas inspect {loc.url} --repair")
+
+
 def empty_manifest(cfg_hash: str) -> dict:
     return {"schema_version": SCHEMA_VERSION, "config_hash": cfg_hash, "updated": now_iso(), "parts": {}}
 
 
 def read_manifest(loc: Location) -> dict | None:
-    """The store's manifest, or None if it has none; IntegrityError if it cannot be parsed."""
+    """The store's manifest, or None if it has none; IntegrityError if it cannot be parsed or
+    does not validate (:func:`check_manifest`: hostile paths, wrong field types)."""
     path = loc.path(MANIFEST)
     try:
         with loc.fs.open(path, "rb") as fh:
@@ -450,11 +684,9 @@ def read_manifest(loc: Location) -> dict | None:
         return None
     try:
         manifest = json.loads(raw)
-        if not isinstance(manifest.get("parts"), dict):
-            raise ValueError("no 'parts' mapping")
-    except (ValueError, AttributeError) as e:
+    except ValueError as e:
         raise IntegrityError(f"{loc.url}: manifest {MANIFEST} is unreadable: {e}") from e
-    return manifest
+    return check_manifest(loc.url, manifest)
 
 
 def write_manifest(loc: Location, manifest: dict) -> None:

@@ -3,7 +3,15 @@
 ``open_dataset(url)`` reads the manifest, the root attributes and every committed part's
 per-frame columns (``meta/*``, ``qc/*``, ``fit_residual``); the big arrays are opened on demand.
 Frames are ordered by part id (sorted), then by their order inside the part. Only parts the
-manifest lists are read. Readers are picklable (open zarr handles are dropped and reopened),
+manifest lists are read, and only from folders proven to lie inside the store
+(:func:`storage.layout.part_dir`).
+
+Damage detection (schema >= 2): every chunk read goes through a strict zarr store (a missing
+chunk file raises instead of reading as zeros) and every chunk carries a crc32c (a flipped
+byte fails to decode); any failure to read a part raises :class:`IntegrityError` naming the
+part, the array and the frames. A part folder removed under an open reader raises the same.
+Schema-1 stores are read with one warning: they have no crc32c and no chunk for all-zero
+arrays, so damage there reads as zeros. Readers are picklable (open zarr handles are dropped and reopened),
 so torch DataLoader workers can share one.
 """
 
@@ -11,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -21,7 +30,21 @@ import zarr.api.asynchronous as zarr_async
 from zarr.core.sync import sync as zarr_sync
 
 from .errors import IntegrityError, StoreError
-from .layout import ARRAYS, META_COLUMNS, QC_COLUMNS, Location, PartInfo, read_manifest
+from .errors import RepairNeeded
+from .layout import (
+    ARRAYS,
+    DAMAGE_DETECTION_SCHEMA,
+    META_COLUMNS,
+    QC_COLUMNS,
+    SCHEMA_VERSION,
+    Location,
+    PartInfo,
+    manifest_lost,
+    part_dir,
+    read_manifest,
+)
+
+log = logging.getLogger(__name__)
 
 #: arrays read on demand (everything else a frame has is a per-frame column held in memory)
 BIG_ARRAYS = tuple(name for name in ARRAYS if name != "fit_residual")
@@ -55,15 +78,23 @@ class DatasetReader(Sequence):
         self._loc = Location.parse(url, storage_options)
         manifest = read_manifest(self._loc)
         if manifest is None:
+            problem = manifest_lost(self._loc)
+            if problem:
+                raise RepairNeeded(problem)
             raise StoreError(f"{self._loc.url}: no dataset store here (no manifest.json)")
-        try:
-            attrs = zarr.open_group(self._loc.zarr_store(read_only=True), mode="r").attrs.asdict()
-        except FileNotFoundError as e:
-            raise StoreError(f"{self._loc.url}: no dataset store here ({e})") from e
+        attrs = self._root_attrs()
         self.config: dict = attrs.get("config", {})
         self.config_hash: str = attrs.get("config_hash", "")
-        self.schema_version: int = int(attrs.get("schema_version", 0))
+        self.schema_version: int = attrs["schema_version"]
+        self._strict = self.schema_version >= DAMAGE_DETECTION_SCHEMA
+        if not self._strict:
+            log.warning("%s: store written before schema %d (schema %d): damage detection unavailable "
+                        "(a damaged chunk may read as zeros); migrate with: depthseg-fas export-hdf5 %s "
+                        "OLD.h5 && depthseg-fas import-hdf5 OLD.h5 NEW_STORE", self._loc.url,
+                        DAMAGE_DETECTION_SCHEMA, self.schema_version, self._loc.url)
         self.parts: list[PartInfo] = [PartInfo.from_manifest(pid, e) for pid, e in sorted(manifest["parts"].items())]
+        for part in self.parts:
+            part_dir(self._loc, part.path)  # proven inside the store: no link leading out
         columns = self._load_columns()
         if columns:
             names = [n for n in columns[0] if all(n in c for c in columns[1:])]
@@ -79,12 +110,30 @@ class DatasetReader(Sequence):
 
     # -- opening helpers ------------------------------------------------------------------
 
+    def _root_attrs(self) -> dict:
+        try:
+            attrs = zarr.open_group(self._loc.zarr_store(read_only=True), mode="r").attrs.asdict()
+        except FileNotFoundError as e:
+            raise StoreError(f"{self._loc.url}: no dataset store here ({e})") from e
+        except Exception as e:  # noqa: BLE001 - a damaged zarr.json
+            raise IntegrityError(f"{self._loc.url}: root zarr.json is unreadable: {e!r}") from e
+        version = attrs.get("schema_version", 0)
+        if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+            raise StoreError(f"{self._loc.url}: store schema version {version!r} is not one this "
+                             f"package reads (<= {SCHEMA_VERSION})")
+        return attrs
+
+    def _store(self, part: PartInfo) -> Any:
+        return self._loc.zarr_store(*part.path.split("/"), read_only=True, strict=self._strict)
+
     def _part_group(self, part: PartInfo) -> Any:
         try:
-            return zarr.open_group(self._loc.zarr_store(*part.path.split("/"), read_only=True), mode="r")
+            return zarr.open_group(self._store(part), mode="r")
         except FileNotFoundError as e:
             raise IntegrityError(f"{self.url}: part {part.part_id} is in the manifest but its folder "
                                  f"{part.path} is missing") from e
+        except Exception as e:  # noqa: BLE001 - damaged metadata
+            raise IntegrityError(f"{self.url}: part {part.part_id}: {part.path} cannot be opened: {e!r}") from e
 
     def _load_columns(self) -> list[dict[str, np.ndarray]]:
         """Every part's per-frame columns, read concurrently on zarr's event loop."""
@@ -96,7 +145,7 @@ class DatasetReader(Sequence):
                 return _as_numpy(await arr.getitem(...))
 
         async def part_columns(part: PartInfo) -> dict[str, np.ndarray]:
-            store = self._loc.zarr_store(*part.path.split("/"), read_only=True)
+            store = self._store(part)
             columns = part.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
             paths = {name: f"{kind}/{name}" for kind in ("meta", "qc") for name in columns.get(kind, [])}
             paths["fit_residual"] = "fit_residual"
@@ -125,8 +174,36 @@ class DatasetReader(Sequence):
     def _array(self, part: int, name: str) -> Any:
         key = (part, name)
         if key not in self._arrays:
-            self._arrays[key] = self._part_group(self.parts[part])[name]
+            info = self.parts[part]
+            try:
+                self._arrays[key] = self._part_group(info)[name]
+            except IntegrityError:
+                raise
+            except Exception as e:  # noqa: BLE001 - missing or damaged array metadata
+                raise IntegrityError(f"{self.url}: part {info.part_id}: array {name} cannot be opened: "
+                                     f"{e!r}") from e
         return self._arrays[key]
+
+    def read_part(self, part: int, name: str, sel: slice | np.ndarray) -> np.ndarray:
+        """Frames ``sel`` (a slice or sorted indices) of array ``name`` of ``self.parts[part]``.
+
+        The one checked way to read a part's array (``read_batch`` and ``__getitem__`` use it;
+        so should any other reader of whole parts, e.g. an export): IntegrityError naming the
+        part, the array and the frames when the data cannot be read (missing chunk, crc32c
+        mismatch, undecodable bytes) or the part's folder is gone.
+        """
+        arr = self._array(part, name)
+        info = self.parts[part]
+        try:
+            data = arr[sel] if isinstance(sel, slice) else arr.get_orthogonal_selection((sel,))
+            if not self._strict and not self._loc.fs.exists(self._loc.path(*info.path.split("/"))):
+                raise FileNotFoundError(f"part folder {info.path} is gone")
+        except Exception as e:  # noqa: BLE001 - crc32c mismatch, missing chunk, decode error, ...
+            frames = list(range(sel.start, sel.stop)) if isinstance(sel, slice) else [int(i) for i in sel]
+            shown = ", ".join(map(str, frames[:8])) + (", ..." if len(frames) > 8 else "")
+            raise IntegrityError(f"{self.url}: part {info.part_id}: {name} of frame(s) {shown} cannot be "
+                                 f"read (damaged or missing data in {info.path}): {e}") from e
+        return data
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -232,7 +309,7 @@ class DatasetReader(Sequence):
                 sel = uniq
             for name in big:
                 arr = self._array(p, name)
-                data = arr[sel] if isinstance(sel, slice) else arr.get_orthogonal_selection((sel,))
+                data = self.read_part(p, name, sel)
                 if name not in out:
                     out[name] = np.empty((len(rows), *arr.shape[1:]), dtype=arr.dtype)
                 out[name][group] = data[inverse]

@@ -5,14 +5,21 @@ Commit protocol, local folders: a part is written as a standalone zarr group in
 and fsync'ed, then, under the store's commit lock, renamed into ``parts/<part_id>`` and added to
 ``manifest.json`` (temp file + fsync + ``os.replace``). Readers only see manifest-listed parts, so
 a crash at any point leaves nothing partial visible. Replacing a committed part writes the new
-version to ``parts/<part_id>~<token>``, swaps the manifest entry, then deletes the old folder.
+version to ``parts/<part_id>~<token>`` and swaps the manifest entry; the old folder is only
+recorded as ``superseded`` (a reader may still have it open) and removed by a writer opened
+more than :attr:`DatasetWriter.superseded_grace_s` seconds later. At commit each part gets its
+own ``part.json`` (its record and checksum), from which ``inspect --repair`` rebuilds a lost
+manifest.
 
 Remote fsspec URLs: the part is written in place under ``parts/<part_id>`` (or a suffixed folder
 when replacing) and the manifest is rewritten afterwards; the manifest stays the commit point,
 but there is no locking, so only one process may write a remote store at a time.
 
-Opening a writer cleans orphans: part folders the manifest does not list and staging folders
-whose writer is gone.
+Opening a writer cleans orphans: part folders the manifest does not list (neither as parts nor
+as superseded or quarantined) and staging folders whose writer is gone. It refuses (never
+cleans) a store whose manifest is missing while ``parts/`` holds folders (:class:`RepairNeeded`)
+and a schema-1 store with parts (:class:`SchemaTooOld`). Every removal goes through
+:func:`storage.layout.safe_remove`, which proves the target is inside the store.
 
 Streaming: ``write_part`` takes a whole part in memory; ``begin_part`` returns a
 :class:`PartBuilder` that takes it chunk by chunk (``append``), growing the staged arrays along
@@ -30,23 +37,27 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
-import shutil
+import time
 import weakref
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from .errors import ConfigMismatch, PartExists, StoreError, StoreLocked
+from .errors import (ConfigMismatch, IntegrityError, PartExists, RepairNeeded, SchemaTooOld, StoreError,
+                     StoreLocked)
 from .layout import (
     ARRAYS,
     FRAMES_PER_CHUNK,
     FRAMES_PER_SHARD,
+    MANIFEST,
     META_COLUMNS,
     PACKAGE,
+    PART_META,
     PARTS,
     QC_COLUMNS,
     SCHEMA_VERSION,
@@ -56,16 +67,20 @@ from .layout import (
     Location,
     PartData,
     PartInfo,
-    _tree_checksum,
     check_part_id,
     config_diff,
     config_hash,
     empty_manifest,
     fsync_dir,
+    list_names,
+    manifest_lost,
     normalize_json,
     now_iso,
     package_versions,
+    part_checksum,
+    part_dir,
     read_manifest,
+    safe_remove,
     token,
     write_manifest,
 )
@@ -121,8 +136,9 @@ def _create_arrays(group: Any, data: PartData, frames_per_shard: int,
             dtype=str if arr.dtype.kind == "U" else arr.dtype,
             chunks=chunks,
             shards=shards,
-            compressors=ZstdCodec(level=ZSTD_LEVEL),
+            compressors=[ZstdCodec(level=ZSTD_LEVEL), Crc32cCodec()],
             dimension_names=list(dims),
+            config={"write_empty_chunks": True},  # a missing chunk is then always damage
         )
     return arrays
 
@@ -143,20 +159,70 @@ def _write_rows(arrays: dict[str, Any], data: PartData, start: int) -> None:
 
 
 def _rm(loc: Location, rel: str) -> None:
-    """Remove a folder below the root, ignoring one that is already gone."""
-    if loc.local:
-        shutil.rmtree(loc.path(*rel.split("/")), ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            loc.fs.rm(loc.path(rel), recursive=True)
+    """Remove a folder of ``parts/`` or ``.staging/`` (:func:`safe_remove`: proven inside the store)."""
+    safe_remove(loc, rel)
 
 
-def _rm_old(loc: Location, rel: str) -> None:
-    """Remove a replaced part's folder after the commit; a failure only leaves an orphan."""
-    try:
-        _rm(loc, rel)
-    except Exception as e:  # noqa: BLE001 - committed already; the next writer cleans orphans
-        log.warning("%s: could not remove replaced part folder %s: %r", loc.url, rel, e)
+def _write_part_meta(loc: Location, folder: str, info: PartInfo) -> None:
+    """Write ``part.json`` (the part's record, without ``path``) into the part folder ``folder``
+    (local: a filesystem path; remote: relative to the store root)."""
+    record = {k: v for k, v in info.to_manifest().items() if k != "path"}
+    record.update(part_id=info.part_id, schema_version=SCHEMA_VERSION,
+                  committed=now_iso("microseconds"))
+    data = json.dumps(record, sort_keys=True).encode("utf-8")
+    if not loc.local:  # ``folder``: relative to the root
+        path = loc.path(*folder.split("/"), PART_META)
+        loc.fs.pipe_file(path, data)
+        return
+    with open(os.path.join(folder, PART_META), "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _clean_staging(loc: Location) -> None:
+    """Remove manifest temp files and staging folders whose writer is gone (local stores)."""
+    for entry in os.scandir(loc.path(STAGING)):
+        rel = f"{STAGING}/{entry.name}"
+        if entry.is_symlink():
+            continue  # not ours: never followed, never removed
+        if entry.is_file() and entry.name.endswith(".tmp"):  # manifest temp of a dead writer
+            _rm(loc, rel)
+        elif entry.is_dir():
+            fd = os.open(entry.path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is still at work
+            else:
+                log.warning("%s: removing abandoned staging folder %s", loc.url, entry.name)
+                _rm(loc, rel)
+            finally:
+                os.close(fd)
+
+
+def _manifest_lost(loc: Location, cfg_hash: str) -> dict:
+    """A store with ``zarr.json`` but no manifest: refuse if ``parts/`` holds anything (the
+    manifest was lost: cleaning would delete every committed part), else start an empty one."""
+    problem = manifest_lost(loc)
+    if problem:
+        raise RepairNeeded(problem)
+    manifest = empty_manifest(cfg_hash)
+    write_manifest(loc, manifest)
+    return manifest
+
+
+def _upgrade_empty(loc: Location, root: Any, manifest: dict, version: int) -> dict:
+    """Stamp a store of an older schema with the current one if it has no parts, else refuse."""
+    if manifest["parts"]:
+        raise SchemaTooOld(
+            f"{loc.url}: store was written with schema {version}, before schema {SCHEMA_VERSION} "
+            f"(damage detection); refusing to add parts to it. Migrate it to a new store with: "
+            f"depthseg-fas export-hdf5 {loc.url} OLD.h5 && depthseg-fas import-hdf5 OLD.h5 NEW_STORE")
+    root.attrs.update({"schema_version": SCHEMA_VERSION})
+    manifest = dict(manifest, schema_version=SCHEMA_VERSION)
+    write_manifest(loc, manifest)
+    return manifest
 
 
 def _list_dirs(loc: Location, rel: str) -> list[str]:
@@ -175,6 +241,9 @@ def _list_dirs(loc: Location, rel: str) -> list[str]:
 class DatasetWriter:
     """Adds parts to one dataset store; create it with :meth:`open`."""
 
+    #: seconds a replaced part's folder is kept for readers that still have it open
+    superseded_grace_s: float = 3600.0
+
     def __init__(self, loc: Location, config: dict, manifest: dict):
         self._loc = loc
         self.config = config
@@ -192,7 +261,9 @@ class DatasetWriter:
         Raises :class:`ConfigMismatch` (naming both hashes and the differing keys) when the store
         already has parts made with another config; a store without parts takes the new config.
         ``create=False`` raises :class:`StoreError` when there is no store yet. Orphan part
-        folders and abandoned staging folders are removed.
+        folders and abandoned staging folders are removed, and superseded folders older than
+        :attr:`superseded_grace_s`. A missing manifest while ``parts/`` holds folders raises
+        :class:`RepairNeeded`; a schema-1 store with parts raises :class:`SchemaTooOld`.
         """
         if not isinstance(config, dict):
             raise TypeError(f"config must be a dict, got {type(config).__name__}")
@@ -206,13 +277,13 @@ class DatasetWriter:
                 manifest = cls._check_existing(loc, config, new_hash)
             else:
                 manifest = cls._create(loc, config, new_hash)
-            cls._clean_orphans(loc, manifest)
+            manifest = cls._clean_orphans(loc, manifest)
         return cls(loc, config, manifest)
 
     @staticmethod
     def _create(loc: Location, config: dict, cfg_hash: str) -> dict:
         if loc.fs.exists(loc.root):
-            others = [n for n in _list_names(loc) if n != STAGING]
+            others = [n for n in list_names(loc) if n != STAGING]
             if others:
                 raise StoreError(f"{loc.url}: folder exists, is not a dataset store and is not empty "
                                  f"(has {', '.join(sorted(others)[:5])})")
@@ -227,16 +298,25 @@ class DatasetWriter:
 
     @staticmethod
     def _check_existing(loc: Location, config: dict, cfg_hash: str) -> dict:
-        root = zarr.open_group(loc.zarr_store(), mode="r+")
-        attrs = root.attrs.asdict()
+        try:
+            root = zarr.open_group(loc.zarr_store(), mode="r+")
+            attrs = root.attrs.asdict()
+        except Exception as e:  # noqa: BLE001 - a damaged root zarr.json
+            raise IntegrityError(f"{loc.url}: root zarr.json is unreadable: {e!r}") from e
         version = attrs.get("schema_version")
         if version is None or "config_hash" not in attrs:
             raise StoreError(f"{loc.url}: zarr group is not a {PACKAGE} dataset store "
                              "(no schema_version/config_hash attributes)")
-        if int(version) > SCHEMA_VERSION:
-            raise StoreError(f"{loc.url}: store schema version {version} is newer than this "
-                             f"package's ({SCHEMA_VERSION}); upgrade {PACKAGE}")
-        manifest = read_manifest(loc) or empty_manifest(attrs["config_hash"])
+        if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+            raise StoreError(f"{loc.url}: store schema version {version!r} is not one this "
+                             f"package knows (<= {SCHEMA_VERSION}); upgrade {PACKAGE}")
+        manifest = read_manifest(loc)
+        if manifest is None:
+            manifest = _manifest_lost(loc, attrs["config_hash"])
+        if version < SCHEMA_VERSION:
+            manifest = _upgrade_empty(loc, root, manifest, version)
+        for entry in manifest["parts"].values():
+            part_dir(loc, entry["path"])  # a listed folder that is a link or leads out: refuse
         if attrs["config_hash"] != cfg_hash:
             if manifest["parts"]:
                 keys = config_diff(attrs.get("config", {}), config)
@@ -257,31 +337,28 @@ class DatasetWriter:
             write_manifest(loc, manifest)
         return manifest
 
-    @staticmethod
-    def _clean_orphans(loc: Location, manifest: dict) -> None:
-        """Remove unlisted part folders and staging folders whose writer is gone (under the lock)."""
+    @classmethod
+    def _clean_orphans(cls, loc: Location, manifest: dict) -> dict:
+        """Remove unlisted part folders, expired superseded folders and staging folders whose
+        writer is gone (under the lock); returns the manifest (rewritten if superseded changed)."""
+        now, keep, expired = time.time(), [], []
+        for item in manifest.get("superseded", []):
+            (expired if now - item["since"] >= cls.superseded_grace_s else keep).append(item)
+        for item in expired:
+            log.info("%s: removing replaced part folder %s", loc.url, item["path"])
+            _rm(loc, item["path"])
+        if expired:
+            manifest = dict(manifest, superseded=keep)
+            write_manifest(loc, manifest)
         listed = {entry["path"] for entry in manifest["parts"].values()}
+        listed |= {item["path"] for item in keep} | set(manifest.get("quarantined", []))
         for name in _list_dirs(loc, PARTS):
             if f"{PARTS}/{name}" not in listed:
                 log.warning("%s: removing orphan part folder %s/%s (not in the manifest)", loc.url, PARTS, name)
                 _rm(loc, f"{PARTS}/{name}")
-        if not loc.local:
-            return
-        staging = loc.path(STAGING)
-        for entry in os.scandir(staging):
-            if entry.is_file() and entry.name.endswith(".tmp"):  # manifest temp of a dead writer
-                os.unlink(entry.path)
-            elif entry.is_dir():
-                fd = os.open(entry.path, os.O_RDONLY)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue  # its writer is still at work
-                else:
-                    log.warning("%s: removing abandoned staging folder %s", loc.url, entry.name)
-                    shutil.rmtree(entry.path, ignore_errors=True)
-                finally:
-                    os.close(fd)
+        if loc.local:
+            _clean_staging(loc)
+        return manifest
 
     # -- state ----------------------------------------------------------------------------
 
@@ -296,7 +373,11 @@ class DatasetWriter:
 
     def refresh(self) -> None:
         """Re-read the manifest (to see parts other processes committed since)."""
-        self._manifest = read_manifest(self._loc) or empty_manifest(self.config_hash)
+        manifest = read_manifest(self._loc)
+        if manifest is None:
+            raise RepairNeeded(f"{self.url}: {MANIFEST} vanished while this writer was open; refusing "
+                               f"to write. Rebuild it with: depthseg-fas inspect {self.url} --repair")
+        self._manifest = manifest
 
     def has_part(self, part_id: str, input_checksum: str) -> bool:
         """True if ``part_id`` is committed with this input checksum and this writer's config."""
@@ -397,12 +478,20 @@ class DatasetWriter:
         plain = f"{PARTS}/{part_id}"
         return plain if not self._loc.fs.exists(self._loc.path(plain)) else f"{plain}~{token()}"
 
+    def _with_part(self, info: PartInfo, old: dict | None) -> dict:
+        """The manifest with ``info`` committed; a replaced folder is recorded as superseded."""
+        manifest = dict(self._manifest, parts={**self._manifest["parts"], info.part_id: info.to_manifest()})
+        if old is not None and old["path"] != info.path:
+            manifest["superseded"] = [*manifest.get("superseded", []), {"path": old["path"], "since": time.time()}]
+        return manifest
+
     def _commit_local(self, info: PartInfo, staged_rel: str, overwrite: bool) -> PartInfo:
-        """Checksum + fsync a staged part, rename it into ``parts/`` and replace the manifest."""
+        """Checksum + fsync a staged part, write its ``part.json``, rename it into ``parts/``
+        and replace the manifest (the old folder of a replaced part stays, as superseded)."""
         loc = self._loc
         staged = loc.path(*staged_rel.split("/"))
         try:
-            info.checksum = _tree_checksum(loc.fs, staged, fsync=True)
+            info.checksum = part_checksum(loc.fs, staged, fsync=True)
         except Exception as e:
             raise StoreError(f"{self.url}: writing part {info.part_id} failed: {e!r}") from e
         with commit_lock(loc):
@@ -410,37 +499,34 @@ class DatasetWriter:
             old = self._check_exists(info, overwrite)
             target = self._target(info.part_id)
             try:
+                _write_part_meta(loc, staged, info)
                 os.rename(staged, loc.path(*target.split("/")))
                 fsync_dir(loc.path(PARTS))
                 info.path = target
-                manifest = dict(self._manifest, parts={**self._manifest["parts"],
-                                                       info.part_id: info.to_manifest()})
+                manifest = self._with_part(info, old)
                 write_manifest(loc, manifest)
             except OSError as e:
                 _rm(loc, target)
                 raise StoreError(f"{self.url}: committing part {info.part_id} failed: {e!r}") from e
             self._manifest = manifest
-        if old is not None:
-            _rm_old(loc, old["path"])
         return info
 
     def _commit_remote(self, info: PartInfo, target: str, overwrite: bool) -> PartInfo:
-        """Checksum a part written in place at ``target`` and rewrite the manifest."""
+        """Checksum a part written in place at ``target``, write its ``part.json``, rewrite the manifest."""
         loc = self._loc
         try:
-            info.checksum = _tree_checksum(loc.fs, loc.path(target))
+            info.checksum = part_checksum(loc.fs, loc.path(target))
             self.refresh()
             old = self._check_exists(info, overwrite)
             info.path = target
-            manifest = dict(self._manifest, parts={**self._manifest["parts"], info.part_id: info.to_manifest()})
+            _write_part_meta(loc, target, info)
+            manifest = self._with_part(info, old)
             write_manifest(loc, manifest)
         except StoreError:
             raise
         except Exception as e:
             raise StoreError(f"{self.url}: writing part {info.part_id} failed: {e!r}") from e
         self._manifest = manifest
-        if old is not None and old["path"] != target:
-            _rm_old(loc, old["path"])
         return info
 
 
@@ -662,9 +748,3 @@ def _extra_columns(qc: list[str], meta: list[str]) -> dict[str, list[str]]:
     if set(qc) == set(QC_COLUMNS) and set(meta) == set(META_COLUMNS):
         return {}
     return {"qc": sorted(qc), "meta": sorted(meta)}
-
-
-def _list_names(loc: Location) -> list[str]:
-    if loc.local:
-        return os.listdir(loc.root)
-    return [p.rstrip("/").rsplit("/", 1)[-1] for p in loc.fs.ls(loc.root, detail=False)]

@@ -186,12 +186,22 @@ def test_resume_exists_and_replace(tmp_path):
     # a changed input replaces the part atomically under a new folder name
     d2 = make_part(6, seed=2, label="spoof")
     new = w2.write_part("v1", d2, input_checksum="bbb")
-    assert new.path != info.path and not (path / info.path).exists() and (path / new.path).is_dir()
+    # the old folder stays (superseded, for open readers) until a writer opens after the grace period
+    assert new.path != info.path and (path / info.path).is_dir() and (path / new.path).is_dir()
     assert w2.has_part("v1", "bbb") and not w2.has_part("v1", "aaa")
     r = storage.open_dataset(path)
     assert len(r) == 6 and set(r.meta["label"]) == {"spoof"}
     np.testing.assert_array_equal(r.read_batch(range(6), fields=("image",))["image"], d2.image)
+    assert storage.verify(path) == []
+    storage.DatasetWriter.open(path, dict(CONFIG))  # within the grace period: kept
+    assert (path / info.path).is_dir()
+    storage.DatasetWriter.superseded_grace_s, grace = 0.0, storage.DatasetWriter.superseded_grace_s
+    try:
+        storage.DatasetWriter.open(path, dict(CONFIG))
+    finally:
+        storage.DatasetWriter.superseded_grace_s = grace
     assert sorted(os.listdir(path / "parts")) == sorted([new.path.split("/")[1], "zarr.json"])
+    assert json.loads((path / "manifest.json").read_text())["superseded"] == []
     assert storage.verify(path) == []
 
 
@@ -380,7 +390,7 @@ def test_memory_url_write_read():
         w = storage.DatasetWriter.open(url, CONFIG)
         assert w.has_part("vid-a", "sha-vid-a")
         new = w.write_part("vid-a", make_part(2, seed=5), input_checksum="changed")
-        assert new.path != "parts/vid-a" and not fs.exists("/depthseg-test/store.zarr/parts/vid-a")
+        assert new.path != "parts/vid-a" and fs.exists("/depthseg-test/store.zarr/parts/vid-a")  # superseded
         assert len(storage.open_dataset(url)) == len(rows) - 5 + 2
         assert storage.verify(url) == []
         with storage.run_lock(url, owner="x") as rec:  # remote: warning only

@@ -18,13 +18,14 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+import fsspec
 import numpy as np
 import pytest
 import zarr
 from PIL import Image
 
 import storage
-from storage.layout import QC_COLUMNS
+from storage.layout import QC_COLUMNS, part_checksum
 from tests.helpers.stores import CONFIG, FACES, S, make_part
 
 FIELDS = ("image", "depth", "landmarks", "bbox", "affine", "fit_residual")
@@ -156,7 +157,7 @@ def test_stream_equals_write_part(tmp_path):
         np.testing.assert_array_equal(bs[name], bw[name], err_msg=name)
     # same checksum semantics: the manifest holds the folder's file checksum, verify checks it
     for path, info in ((whole_path, wi), (stream_path, si)):
-        assert info.checksum == storage.file_checksum(path / info.path)
+        assert info.checksum == part_checksum(fsspec.filesystem("file"), str(path / info.path))
         assert storage.verify(path) == []
     shard = stream_path / si.path / "image" / "c" / "1" / "0" / "0" / "0"  # the second shard
     raw = bytearray(shard.read_bytes())
@@ -216,7 +217,7 @@ def test_chunk_checks_and_builder_states(tmp_path):
         w.begin_part("p", input_checksum="c1")
     assert staging_entries(path) == []
     new = stream(w, "p", make_part(10, seed=5, label="spoof"), [6, 4], input_checksum="c1", overwrite=True)
-    assert new.frames == 10 and not (path / info.path).exists() and w.parts["p"].path == new.path
+    assert new.frames == 10 and (path / info.path).exists() and w.parts["p"].path == new.path  # superseded
     # committing nothing is an error naming the part, and leaves nothing behind
     before = snapshot(path)
     b = w.begin_part("empty", input_checksum="c")
@@ -508,7 +509,7 @@ def test_stream_to_memory_url():
         assert not fs.exists("/depthseg-stream/store.zarr/parts/w")
         assert fs.cat("/depthseg-stream/store.zarr/manifest.json") == manifest
         again = stream(w, "v", make_part(5, seed=1), [5], input_checksum="z")  # replaces v
-        assert again.path != "parts/v" and not fs.exists("/depthseg-stream/store.zarr/parts/v")
+        assert again.path != "parts/v" and fs.exists("/depthseg-stream/store.zarr/parts/v")  # superseded
         assert len(storage.open_dataset(url)) == 5 and storage.verify(url) == []
     finally:
         fs.rm("/depthseg-stream", recursive=True)
