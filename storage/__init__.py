@@ -5,7 +5,7 @@ locks: :mod:`storage.locks`; reading: :mod:`storage.reader`; integrity checks:
 :mod:`storage.inspect`; HDF5 interchange: :mod:`storage.hdf5` (imported on demand).
 """
 
-from .errors import ConfigMismatch, IntegrityError, PartExists, StoreError, StoreLocked
+from .errors import ConfigMismatch, IntegrityError, PartConflict, PartExists, StoreError, StoreLocked
 from .inspect import format_summary, summary, verify
 from .layout import SCHEMA_VERSION, PartData, PartInfo, config_hash, file_checksum
 from .locks import run_lock
@@ -19,6 +19,7 @@ __all__ = [
     "DatasetWriter",
     "IntegrityError",
     "PartBuilder",
+    "PartConflict",
     "PartData",
     "PartExists",
     "PartInfo",

@@ -45,3 +45,13 @@ class PartExists(StoreError):
     """The part is already committed with the same input checksum and config (nothing to do)."""
 
     reason = "part-exists"
+
+
+class PartConflict(StoreError):
+    """The part id is committed from another input (another input checksum); not replaced unless asked."""
+
+    reason = "part-conflict"
+
+    def __init__(self, message: str, *, part_id: str):
+        self.part_id = part_id
+        super().__init__(message)
