@@ -201,7 +201,7 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 
 #: pixels of a 16/32-bit or float image converted per block (bounds the conversion's scratch memory)
-_BLOCK_PIXELS = 1 << 20
+_BLOCK_PIXELS = 1 << 18
 
 
 def _gray_blocks(im: Image.Image):
