@@ -45,13 +45,16 @@ class PreprocessParams(RunnerParams):
     detector: str = "blazeface"
     landmarks: str = "dlib68"
     every_n: PositiveInt = 1
-    fps: Optional[float] = Field(None, gt=0)
+    fps: Optional[float] = Field(None, gt=0, allow_inf_nan=False)
     max_frames: Optional[PositiveInt] = None
     size: int = Field(256, ge=16, le=1024)
-    crop_scale: float = Field(1.3, ge=0.5, le=4.0)
+    crop_scale: float = Field(1.3, ge=0.5, le=4.0, allow_inf_nan=False)
     batch_size: PositiveInt = Field(64, description="faces per batched fit+render")
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     model_dir: Optional[str] = None
+    max_pixels: Optional[PositiveInt] = Field(
+        100_000_000, description="images / video frames with more pixels fail (None: no limit)")
+    replace: bool = Field(False, description="replace a part committed from another input under the same id")
     items_per_task: PositiveInt = Field(1, description="videos per task (larger = fewer API calls)")
     report: Optional[str] = Field(None, description="run report JSON path (default beside the store)")
 
@@ -105,7 +108,7 @@ class PreprocessParams(RunnerParams):
         return PreprocessConfig(
             detector=self.detector, landmarks=self.landmarks, every_n=self.every_n, fps=self.fps,
             max_frames=self.max_frames, size=self.size, crop_scale=self.crop_scale,
-            device=self.device, model_dir=self.model_dir, batch_size=self.batch_size,
+            device=self.device, model_dir=self.model_dir, batch_size=self.batch_size, max_pixels=self.max_pixels,
         )
 
 

@@ -1,6 +1,13 @@
 """Prefect ``preprocess`` flow: plan units → process them in parallel → commit parts → report.
 
 A thin wrapper over :mod:`pipeline.process`; tasks pass paths, ids and small summaries.
+
+The task cache (input checksums + config + store identity) only says what an earlier run did;
+the store's manifest says what is there now. Every result that claims a part (``written`` or
+``skipped``) is checked against the manifest after the tasks ran: a part missing from it, or
+committed with another input checksum (dropped or replaced since the cached run), has its unit
+recomputed with the cache refreshed, so the report never calls a part written that the store
+does not hold.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ def _unit_cache_key(context: TaskRunContext, arguments: dict) -> str:
     h = hashlib.sha256()
     h.update(arguments["store_key"].encode())
     h.update(json.dumps(arguments["config"], sort_keys=True, default=str).encode())
+    # what decides an item's outcome beyond the config: the pixel limit and whether conflicts replace
+    h.update(json.dumps([arguments["execution"].get("max_pixels"), arguments.get("replace", False)]).encode())
     for item in arguments["items"]:
         path = item["path"]
         h.update(path.encode("utf-8", "surrogateescape"))
@@ -63,14 +72,16 @@ def _unit_cache_key(context: TaskRunContext, arguments: dict) -> str:
     persist_result=True,
 )
 def preprocess_units(
-    items: list[dict], output: str, config: dict, execution: dict, input_root: str | None, store_key: str
+    items: list[dict], output: str, config: dict, execution: dict, input_root: str | None, store_key: str,
+    replace: bool = False,
 ) -> list[dict]:
     """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
     from pipeline.items import WorkItem
     from pipeline.process import PreprocessConfig, preprocess_unit
 
     cfg = PreprocessConfig.from_dict({**config, **execution})
-    return [preprocess_unit(WorkItem(**it), output, cfg, input_root=input_root).to_dict() for it in items]
+    return [preprocess_unit(WorkItem(**it), output, cfg, input_root=input_root, replace=replace).to_dict()
+            for it in items]
 
 
 def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
@@ -84,22 +95,48 @@ def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
     return f"{output}|{w.config_hash}|{created}", set(w.parts)
 
 
+def _not_in_store(results: list[dict], parts: dict) -> bool:
+    """Whether a result claims a part (written / skipped) that the manifest ``parts`` lacks."""
+    for r in results:
+        if r["status"] in ("written", "skipped"):
+            info = parts.get(r["part_id"])
+            if info is None or info.input_checksum != r.get("input_checksum"):
+                return True
+    return False
+
+
 @flow(name="preprocess-units-runner")
 def _run_units(units: list[list[dict]], output: str, config: dict, execution: dict,
-               input_root: str | None, store_key: str, gpu: bool, committed: set[str]) -> list[dict]:
+               input_root: str | None, store_key: str, gpu: bool, committed: set[str],
+               replace: bool = False) -> list[dict]:
+    from storage import DatasetWriter
+
     logger = get_run_logger()
     task_fn = preprocess_units.with_options(tags=["gpu"]) if gpu else preprocess_units
     progress = create_progress_artifact(0.0, key="preprocess-progress", description="units done (%)")
-    futures = [task_fn.submit(u, output, config, execution, input_root, store_key) for u in units]
+    args = (output, config, execution, input_root, store_key, replace)
+    futures = {task_fn.submit(u, *args): i for i, u in enumerate(units)}
+    by_unit: dict[int, list[dict]] = {}
+    for done, fut in enumerate(as_completed(list(futures)), start=1):
+        by_unit[futures[fut]] = fut.result()
+        update_progress_artifact(progress, 100.0 * done / max(len(futures), 1))
+    parts = DatasetWriter.open(output, config).parts  # what the store holds now, cache or not
+    stale = [i for i, res in by_unit.items() if _not_in_store(res, parts)]
+    if stale:
+        logger.warning("%d unit(s) have a cached result whose part is not in the store; recomputing", len(stale))
+        fresh = task_fn.with_options(refresh_cache=True)
+        redo = {fresh.submit(units[i], *args): i for i in stale}
+        for fut in as_completed(list(redo)):
+            by_unit[redo[fut]] = [dict(r, message=r["message"] or "recomputed: the cached part was not in the store")
+                                  for r in fut.result()]
     results: list[dict] = []
-    for done, fut in enumerate(as_completed(futures), start=1):
-        for r in fut.result():
-            if r["status"] == "written" and r["part_id"] in committed:
+    for i in sorted(by_unit):
+        for r in by_unit[i]:
+            if r["status"] == "written" and r["part_id"] in committed and i not in stale:
                 # a cache hit returns the earlier run's summary: the part was already there
                 r = dict(r, status="skipped", message="cached: finished by an earlier run")
             results.append(r)
             logger.info("%s %s (%s frames)", r["status"], r["path"], r["frames_stored"])
-        update_progress_artifact(progress, 100.0 * done / max(len(futures), 1))
     return results
 
 
@@ -113,7 +150,8 @@ def preprocess(params: PreprocessParams) -> dict:
     logger = get_run_logger()
     cfg = params.preprocess_config()
     config = cfg.output_config()
-    execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size}
+    execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size,
+                 "max_pixels": cfg.max_pixels}
     inputs = collect_items(params.input, manifest=params.manifest, dataset=params.dataset)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
     store_key, committed = _store_state(params.output, config)
@@ -124,7 +162,8 @@ def preprocess(params: PreprocessParams) -> dict:
     with run_lock(params.output, owner=owner):
         runner = make_task_runner(params)
         results = _run_units.with_options(task_runner=runner)(
-            units, params.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda"), committed
+            units, params.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda"), committed,
+            params.replace,
         )
     report = RunReport(output=params.output, config=config, rejected=inputs.rejected,
                        units=[UnitResult(**r) for r in results])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -25,6 +26,26 @@ def echo(msg: str, err: bool = False) -> None:
     stream.flush()
 
 
+def _number(kind: type, *, low: float | None = None, high: float | None = None, low_open: bool = False):
+    """An argparse ``type``: a finite ``kind`` (int/float) within bounds, else exit 2 at parse time."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a{'n integer' if kind is int else ' number'}: {text!r}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be {'>' if low_open else '>='} {low:g}, got {text!r}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _add_preprocess(sub) -> None:
     p = sub.add_parser("preprocess", help="videos/images -> face crops + pseudo-depth in a zarr v3 store")
     p.add_argument("--input", required=True, help="a video/image, a folder, a CSV manifest or a dataset root")
@@ -34,15 +55,20 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--allow-outside-root", action="store_true", help="accept CSV paths outside the input root")
     p.add_argument("--detector", default="blazeface")
     p.add_argument("--landmarks", default="dlib68")
-    p.add_argument("--every-n", type=int, default=1)
-    p.add_argument("--fps", type=float)
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--crop-scale", type=float, default=1.3)
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=64, help="faces per batched fit+render")
+    p.add_argument("--every-n", type=_number(int, low=1), default=1)
+    p.add_argument("--fps", type=_number(float, low=0, low_open=True))
+    p.add_argument("--max-frames", type=_number(int, low=1))
+    p.add_argument("--crop-scale", type=_number(float, low=0.5, high=4.0), default=1.3)
+    p.add_argument("--size", type=_number(int, low=16, high=1024), default=256)
+    p.add_argument("--batch-size", type=_number(int, low=1), default=64, help="faces per batched fit+render")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    p.add_argument("--workers", type=int, default=0,
+    p.add_argument("--workers", type=_number(int, low=0), default=0,
                    help="decode/detect/landmark worker processes (0: sequential in-process)")
+    p.add_argument("--max-pixels", type=_number(int, low=1), default=100_000_000,
+                   help="refuse (fail) images and video frames with more pixels (default 100 megapixels)")
+    p.add_argument("--replace", action="store_true",
+                   help="replace a part committed from another input under the same part id "
+                        "(default: that item fails with reason part-conflict)")
     p.add_argument("--model-dir", help="model directory (default $DEPTHSEG_MODEL_DIR, else ../shared/models)")
     p.add_argument("--report", help="run report JSON path (default <output>.report.json beside the store)")
     p.add_argument("--html-report", help="also write the HTML run report here")
@@ -64,7 +90,7 @@ def cmd_preprocess(args) -> int:
     cfg = PreprocessConfig(
         detector=args.detector, landmarks=args.landmarks, every_n=args.every_n, fps=args.fps,
         max_frames=args.max_frames, size=args.size, crop_scale=args.crop_scale, device=args.device,
-        model_dir=args.model_dir, batch_size=args.batch_size, workers=args.workers,
+        model_dir=args.model_dir, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
     )
     inputs = collect_items(args.input, manifest=args.manifest, dataset=args.dataset,
                            allow_outside_root=args.allow_outside_root)
@@ -75,7 +101,7 @@ def cmd_preprocess(args) -> int:
         bar.update(1)
 
     report = run_preprocess(inputs.items, args.output, cfg, input_root=inputs.root,
-                            rejected=inputs.rejected, on_unit=on_unit)
+                            rejected=inputs.rejected, on_unit=on_unit, replace=args.replace)
     bar.close()
     rep = report.to_dict()
     report_path = args.report or default_report_path(args.output)

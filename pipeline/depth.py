@@ -5,6 +5,15 @@ Label convention (see :mod:`pipeline.types`): an ``(S, S)`` float map in ``[0, 1
 are mapped **per face** by min-max over the visible face: the nearest visible point -> ``1.0``,
 the farthest visible point -> ``far_value``. Face pixels therefore lie in ``[far_value, 1]`` and
 never collide with the background value 0 (``far_value`` must be in ``(0, 1)``).
+
+Reproducibility: for given landmarks and batches the engine's output does not depend on torch's
+thread count (measured: 72 real-face landmark sets, S = 64 and 256, 1 vs 2 threads: identical
+depth and fit residuals). What does depend on it is the CNN detector upstream: its boxes move by
+float rounding (<= 1e-4 px), which moves a crop by one level on a few pixels. So stored parts are
+bit-identical for a given thread count (the pipelined runner's workers detect with 1 thread; give
+the sequential path 1 thread to get the same bytes); across thread counts frames, landmarks and
+records agree and image / depth agree to within 1 uint8 level on at most 0.1% of pixels (measured,
+4 real-face videos, S = 64, 1 vs 2 threads: depth 13 of 253,952 pixels, no face-mask change).
 """
 
 from __future__ import annotations

@@ -30,6 +30,12 @@ class UnreadableImage(PipelineError):
     reason = "unreadable-image"
 
 
+class ImageTooLarge(PipelineError):
+    """An image (or video frame) over the configured pixel limit; refused before decoding it."""
+
+    reason = "image-too-large"
+
+
 class UnsupportedInput(PipelineError):
     reason = "unsupported-input"
 

@@ -37,7 +37,7 @@ import av
 import numpy as np
 from PIL import Image, ImageOps
 
-from .errors import ConfigError, CorruptVideo, InputNotFound, UnreadableImage, UnsupportedInput
+from .errors import ConfigError, CorruptVideo, ImageTooLarge, InputNotFound, UnreadableImage, UnsupportedInput
 from .types import Frame
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,9 @@ VIDEO_EXTENSIONS = frozenset(
 )
 AUDIO_EXTENSIONS = frozenset(".wav .mp3 .m4a .aac .flac .ogg .opus .wma .aiff .amr".split())
 
+#: default limit on the pixels of one image or video frame (``FrameConfig.max_pixels``, ``--max-pixels``)
+DEFAULT_MAX_PIXELS = 100_000_000
+
 #: EXIF orientation tag value -> rotation in degrees counter-clockwise applied to display it
 _EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: -90, 6: -90, 7: 90, 8: 90}
 
@@ -64,13 +67,16 @@ class FrameConfig:
     frame each time its timestamp reaches the next ``1/fps`` tick (so it works with variable
     frame rate; a target above the source rate keeps every frame); it is ignored for images,
     which have no time axis. ``max_frames`` caps the number of frames yielded. ``threads`` is
-    the decoder thread count (0: FFmpeg chooses).
+    the decoder thread count (0: FFmpeg chooses). An image or video whose pictures have more
+    than ``max_pixels`` pixels (None: no limit) is refused with :class:`ImageTooLarge` before
+    any pixel is decoded (the size comes from the header / stream parameters).
     """
 
     every_n: int = 1
     fps: float | None = None
     max_frames: int | None = None
     threads: int = 0
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         if int(self.every_n) != self.every_n or self.every_n < 1:
@@ -86,6 +92,8 @@ class FrameConfig:
             raise ConfigError(f"max_frames must be an integer >= 1 or None, got {self.max_frames!r}")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0, got {self.threads!r}")
+        if self.max_pixels is not None and (int(self.max_pixels) != self.max_pixels or self.max_pixels < 1):
+            raise ConfigError(f"max_pixels must be an integer >= 1 or None, got {self.max_pixels!r}")
 
 
 @dataclass(frozen=True)
@@ -192,27 +200,66 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 # --------------------------------------------------------------------------- images
 
 
+#: pixels of a 16/32-bit or float image converted per block (bounds the conversion's scratch memory)
+_BLOCK_PIXELS = 1 << 18
+
+
+def _gray_blocks(im: Image.Image):
+    """Row blocks of a single-band Pillow image as numpy arrays, about ``_BLOCK_PIXELS`` each."""
+    w, h = im.size
+    rows = max(1, _BLOCK_PIXELS // max(w, 1))
+    for y in range(0, h, rows):
+        yield y, np.asarray(im.crop((0, y, w, min(h, y + rows))))
+
+
+def _gray_to_rgb8(im: Image.Image, scale) -> np.ndarray:
+    """``(H, W, 3)`` uint8 of a single-band image, ``scale(block) -> uint8 block`` per row block.
+
+    Converting block by block writes straight into the uint8 output: the scratch memory is one
+    block, whatever the image size (a whole-image int64 copy of a 12000x12000 16-bit PNG is
+    1.1 GB, and the clipping temporaries as much again).
+    """
+    w, h = im.size
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for y, block in _gray_blocks(im):
+        out[y : y + len(block)] = scale(block)[..., None]
+    return out
+
+
+def _int_to_rgb8(im: Image.Image) -> np.ndarray:
+    """16-bit grayscale: the high byte; 32-bit integer: as is up to 255, else scaled down (not clipped)."""
+    if im.mode.startswith("I;16"):
+        return _gray_to_rgb8(im, lambda b: (b >> 8).astype(np.uint8))
+    top = int(im.getextrema()[1]) if im.size[0] * im.size[1] else 0
+    if top <= 255:
+        return _gray_to_rgb8(im, lambda b: np.clip(b, 0, 255).astype(np.uint8))
+    if top <= 65535:
+        return _gray_to_rgb8(im, lambda b: np.clip(b >> 8, 0, 255).astype(np.uint8))
+    return _gray_to_rgb8(im, lambda b: (np.clip(b, 0, None).astype(np.int64) * 255 // top).astype(np.uint8))
+
+
+def _float_to_rgb8(im: Image.Image) -> np.ndarray:
+    """Float grayscale: ``[0, 1]`` when its maximum is at most 1, else ``[0, 255]``; NaN -> 0."""
+    top = max((float(np.nanmax(b)) for _, b in _gray_blocks(im) if b.size and not np.isnan(b).all()), default=0.0)
+    gain = 255.0 if top <= 1.0 else 1.0
+    return _gray_to_rgb8(
+        im, lambda b: np.clip(np.nan_to_num(b.astype(np.float64) * gain), 0, 255).round().astype(np.uint8)
+    )
+
+
 def _image_to_rgb8(im: Image.Image) -> np.ndarray:
     """Any Pillow image (orientation already applied) as ``(H, W, 3)`` uint8 RGB.
 
     16-bit and 32-bit integer grayscale are scaled down (not clipped); float images are taken
     as ``[0, 1]`` when their maximum is at most 1; transparent pixels are composited over
-    black (0), the background value used throughout the pipeline.
+    black (0), the background value used throughout the pipeline. Integer and float grayscale
+    are converted block by block, never widened whole (see :func:`_gray_to_rgb8`).
     """
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
-        a = np.asarray(im).astype(np.int64)
-        top = int(a.max()) if a.size else 0
-        if mode.startswith("I;16") or top > 255:
-            a = a >> 8 if top <= 65535 else a * 255 // max(top, 1)
-        gray = np.clip(a, 0, 255).astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return _int_to_rgb8(im)
     if mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        if a.size and np.nanmax(a) <= 1.0:
-            a = a * 255.0
-        gray = np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8)
-        return np.repeat(gray[..., None], 3, axis=2)
+        return _float_to_rgb8(im)
     if "A" in mode or "a" in mode or (mode == "P" and "transparency" in im.info):
         rgba = np.asarray(im.convert("RGBA"), dtype=np.uint16)
         alpha = rgba[..., 3:4]
@@ -220,10 +267,19 @@ def _image_to_rgb8(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+def _check_pixels(width: int, height: int, max_pixels: int | None, source: str) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLarge(
+            f"{width}x{height} = {width * height / 1e6:.1f} megapixels, over the limit of "
+            f"{max_pixels / 1e6:g} megapixels (raise it with --max-pixels)", source=source)
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """One image file as ``(H, W, 3)`` uint8 RGB, EXIF orientation applied.
 
-    Multi-frame files (GIF, multi-page TIFF) give their first frame. Raises
+    Multi-frame files (GIF, multi-page TIFF) give their first frame. An image of more than
+    ``max_pixels`` pixels (None: no limit) raises :class:`ImageTooLarge` after reading only its
+    header (Pillow's own decompression-bomb refusal is reported the same way). Raises
     :class:`InputNotFound` or :class:`UnreadableImage` (naming the file and the decoder's
     complaint).
     """
@@ -234,11 +290,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise UnreadableImage("empty file (0 bytes)", source=str(path))
     try:
         with Image.open(path) as im:
+            _check_pixels(*im.size, max_pixels, str(path))
             im.load()
             upright = ImageOps.exif_transpose(im)
             return _image_to_rgb8(upright)
-    except MemoryError:
+    except (MemoryError, ImageTooLarge):
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"refused by Pillow as a decompression bomb ({exc})", source=str(path)) from exc
     except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError, struct.error...
         raise UnreadableImage(f"cannot decode image ({type(exc).__name__}: {exc})", source=str(path)) from exc
 
@@ -372,6 +431,8 @@ def _iter_video(path: Path, cfg: FrameConfig) -> Iterator[Frame]:
     source = str(path)
     container, stream = _open_video(path)
     with container:
+        _check_pixels(int(stream.codec_context.width or 0), int(stream.codec_context.height or 0),
+                      cfg.max_pixels, source)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = cfg.threads
         fps = _stream_fps(stream)
@@ -425,7 +486,7 @@ def _iter_images(paths: list[Path], cfg: FrameConfig) -> Iterator[Frame]:
     for index, p in enumerate(paths):
         if not sampler.keep(index, 0.0):
             continue
-        yield Frame(image=read_image(p), index=index, timestamp=0.0, source=str(p))
+        yield Frame(image=read_image(p, cfg.max_pixels), index=index, timestamp=0.0, source=str(p))
         kept += 1
         if cfg.max_frames is not None and kept >= cfg.max_frames:
             return

@@ -390,8 +390,10 @@ class _PartWriter:
 
 class _Runner:
     def __init__(self, items: list[WorkItem], output: str, cfg: PreprocessConfig, pcfg: ParallelConfig,
-                 input_root: str | None, report: RunReport, on_unit: Callable[[UnitResult], None] | None):
+                 input_root: str | None, report: RunReport, on_unit: Callable[[UnitResult], None] | None,
+                 replace: bool = False):
         self.items = items
+        self.replace = replace
         self.output = output
         self.cfg = cfg
         self.pcfg = pcfg
@@ -493,7 +495,7 @@ class _Runner:
                 with timer.stage("checksum"):
                     if not Path(item.path).exists():
                         raise InputNotFound("input path does not exist", source=item.path)
-                    checksum = file_checksum(item.path)
+                    checksum = res.input_checksum = file_checksum(item.path)
             except PipelineError as exc:
                 res.reason, res.message = exc.reason, str(exc)
                 log.warning("%s failed: %s", item.path, exc)
@@ -508,6 +510,14 @@ class _Runner:
                 res.status = "skipped"
                 res.frames_stored = self.writer.parts[res.part_id].frames
                 log.info("%s: already committed as part %s, skipped", item.path, res.part_id)
+                self._finish(idx, res, timer)
+                continue
+            old = self.writer.parts.get(res.part_id)
+            if old is not None and old.input_checksum != checksum and not self.replace:
+                res.reason = "part-conflict"  # the writer would refuse it at begin: say so before decoding
+                res.message = (f"{item.path}: part {res.part_id} is already committed from another input "
+                               f"({old.extra.get('source', '?')}); pass --replace to replace it")
+                log.warning("%s failed: %s", item.path, res.message)
                 self._finish(idx, res, timer)
                 continue
             self.units[idx] = _Unit(idx, item, res, checksum, timer)
@@ -718,7 +728,8 @@ class _Runner:
             unit.pending -= 1
             got = rendered.get(pos)
             try:
-                data = finish_chunk(faces, unit.item, self.cfg, self.eng, unit.timer, unit.counts, rendered=got)
+                data = finish_chunk(faces, unit.item, self.cfg, self.eng, unit.timer, unit.counts, rendered=got,
+                                    root=self.input_root)
                 if data.frames:
                     unit.buffer.append(data)
                     unit.buffered += data.frames
@@ -763,7 +774,8 @@ class _Runner:
         if not unit.buffer:
             return
         extra = {"source": unit.item.path, "item": {k: v for k, v in unit.item.to_dict().items() if k != "extra"}}
-        begin = dict(part_id=unit.result.part_id, input_checksum=unit.checksum, extra=extra, overwrite=True)
+        begin = dict(part_id=unit.result.part_id, input_checksum=unit.checksum, extra=extra, overwrite=True,
+                     replace=self.replace)
         chunk = PartData.concat(unit.buffer) if len(unit.buffer) > 1 else unit.buffer[0]
         unit.buffer, unit.buffered = [], 0
         unit.appended = True
@@ -811,11 +823,14 @@ class _Runner:
 
     def _fail_from(self, unit: _Unit, exc: BaseException) -> None:
         """Sequential semantics: bad input fails the item; store errors and bugs end the run."""
-        from storage import StoreError
+        from storage import PartConflict, StoreError
 
         if isinstance(exc, PipelineError):
             log.warning("%s failed: %s", unit.item.path, exc)
             self._fail(unit, exc.reason, str(exc))
+        elif isinstance(exc, PartConflict):  # committed from another input meanwhile
+            log.warning("%s failed: %s", unit.item.path, exc)
+            self._fail(unit, exc.reason, f"{unit.item.path}: {exc}")
         elif isinstance(exc, (OSError, ValueError, RuntimeError)) and not isinstance(exc, StoreError):
             log.error("%s failed", unit.item.path, exc_info=exc)
             self._fail(unit, "error", f"{unit.item.path}: {type(exc).__name__}: {exc}")
@@ -872,6 +887,7 @@ def run_parallel(
     input_root: str | None = None,
     rejected: list[dict] | None = None,
     on_unit: Callable[[UnitResult], None] | None = None,
+    replace: bool = False,
 ) -> RunReport:
     """Process every item into ``output`` with worker processes, under the store's run lock.
 
@@ -891,7 +907,7 @@ def run_parallel(
     torch.set_num_threads(threads)
     try:
         with run_lock(output, owner="depthseg-fas preprocess"):
-            runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit)
+            runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit, replace)
             runner.run()
     finally:
         torch.set_num_threads(before)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import math
+import os
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -57,19 +59,26 @@ class PreprocessConfig:
     model_dir: str | None = None
     batch_size: int = 64
     workers: int = 0  # > 0: run_preprocess runs pipeline.parallel.run_parallel with this many workers
+    max_pixels: int | None = 100_000_000  # larger images / video frames fail (pipeline.frames.FrameConfig)
 
-    EXECUTION_ONLY = ("device", "model_dir", "batch_size", "workers")
+    EXECUTION_ONLY = ("device", "model_dir", "batch_size", "workers", "max_pixels")
 
     def __post_init__(self) -> None:
         def bad(name: str, problem: str) -> None:
             raise ConfigError(f"parameter {name!r}: {problem}")
 
+        for name in ("fps", "crop_scale", "score_threshold", "min_face_size", "depth_far_value"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+                bad(name, f"must be a finite number, got {value!r}")
         if self.every_n < 1:
             bad("every_n", f"must be >= 1, got {self.every_n}")
         if self.fps is not None and self.fps <= 0:
             bad("fps", f"must be > 0, got {self.fps}")
         if self.max_frames is not None and self.max_frames < 1:
             bad("max_frames", f"must be >= 1, got {self.max_frames}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            bad("max_pixels", f"must be >= 1, got {self.max_pixels}")
         if not 16 <= self.size <= 1024:
             bad("size", f"must be in [16, 1024], got {self.size}")
         if not 0.5 <= self.crop_scale <= 4.0:
@@ -99,7 +108,8 @@ class PreprocessConfig:
         from .frames import FrameConfig
 
         caps = [c for c in (self.max_frames, item.max_frames) if c]
-        return FrameConfig(every_n=self.every_n, fps=self.fps, max_frames=min(caps) if caps else None)
+        return FrameConfig(every_n=self.every_n, fps=self.fps, max_frames=min(caps) if caps else None,
+                           max_pixels=self.max_pixels)
 
     def crop_config(self):
         from .crop import CropConfig
@@ -177,27 +187,51 @@ class UnitResult:
     reason: str = ""
     message: str = ""
     seconds: dict = field(default_factory=dict)
+    input_checksum: str = ""  # of the input, when it could be read (what the part is committed with)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def relative_source(path: str | Path, root: str | Path | None) -> str:
+    """``path`` relative to the input ``root`` (``/``-separated, lexical: links are not resolved).
+
+    ``root`` None means the path's own folder. A path outside ``root`` (a CSV entry accepted with
+    ``allow_outside_root``) stays absolute. The item that is the root itself gives ``"."``.
+    """
+    p = os.path.abspath(os.fspath(path))
+    base = os.path.abspath(os.fspath(root)) if root is not None else os.path.dirname(p)
+    rel = os.path.relpath(p, base)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return Path(p).as_posix()
+    return Path(rel).as_posix()
+
+
 def part_id_for(item: WorkItem, root: str | Path | None = None) -> str:
-    """Stable, filesystem-safe part id: readable name + short hash of the relative path."""
-    p = Path(item.path)
-    rel = str(p)
-    if root is not None:
-        try:
-            rel = str(p.resolve().relative_to(Path(root).resolve()))
-        except ValueError:
-            rel = str(p.resolve())
-    base = item.video_id or rel
+    """Stable, filesystem-safe part id, unique per input of a run: readable name + short hash.
+
+    The hash covers the item's path relative to the input ``root`` (its whole path, also where
+    the readable name is shortened or sanitised), so two items of one input never share an id,
+    and the id is the same on every re-run (and after the input root moves), which is what lets
+    resume skip committed parts. The root itself as an item (a folder of loose images given as
+    ``--input``) is named by the folder's own name, so two such folders get two ids. Two inputs
+    that map to one relative path from different roots (``A/face.jpg``, then ``B/face.jpg``)
+    do get one id: the writer tells them apart by their input checksum and refuses the second
+    (:class:`storage.PartConflict`) unless replacing is asked for.
+    """
+    rel = relative_source(item.path, root)
+    if rel == ".":
+        rel = Path(os.path.abspath(item.path)).name or "root"
+        base = rel
+    else:
+        base = item.video_id or rel
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", base.replace("/", "__").replace("\\", "__"))[-80:]
     digest = hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{readable.strip('._') or 'item'}-{digest}"
 
 
-FACE_FIELDS = ("image", "landmarks", "bbox", "affine", "det_score", "face_size", "frame_index", "timestamp")
+FACE_FIELDS = ("image", "landmarks", "bbox", "affine", "det_score", "face_size", "frame_index", "timestamp",
+               "source")
 
 
 def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> None:
@@ -216,6 +250,7 @@ def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> No
     out["face_size"].append(box.size)
     out["frame_index"].append(frame.index)
     out["timestamp"].append(frame.timestamp)
+    out["source"].append(frame.source)
 
 
 def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict,
@@ -303,13 +338,15 @@ def fit_and_render(
 
 
 def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer,
-                 counts: dict, rendered: tuple[np.ndarray, dict[str, np.ndarray]] | None = None):
+                 counts: dict, rendered: tuple[np.ndarray, dict[str, np.ndarray]] | None = None,
+                 root: str | None = None):
     """Fit + render (live / unknown items), QC and metadata of one chunk of faces → ``PartData``.
 
     Frames whose QC flags are in ``cfg.qc.drop`` are left out (counted in ``counts``).
     ``rendered``: the ``fit_and_render`` output for this chunk's faces when the caller already
     computed it (the pipelined runner renders faces of several chunks in one batch); ignored for
-    spoof items.
+    spoof items. ``root``: the input root the ``source`` column is relative to (None: the
+    item's own folder).
     """
     from storage import PartData
 
@@ -351,6 +388,8 @@ def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engine
         "device": col(item.device),
         "split": col(item.split),
         "dataset": col(str(item.extra.get("dataset", ""))),
+        "source": np.array([relative_source(src, root if root is not None else os.path.dirname(
+            os.path.abspath(item.path))) for src in faces["source"]], dtype=object),
     }
     qc = {
         "det_score": det_score, "face_size": face_size, "yaw": meas["yaw"], "pitch": meas["pitch"],
@@ -364,10 +403,11 @@ def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engine
     )
 
 
-def iter_part_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict):
+def iter_part_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict,
+                     root: str | None = None):
     """The part of ``item`` as a stream of ``PartData`` chunks of at most ``cfg.batch_size`` frames."""
     for faces in iter_face_chunks(item, cfg, eng, timer, counts):
-        data = finish_chunk(faces, item, cfg, eng, timer, counts)
+        data = finish_chunk(faces, item, cfg, eng, timer, counts, root=root)
         if data.frames:
             yield data
 
@@ -391,13 +431,15 @@ def preprocess_unit(
     *,
     input_root: str | None = None,
     engines: Engines | None = None,
+    replace: bool = False,
 ) -> UnitResult:
     """Process one item into ``output`` unless already committed; never raises for bad input.
 
     Bad input (unreadable, corrupt, no face) is returned as ``status="failed"`` with its reason;
-    errors of the store itself (``StoreError``) propagate, since they concern the whole run.
+    so is a part id already committed from another input (``part-conflict``, unless ``replace``).
+    Other errors of the store itself (``StoreError``) propagate, since they concern the whole run.
     """
-    from storage import DatasetWriter, file_checksum
+    from storage import DatasetWriter, PartConflict, file_checksum
 
     timer = StageTimer()
     pid = part_id_for(item, input_root)
@@ -408,7 +450,7 @@ def preprocess_unit(
                 from .errors import InputNotFound
 
                 raise InputNotFound("input path does not exist", source=item.path)
-            checksum = file_checksum(item.path)
+            checksum = res.input_checksum = file_checksum(item.path)
         writer = DatasetWriter.open(output, cfg.output_config())
         if writer.has_part(pid, checksum):
             res.status = "skipped"
@@ -418,8 +460,8 @@ def preprocess_unit(
         eng = engines or get_engines(cfg)
         counts: dict = {}
         extra = {"source": item.path, "item": {k: v for k, v in item.to_dict().items() if k != "extra"}}
-        with writer.begin_part(pid, input_checksum=checksum, extra=extra, overwrite=True) as part:
-            for chunk in iter_part_chunks(item, cfg, eng, timer, counts):
+        with writer.begin_part(pid, input_checksum=checksum, extra=extra, overwrite=True, replace=replace) as part:
+            for chunk in iter_part_chunks(item, cfg, eng, timer, counts, root=input_root):
                 with timer.stage("write"):
                     part.append(chunk)
             if part.frames == 0:
@@ -437,6 +479,9 @@ def preprocess_unit(
         res.frames_flagged_qc = counts.get("flagged_qc", 0)
     except PipelineError as exc:
         res.reason, res.message = exc.reason, str(exc)
+        log.warning("%s failed: %s", item.path, exc)
+    except PartConflict as exc:  # this item's id is another input's part: the item fails, the run goes on
+        res.reason, res.message = exc.reason, f"{item.path}: {exc}"
         log.warning("%s failed: %s", item.path, exc)
     except (OSError, ValueError, RuntimeError) as exc:
         from storage import StoreError
@@ -496,18 +541,21 @@ def run_preprocess(
     input_root: str | None = None,
     rejected: list[dict] | None = None,
     on_unit: Callable[[UnitResult], None] | None = None,
+    replace: bool = False,
 ) -> RunReport:
     """Process every item into ``output`` under the store's run lock (sequential in-process).
 
     With ``cfg.workers > 0`` the pipelined runner :func:`pipeline.parallel.run_parallel` does it
-    instead (same parts, same report).
+    instead (same parts, same report). ``replace``: an item whose part id is committed from
+    another input replaces that part (else the item fails with reason ``part-conflict``).
     """
     from storage import DatasetWriter, run_lock
 
     if cfg.workers > 0:
         from .parallel import run_parallel
 
-        return run_parallel(items, output, cfg, input_root=input_root, rejected=rejected, on_unit=on_unit)
+        return run_parallel(items, output, cfg, input_root=input_root, rejected=rejected, on_unit=on_unit,
+                            replace=replace)
 
     DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
@@ -516,7 +564,7 @@ def run_preprocess(
         for item in items:
             if eng is None and Path(item.path).exists():
                 eng = get_engines(cfg)
-            unit = preprocess_unit(item, output, cfg, input_root=input_root, engines=eng)
+            unit = preprocess_unit(item, output, cfg, input_root=input_root, engines=eng, replace=replace)
             report.units.append(unit)
             if on_unit:
                 on_unit(unit)

@@ -5,8 +5,8 @@ locks: :mod:`storage.locks`; reading: :mod:`storage.reader`; integrity checks:
 :mod:`storage.inspect`; HDF5 interchange: :mod:`storage.hdf5` (imported on demand).
 """
 
-from .errors import (ConfigMismatch, IntegrityError, PartExists, RepairNeeded, SchemaTooOld, StoreError,
-                     StoreLocked)
+from .errors import (ConfigMismatch, IntegrityError, PartConflict, PartExists, RepairNeeded, SchemaTooOld,
+                     StoreError, StoreLocked)
 from .inspect import format_summary, repair, summary, verify
 from .layout import SCHEMA_VERSION, PartData, PartInfo, config_hash, file_checksum
 from .locks import run_lock
@@ -20,6 +20,7 @@ __all__ = [
     "DatasetWriter",
     "IntegrityError",
     "PartBuilder",
+    "PartConflict",
     "PartData",
     "PartExists",
     "PartInfo",

@@ -58,3 +58,11 @@ class SchemaTooOld(StoreError):
     """A writer was opened on a store of a schema it may not add parts to (schema 1)."""
 
     reason = "schema-too-old"
+class PartConflict(StoreError):
+    """The part id is committed from another input (another input checksum); not replaced unless asked."""
+
+    reason = "part-conflict"
+
+    def __init__(self, message: str, *, part_id: str):
+        self.part_id = part_id
+        super().__init__(message)

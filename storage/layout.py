@@ -23,9 +23,10 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
         affine               (N, 2, 3)    float32 frame->crop dims frame, row, col
         fit_residual         (N,)         float32 (NaN: no fit, e.g. spoof frames)
         qc/<column>          (N,) det_score, face_size, yaw, pitch, roll, blur float32; qc_flags uint8
-        meta/<column>        (N,) video_id, label, attack_type, subject, session, device, split
-                             (zarr v3 variable-length UTF-8 strings), frame_index int64,
-                             timestamp float64
+        meta/<column>        (N,) video_id, label, attack_type, subject, session, device, split,
+                             source (the frame's file, relative to the input root: the video,
+                             or the image of an image-folder part) (zarr v3 variable-length
+                             UTF-8 strings), frame_index int64, timestamp float64
       .staging/              housekeeping, not a zarr node (zarr warns "not recognized" about it
                              and about manifest.json when iterating the root, and goes on):
         commit.lock          flock(2) target serialising manifest updates between processes
@@ -136,6 +137,7 @@ META_COLUMNS: dict[str, np.dtype] = {
     "session": STR,
     "device": STR,
     "split": STR,
+    "source": STR,
 }
 
 _PART_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

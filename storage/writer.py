@@ -48,8 +48,8 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from .errors import (ConfigMismatch, IntegrityError, PartExists, RepairNeeded, SchemaTooOld, StoreError,
-                     StoreLocked)
+from .errors import (ConfigMismatch, IntegrityError, PartConflict, PartExists, RepairNeeded, SchemaTooOld,
+                     StoreError, StoreLocked)
 from .layout import (
     ARRAYS,
     FRAMES_PER_CHUNK,
@@ -388,13 +388,14 @@ class DatasetWriter:
     # -- writing --------------------------------------------------------------------------
 
     def write_part(self, part_id: str, data: PartData, *, input_checksum: str, extra: dict | None = None,
-                   overwrite: bool = False, versions: dict | None = None,
+                   overwrite: bool = False, replace: bool = False, versions: dict | None = None,
                    created: str | None = None) -> PartInfo:
         """Write one part atomically and commit it to the manifest; returns its record.
 
         A part already committed with the same input checksum and config raises
-        :class:`PartExists` unless ``overwrite``; one committed with another input checksum is
-        replaced atomically. ``versions``/``created`` default to the installed packages and now
+        :class:`PartExists` unless ``overwrite``; one committed with another input checksum raises
+        :class:`PartConflict` (two inputs claim one id) unless ``replace``, which replaces it
+        atomically. ``versions``/``created`` default to the installed packages and now
         (pass them to keep provenance when copying parts). A storage failure raises
         :class:`StoreError` naming the part and the cause, and leaves nothing partial visible.
         An empty part (0 frames) is allowed here. Same protocol as :meth:`begin_part` with one
@@ -405,7 +406,7 @@ class DatasetWriter:
         data = data.validated(part_id)
         n = data.frames
         builder = self._begin(part_id, input_checksum=input_checksum, extra=extra, overwrite=overwrite,
-                              versions=versions, created=created, allow_empty=True,
+                              replace=replace, versions=versions, created=created, allow_empty=True,
                               frames_per_shard=max(1, min(n, FRAMES_PER_SHARD)),
                               frames_per_chunk=max(1, min(n, FRAMES_PER_CHUNK)))
         with builder:
@@ -413,23 +414,25 @@ class DatasetWriter:
             return builder.commit()
 
     def begin_part(self, part_id: str, *, input_checksum: str, extra: dict | None = None,
-                   overwrite: bool = False, versions: dict | None = None,
+                   overwrite: bool = False, replace: bool = False, versions: dict | None = None,
                    created: str | None = None) -> PartBuilder:
         """Start writing one part frame chunk by frame chunk; returns its :class:`PartBuilder`.
 
         Nothing is visible until :meth:`PartBuilder.commit` (same atomic commit as
         :meth:`write_part`); :meth:`PartBuilder.abort`, an exception in a ``with`` block or a
         crash leave the store as it was. Raises :class:`PartExists` at once when the part is
-        already committed with this input checksum and config (unless ``overwrite``), so a
-        caller learns it before decoding anything; the check is repeated at commit. Memory use
+        already committed with this input checksum and config (unless ``overwrite``), and
+        :class:`PartConflict` when it is committed with another input checksum (unless
+        ``replace``), so a caller learns it before decoding anything; both checks are repeated
+        at commit. Memory use
         stays O(chunk + one shard), independent of the part's length (see :class:`PartBuilder`).
         """
         return self._begin(part_id, input_checksum=input_checksum, extra=extra, overwrite=overwrite,
-                           versions=versions, created=created, allow_empty=False,
+                           replace=replace, versions=versions, created=created, allow_empty=False,
                            frames_per_shard=FRAMES_PER_SHARD, frames_per_chunk=FRAMES_PER_CHUNK)
 
     def _begin(self, part_id: str, *, input_checksum: str, extra: dict | None, overwrite: bool,
-               versions: dict | None, created: str | None, allow_empty: bool, frames_per_shard: int,
+               replace: bool, versions: dict | None, created: str | None, allow_empty: bool, frames_per_shard: int,
                frames_per_chunk: int) -> PartBuilder:
         check_part_id(part_id)
         info = PartInfo(
@@ -442,7 +445,7 @@ class DatasetWriter:
             extra=normalize_json(extra or {}, f"part {part_id}: extra"),
         )
         self.refresh()
-        self._check_exists(info, overwrite)
+        self._check_exists(info, overwrite, replace)
         loc = self._loc
         if loc.local:
             name = f"{part_id}.{token()}"
@@ -454,7 +457,7 @@ class DatasetWriter:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         else:
             rel, fd = self._target(part_id), None
-        builder = PartBuilder(self, info, rel, fd, overwrite=overwrite, allow_empty=allow_empty,
+        builder = PartBuilder(self, info, rel, fd, overwrite=overwrite, replace=replace, allow_empty=allow_empty,
                               frames_per_shard=frames_per_shard, frames_per_chunk=frames_per_chunk)
         try:
             builder._open_group()
@@ -463,7 +466,7 @@ class DatasetWriter:
             raise StoreError(f"{self.url}: writing part {part_id} failed: {e!r}") from e
         return builder
 
-    def _check_exists(self, info: PartInfo, overwrite: bool) -> dict | None:
+    def _check_exists(self, info: PartInfo, overwrite: bool, replace: bool = False) -> dict | None:
         if self._manifest.get("config_hash", self.config_hash) != self.config_hash:
             raise ConfigMismatch(
                 f"{self.url}: the store's config changed to {self._manifest['config_hash']} while "
@@ -472,7 +475,13 @@ class DatasetWriter:
         if self.has_part(info.part_id, info.input_checksum) and not overwrite:
             raise PartExists(f"{self.url}: part {info.part_id} is already committed with input "
                              f"checksum {info.input_checksum} and config {self.config_hash}")
-        return self._manifest["parts"].get(info.part_id)
+        old = self._manifest["parts"].get(info.part_id)
+        if old is not None and old.get("input_checksum") != info.input_checksum and not replace:
+            source = (old.get("extra") or {}).get("source", "?")
+            raise PartConflict(f"{self.url}: part {info.part_id} is already committed from another input "
+                               f"({source}, input checksum {old.get('input_checksum')}); pass replace "
+                               f"(--replace) to replace it", part_id=info.part_id)
+        return old
 
     def _target(self, part_id: str) -> str:
         plain = f"{PARTS}/{part_id}"
@@ -485,7 +494,7 @@ class DatasetWriter:
             manifest["superseded"] = [*manifest.get("superseded", []), {"path": old["path"], "since": time.time()}]
         return manifest
 
-    def _commit_local(self, info: PartInfo, staged_rel: str, overwrite: bool) -> PartInfo:
+    def _commit_local(self, info: PartInfo, staged_rel: str, overwrite: bool, replace: bool = False) -> PartInfo:
         """Checksum + fsync a staged part, write its ``part.json``, rename it into ``parts/``
         and replace the manifest (the old folder of a replaced part stays, as superseded)."""
         loc = self._loc
@@ -496,7 +505,7 @@ class DatasetWriter:
             raise StoreError(f"{self.url}: writing part {info.part_id} failed: {e!r}") from e
         with commit_lock(loc):
             self.refresh()
-            old = self._check_exists(info, overwrite)
+            old = self._check_exists(info, overwrite, replace)
             target = self._target(info.part_id)
             try:
                 _write_part_meta(loc, staged, info)
@@ -511,13 +520,13 @@ class DatasetWriter:
             self._manifest = manifest
         return info
 
-    def _commit_remote(self, info: PartInfo, target: str, overwrite: bool) -> PartInfo:
+    def _commit_remote(self, info: PartInfo, target: str, overwrite: bool, replace: bool = False) -> PartInfo:
         """Checksum a part written in place at ``target``, write its ``part.json``, rewrite the manifest."""
         loc = self._loc
         try:
             info.checksum = part_checksum(loc.fs, loc.path(target))
             self.refresh()
-            old = self._check_exists(info, overwrite)
+            old = self._check_exists(info, overwrite, replace)
             info.path = target
             _write_part_meta(loc, target, info)
             manifest = self._with_part(info, old)
@@ -578,11 +587,13 @@ class PartBuilder:
     """
 
     def __init__(self, writer: DatasetWriter, info: PartInfo, rel: str, fd: int | None, *,
-                 overwrite: bool, allow_empty: bool, frames_per_shard: int, frames_per_chunk: int):
+                 overwrite: bool, replace: bool, allow_empty: bool, frames_per_shard: int,
+                 frames_per_chunk: int):
         self._writer = writer
         self._info = info
         self._rel = rel  # the part's folder relative to the store root (staging or remote target)
         self._overwrite = overwrite
+        self._replace = replace
         self._allow_empty = allow_empty
         self._frames_per_shard = frames_per_shard
         self._frames_per_chunk = frames_per_chunk
@@ -707,9 +718,9 @@ class PartBuilder:
             except Exception as e:
                 raise StoreError(f"{writer.url}: writing part {self.part_id} failed: {e!r}") from e
             if writer._loc.local:
-                info = writer._commit_local(info, self._rel, self._overwrite)
+                info = writer._commit_local(info, self._rel, self._overwrite, self._replace)
             else:
-                info = writer._commit_remote(info, self._rel, self._overwrite)
+                info = writer._commit_remote(info, self._rel, self._overwrite, self._replace)
         except BaseException:
             self._close("aborted", remove=True)
             raise

@@ -83,3 +83,35 @@ def test_bad_parameter_fails_at_once_naming_it(harness, clips, tmp_path, bad, na
         preprocess(params=params)
     assert name in str(err.value)
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp_path):
+    """Issue 11 item 7: the task cache must not report a part written that the manifest lacks."""
+    from flows.preprocess import preprocess
+    from storage.layout import Location, read_manifest, write_manifest
+
+    out = tmp_path / "dropped.zarr"
+    res = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    assert res["counts"]["written"] == 3
+    before = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
+    dropped = sorted(before)[0]
+    # drop one committed part between runs (its manifest entry and its folder)
+    loc = Location.parse(str(out))
+    manifest = read_manifest(loc)
+    entry = manifest["parts"].pop(dropped)
+    write_manifest(loc, manifest)
+    shutil.rmtree(out / entry["path"])
+    assert dropped not in {p.part_id for p in storage.open_dataset(str(out)).parts}
+
+    res2 = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    report = json.loads(Path(res2["report"]).read_text())
+    units = {u["part_id"]: u for u in report["units"]}
+    assert units[dropped]["status"] == "written" and units[dropped]["frames_stored"] == before[dropped].frames
+    assert res2["counts"]["written"] == 1 and res2["counts"]["skipped"] == 2
+    after = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
+    assert sorted(after) == sorted(before)  # the part is back, really in the store
+    assert after[dropped].input_checksum == before[dropped].input_checksum
+    assert storage.verify(str(out)) == []
+    # every part the report calls written or skipped is in the manifest with its input's checksum
+    for u in report["units"]:
+        assert u["status"] in ("written", "skipped") and after[u["part_id"]].input_checksum == u["input_checksum"]

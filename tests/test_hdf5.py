@@ -39,7 +39,7 @@ def test_roundtrip_is_lossless(tmp_path, compression):
         pa, pb = a[ma[pid]["path"]], b[mb[pid]["path"]]
         assert pa.attrs.asdict() == pb.attrs.asdict()
         xa, xb = _arrays(pa), _arrays(pb)
-        assert xa.keys() == xb.keys() and len(xa) == 6 + 7 + 9
+        assert xa.keys() == xb.keys() and len(xa) == 6 + 7 + 10
         for name in xa:
             assert xa[name].dtype == xb[name].dtype, name
             np.testing.assert_array_equal(xa[name], xb[name], err_msg=f"{pid}/{name}")

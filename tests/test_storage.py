@@ -183,9 +183,14 @@ def test_resume_exists_and_replace(tmp_path):
     assert w2.has_part("v1", "aaa") and list(w2.parts) == ["v1"]
     with pytest.raises(storage.PartExists, match="v1"):
         w2.write_part("v1", d1, input_checksum="aaa")
-    # a changed input replaces the part atomically under a new folder name
+    # a changed input is refused (two inputs, one id), unless replace: then atomically, under a new folder name
     d2 = make_part(6, seed=2, label="spoof")
-    new = w2.write_part("v1", d2, input_checksum="bbb")
+    with pytest.raises(storage.PartConflict, match="v1.*another input.*aaa"):
+        w2.write_part("v1", d2, input_checksum="bbb")
+    with pytest.raises(storage.PartConflict, match="v1"):
+        w2.begin_part("v1", input_checksum="bbb")
+    assert w2.has_part("v1", "aaa")
+    new = w2.write_part("v1", d2, input_checksum="bbb", replace=True)
     # the old folder stays (superseded, for open readers) until a writer opens after the grace period
     assert new.path != info.path and (path / info.path).is_dir() and (path / new.path).is_dir()
     assert w2.has_part("v1", "bbb") and not w2.has_part("v1", "aaa")
@@ -389,7 +394,7 @@ def test_memory_url_write_read():
             np.testing.assert_array_equal(r[i]["image"], written[pid].image[j])
         w = storage.DatasetWriter.open(url, CONFIG)
         assert w.has_part("vid-a", "sha-vid-a")
-        new = w.write_part("vid-a", make_part(2, seed=5), input_checksum="changed")
+        new = w.write_part("vid-a", make_part(2, seed=5), input_checksum="changed", replace=True)
         assert new.path != "parts/vid-a" and fs.exists("/depthseg-test/store.zarr/parts/vid-a")  # superseded
         assert len(storage.open_dataset(url)) == len(rows) - 5 + 2
         assert storage.verify(url) == []

@@ -100,7 +100,8 @@ def face_chunk(seed: int, n: int = 64) -> storage.PartData:
         qc={**{k: rng.uniform(0, 1, n) for k in QC_COLUMNS if k != "qc_flags"}, "qc_flags": np.zeros(n, np.uint8)},
         meta={"video_id": ["long"] * n, "frame_index": np.arange(first, first + n),
               "timestamp": np.arange(first, first + n) / 30.0, "label": ["live"] * n, "attack_type": ["none"] * n,
-              "subject": ["s1"] * n, "session": ["1"] * n, "device": ["cam"] * n, "split": ["train"] * n},
+              "subject": ["s1"] * n, "session": ["1"] * n, "device": ["cam"] * n, "split": ["train"] * n,
+              "source": ["long.mp4"] * n},
     )
 
 
@@ -135,7 +136,7 @@ def test_stream_equals_write_part(tmp_path):
     # every array and column is equal, with the same dtype and dimension names
     gw = zarr.open_group(whole_path / wi.path, mode="r")
     gs = zarr.open_group(stream_path / si.path, mode="r")
-    assert array_paths(gs) == array_paths(gw) and len(array_paths(gs)) == 6 + 8 + 10
+    assert array_paths(gs) == array_paths(gw) and len(array_paths(gs)) == 6 + 8 + 11
     for name in array_paths(gw):
         aw, a_s = gw[name], gs[name]
         assert a_s.shape == aw.shape and a_s.shape[0] == n, name
@@ -508,7 +509,7 @@ def test_stream_to_memory_url():
         b.abort()
         assert not fs.exists("/depthseg-stream/store.zarr/parts/w")
         assert fs.cat("/depthseg-stream/store.zarr/manifest.json") == manifest
-        again = stream(w, "v", make_part(5, seed=1), [5], input_checksum="z")  # replaces v
+        again = stream(w, "v", make_part(5, seed=1), [5], input_checksum="z", replace=True)  # replaces v
         assert again.path != "parts/v" and fs.exists("/depthseg-stream/store.zarr/parts/v")  # superseded
         assert len(storage.open_dataset(url)) == 5 and storage.verify(url) == []
     finally:

@@ -58,6 +58,7 @@ def make_part(n: int, *, seed: int, label: str = "live", video_id: str = "vid", 
         "session": ["s1"] * n,
         "device": ["phone-ü"] * n,  # non-ASCII on purpose
         "split": [splits[i % len(splits)] for i in range(n)],
+        "source": [f"{video_id}.mp4"] * n,
     }
     return storage.PartData(image=face_frames(face, n, seed), depth=depth, landmarks=landmarks, bbox=bbox,
                             affine=affine, fit_residual=residual, qc=qc, meta=meta)

@@ -86,7 +86,8 @@ def make_store(root: Path, size: int = 128, seed: int = 0) -> str:
             meta={"video_id": video, "frame_index": frame_index.astype(np.int64),
                   "timestamp": frame_index / 30.0, "label": np.array([label] * n),
                   "attack_type": np.array([attack] * n), "subject": np.array([stem] * n),
-                  "session": np.array(["s1"] * n), "device": np.array(["cam"] * n), "split": splits},
+                  "session": np.array(["s1"] * n), "device": np.array(["cam"] * n), "split": splits,
+                  "source": np.array([name] * n)},
         )
         writer.write_part(stem.replace("_", "-"), data, input_checksum=storage.file_checksum(path))
     return url
