@@ -44,7 +44,9 @@ item it was processing (reason ``"worker-died"``) and is replaced; the items que
 the others. Errors of the store (``StoreError``), a config/model problem found when a worker
 loads its backends, and any other exception end the run (open parts aborted, workers stopped),
 as they do in the sequential path. Items already committed with the same input checksum and
-config are skipped.
+config are skipped. Ctrl-C (SIGINT to the main process or the whole process group; workers
+ignore it) ends the run the same way and raises ``RunInterrupted`` with the report of the items
+finished so far.
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from .process import (
     finish_chunk,
     fit_and_render,
     get_engines,
+    interruptible,
     iter_face_chunks,
     part_id_for,
 )
@@ -159,9 +162,14 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
     ``("done", idx, counts, seconds)`` or ``("failed", idx, reason, message, seconds)``;
     ``("fatal", exception, traceback)`` when it cannot go on.
     """
+    import signal
+
     import cv2
     import torch
 
+    # Ctrl-C in a terminal reaches the whole process group: the main process alone handles it
+    # (aborts open parts, stops the workers), so a worker must not die of it mid-message
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     outbox: queue.Queue = queue.Queue(maxsize=pcfg.queue_chunks)
@@ -889,11 +897,13 @@ def run_parallel(
     threads = pcfg.main_threads or max(1, (os.cpu_count() or 1) - pcfg.workers)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit)
     try:
-        with run_lock(output, owner="depthseg-fas preprocess"):
-            runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit)
-            runner.run()
+        with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report):
+            try:
+                runner.run()
+            finally:  # on Ctrl-C too: the report holds the items finished so far
+                report.units = [r for r in runner.results if r is not None]
     finally:
         torch.set_num_threads(before)
-    report.units = [r for r in runner.results if r is not None]
     return report

@@ -16,13 +16,14 @@ import hashlib
 import itertools
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError, NoFaceDetected, PipelineError
+from .errors import ConfigError, NoFaceDetected, PipelineError, RunInterrupted
 from .items import WorkItem
 from .qc import QCConfig, blur_measure, qc_flags
 from .timing import StageTimer
@@ -456,6 +457,7 @@ class RunReport:
     config: dict
     units: list[UnitResult] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)  # inputs the adapter could not parse
+    interrupted: bool = False  # Ctrl-C ended the run: ``units`` are the items finished before it
 
     def to_dict(self) -> dict:
         seconds = StageTimer()
@@ -467,6 +469,7 @@ class RunReport:
         return {
             "output": self.output,
             "config": self.config,
+            "interrupted": self.interrupted,
             "counts": {
                 "items": len(self.units),
                 "written": by_status.get("written", 0),
@@ -511,7 +514,7 @@ def run_preprocess(
 
     DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
-    with run_lock(output, owner="depthseg-fas preprocess"):
+    with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report):
         eng = None
         for item in items:
             if eng is None and Path(item.path).exists():
@@ -521,6 +524,18 @@ def run_preprocess(
             if on_unit:
                 on_unit(unit)
     return report
+
+
+@contextmanager
+def interruptible(report: RunReport):
+    """Ctrl-C inside the block becomes :class:`RunInterrupted` carrying ``report`` (flagged
+    ``interrupted``). By then the part being written was aborted by its ``with`` block, so the
+    store holds exactly the parts committed before; a rerun skips them and does the rest."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        report.interrupted = True
+        raise RunInterrupted(str(exc), report=report) from None
 
 
 def with_overrides(cfg: PreprocessConfig, **overrides) -> PreprocessConfig:
