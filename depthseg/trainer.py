@@ -80,6 +80,13 @@ class CheckpointError(PipelineError, ValueError):
     reason = "bad-checkpoint"
 
 
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full...): the machine's problem, not the input's."""
+
+    reason = "checkpoint-write-failed"
+    exit_code = 1
+
+
 class TrainingError(PipelineError, RuntimeError):
     """Training cannot go on (diverged loss, nothing to train)."""
 
@@ -283,8 +290,9 @@ def _plain(obj: Any) -> Any:
 @contextlib.contextmanager
 def _temp_beside(path: Path) -> Iterator[Path]:
     """A temporary name beside ``path`` for an atomic write; whatever ends the write early (disk
-    full, Ctrl-C) removes the temporary file, and a failed write becomes a CheckpointError naming
-    ``path``. ``path`` itself is replaced only by a complete file, so the previous one survives."""
+    full, Ctrl-C) removes the temporary file, and a failed write becomes a
+    :class:`CheckpointWriteError` naming ``path``. ``path`` itself is replaced only by a complete
+    file, so the previous one survives."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         yield tmp
@@ -294,8 +302,8 @@ def _temp_beside(path: Path) -> Iterator[Path]:
         # torch's zip writer reports a failed write (disk full) as a RuntimeError
         if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, PipelineError):
             why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
-            raise CheckpointError(f"{path}: could not write the checkpoint ({why}); "
-                                  f"the previous {path.name} (if any) is kept") from exc
+            raise CheckpointWriteError(f"{path}: could not write the checkpoint ({why}); "
+                                       f"the previous {path.name} (if any) is kept") from exc
         raise
 
 

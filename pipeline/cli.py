@@ -243,13 +243,15 @@ def error_message(exc: BaseException, args: argparse.Namespace | None = None) ->
         return f"store error: {one_line(exc)}", 2
     if isinstance(exc, KeyError):
         return f"error: {one_line(exc.args[0] if len(exc.args) == 1 else exc)}", 2
+    subject = next((getattr(args, a) for a in _INPUT_ARGS if getattr(args, a, None)), None)
     if isinstance(exc, OSError):
         text = one_line(exc.strerror if exc.strerror and exc.filename else exc)
-        name = exc.filename or next((getattr(args, a) for a in _INPUT_ARGS if getattr(args, a, None)), None)
+        name = exc.filename or subject
         code = 1 if exc.errno in _SYSTEM_ERRNOS else 2
         return f"error: {name}: {text}" if name and str(name) not in text else f"error: {text}", code
-    return (f"error: {type(exc).__name__}: {one_line(exc)} (a bug? {DEBUG_ENV}=1 or --debug "
-            f"shows the traceback)"), 1
+    where = f"{subject}: " if subject else ""
+    return (f"error: {where}{type(exc).__name__}: {one_line(exc)} (unexpected: {DEBUG_ENV}=1 or "
+            f"--debug shows the traceback)"), 1
 
 
 def main(argv: list[str] | None = None) -> int:

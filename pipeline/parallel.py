@@ -892,14 +892,14 @@ def run_parallel(
     from storage import DatasetWriter, run_lock
 
     pcfg = pcfg or ParallelConfig(workers=cfg.workers or 2)
-    DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
+    writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
     threads = pcfg.main_threads or max(1, (os.cpu_count() or 1) - pcfg.workers)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit)
     try:
-        with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report):
+        with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer):
             try:
                 runner.run()
             finally:  # on Ctrl-C too: the report holds the items finished so far

@@ -512,9 +512,9 @@ def run_preprocess(
 
         return run_parallel(items, output, cfg, input_root=input_root, rejected=rejected, on_unit=on_unit)
 
-    DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
+    writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
-    with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report):
+    with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer):
         eng = None
         for item in items:
             if eng is None and Path(item.path).exists():
@@ -527,14 +527,29 @@ def run_preprocess(
 
 
 @contextmanager
-def interruptible(report: RunReport):
+def interruptible(report: RunReport, writer):
     """Ctrl-C inside the block becomes :class:`RunInterrupted` carrying ``report`` (flagged
     ``interrupted``). By then the part being written was aborted by its ``with`` block, so the
-    store holds exactly the parts committed before; a rerun skips them and does the rest."""
+    store holds exactly the parts committed before; a rerun skips them and does the rest.
+
+    A Ctrl-C that lands between a part's commit and its entry in the report would leave a
+    committed part unreported: parts whose manifest entry changed since ``writer`` was opened
+    (this run's commits) and that the report lacks are added as written, so the report lists
+    exactly what the run added to the store."""
+    before = {pid: info.checksum for pid, info in writer.parts.items()}
     try:
         yield
     except KeyboardInterrupt as exc:
         report.interrupted = True
+        writer.refresh()
+        reported = {u.part_id for u in report.units if u.status == "written"}
+        for pid, info in writer.parts.items():
+            if before.get(pid) != info.checksum and pid not in reported:
+                report.units.append(UnitResult(
+                    path=str(info.extra.get("source", "")), part_id=pid, status="written",
+                    frames_stored=info.frames, frames_decoded=int(info.extra.get("decoded", 0)),
+                    frames_no_face=int(info.extra.get("no_face", 0)),
+                    message="committed just before Ctrl-C"))
         raise RunInterrupted(str(exc), report=report) from None
 
 
