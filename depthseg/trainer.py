@@ -385,8 +385,8 @@ def _checkpoint_contents(path: str | os.PathLike) -> Iterator[None]:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         if isinstance(exc, PipelineError):
             raise
-        what = f"missing entry {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
-        raise CheckpointError(f"{path}: checkpoint does not match this code's models ({what})") from exc
+        raise CheckpointError(f"{path}: checkpoint does not match this code's models "
+                              f"({type(exc).__name__}: {exc})") from exc
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DepthSegNet, dict[str, Any]]:

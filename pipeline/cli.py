@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib
 import json
 import logging
 import os
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         add(sub)
     for mod in ("depthseg.cli", "pipeline.synth_cli"):
         try:
-            __import__(mod, fromlist=["register"]).register(sub)
+            importlib.import_module(mod).register(sub)
         except ModuleNotFoundError as exc:
             if exc.name != mod:
                 raise
