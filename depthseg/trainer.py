@@ -359,6 +359,16 @@ def _tensorboard(out: Path):
 # --------------------------------------------------------------------------- checkpoints
 
 
+def _load_failure(exc: Exception) -> str:
+    """The gist of a torch.load failure: for a file the safe unpickler refuses, its reason alone,
+    without torch's advice to retry with ``weights_only=False`` (which would run the file's code)."""
+    text = " ".join(str(exc).split())
+    if "WeightsUnpickler error:" in text:
+        text = "refused by the weights-only unpickler: " + text.split("WeightsUnpickler error:", 1)[1].strip()
+        text = text.split(" Check the documentation", 1)[0]
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def load_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict (``weights_only=True``), checked to be a DepthSeg checkpoint."""
     p = Path(path)
@@ -367,7 +377,7 @@ def load_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.devi
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle / zip errors of a broken file
-        raise CheckpointError(f"{p}: not a readable checkpoint ({exc})") from exc
+        raise CheckpointError(f"{p}: not a readable checkpoint ({_load_failure(exc)})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p}: not a {CHECKPOINT_FORMAT} file")
     if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:

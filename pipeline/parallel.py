@@ -55,6 +55,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -162,13 +163,10 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
     ``("done", idx, counts, seconds)`` or ``("failed", idx, reason, message, seconds)``;
     ``("fatal", exception, traceback)`` when it cannot go on.
     """
-    import signal
-
     import cv2
     import torch
 
-    # Ctrl-C in a terminal reaches the whole process group: the main process alone handles it
-    # (aborts open parts, stops the workers), so a worker must not die of it mid-message
+    # Ctrl-C reaches the whole process group; the main process alone handles it (module docstring)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
