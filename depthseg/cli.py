@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from pipeline.errors import RunInterrupted
+
 log = logging.getLogger(__name__)
 
 
@@ -69,11 +71,25 @@ def cmd_train(args) -> int:
         loss=args.loss, device=args.device, seed=args.seed, num_workers=args.num_workers,
         max_steps_per_epoch=args.max_steps_per_epoch,
     )
-    res = train(cfg, resume=args.resume)
+    try:
+        res = train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        raise RunInterrupted(_resume_hint(Path(args.out_dir))) from None
     _echo(f"best checkpoint: {res.best_checkpoint}")
     _echo(f"last checkpoint: {res.last_checkpoint}")
     _echo(json.dumps(res.metrics, indent=2, default=str))
     return 0
+
+
+def _resume_hint(out: Path) -> str:
+    """What an interrupted training run kept: its completed epochs (one metrics row each, written
+    after the epoch's checkpoints) and how to continue."""
+    rows = out / "metrics.jsonl"
+    done = len(rows.read_text().splitlines()) if rows.is_file() else 0
+    if not done or not (out / "last.pt").is_file():
+        return f"no epoch completed, nothing saved in {out}"
+    return (f"{done} epoch(s) completed, last checkpoint {out / 'last.pt'} intact; "
+            f"continue with the same command plus --resume")
 
 
 def cmd_evaluate(args) -> int:

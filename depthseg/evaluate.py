@@ -9,7 +9,9 @@
    thresholds saved in the checkpoint (training's dev set) are used; ``threshold`` overrides
    the frame-level one;
 2. the test split is scored and every metric of :func:`depthseg.metrics.pad_metrics` is
-   computed at both levels.
+   computed at both levels. A test split with one class only (e.g. an attack-only set) is
+   evaluated with a loud warning: the metrics that need the other class are null in
+   ``metrics.json``; an empty one is a :class:`~depthseg.trainer.SplitError`.
 
 Files written to ``out_dir``: ``metrics.json``, ``scores_video.csv``, ``scores_frame.csv``,
 ``roc_det.png`` (ROC and DET curves, frame and video) and ``depth_grid.png`` (input crops with
@@ -37,7 +39,7 @@ from .metrics import dev_thresholds, error_curves, frame_and_video_metrics, vide
 from .models import DepthSegNet
 from .predict import autocast_for, model_device, predict_dataset
 from .score import frame_scores
-from .trainer import json_safe, load_checkpoint
+from .trainer import SplitError, json_safe, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,11 @@ def evaluate(
     reader = storage.open_dataset(store)
     test = FrameDataset(reader, split)
     if len(test) == 0:
-        raise ValueError(f"{store}: split {split!r} has no live/spoof frames to evaluate")
+        raise SplitError(f"{store}: split {split!r} has no live/spoof frames to evaluate")
+    if test.is_live.all() or not test.is_live.any():
+        log.warning("%s: split %r has only %s frames (%d): BPCER/APCER, ACER, HTER, EER and AUC that "
+                    "need the missing class are undefined (null in metrics.json)", store, split,
+                    "live" if test.is_live.all() else "spoof", len(test))
 
     thresholds, source, dev_summary = _thresholds(model, meta, reader, store, dev_store, dev_split,
                                                   batch_size, num_workers, amp)

@@ -9,6 +9,17 @@ after every epoch. Each epoch writes into ``cfg.out_dir``:
   resumed run's logs have no duplicate rows); TensorBoard scalars when ``tensorboard`` is
   installed.
 
+Splits are checked before training starts: the training split and the dev split must each
+hold live *and* spoof frames (:class:`SplitError` otherwise) - with one class the dev EER
+threshold and ACER are undefined, and a checkpoint carrying NaN as its threshold would pass
+for a trained model. An empty dev split (or ``dev_split=None``) means no dev set: a warning,
+model selection by training loss, and no threshold saved (``threshold`` None, ``thresholds``
+empty), never NaN.
+
+Checkpoints are written to a temporary file beside the target and renamed into place: a
+failed write (disk full) or Ctrl-C removes the temporary file and leaves the previous
+checkpoint intact; a failed write raises :class:`CheckpointError`.
+
 Checkpoints load with ``torch.load(path, weights_only=True)``: they hold tensors and plain
 containers only - the model state, the ``build_model`` kwargs, the class centres, the dev
 thresholds (frame and video), the config as a dict, the history, and (for resuming) the
@@ -44,7 +55,7 @@ import torch
 import torch.nn as nn
 
 import storage
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, PipelineError
 
 from .augment import AugmentConfig
 from .data import FrameDataset, make_loader, prepare_batch
@@ -62,12 +73,32 @@ CHECKPOINT_VERSION = 1
 RESUME_MUTABLE = frozenset({"device", "num_workers", "out_dir", "progress", "eval_batch_size", "store"})
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, unreadable or not a DepthSeg checkpoint."""
+class CheckpointError(PipelineError, ValueError):
+    """A checkpoint file that is missing, unreadable, not a DepthSeg checkpoint or not of this
+    code's models, or one that could not be written (the message names the file)."""
+
+    reason = "bad-checkpoint"
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (empty split, diverged loss)."""
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full...): the machine's problem, not the input's."""
+
+    reason = "checkpoint-write-failed"
+    exit_code = 1
+
+
+class TrainingError(PipelineError, RuntimeError):
+    """Training cannot go on (diverged loss, nothing to train)."""
+
+    reason = "training-failed"
+    exit_code = 1
+
+
+class SplitError(TrainingError):
+    """A split of the store cannot serve its role (empty, or lacking live or spoof frames)."""
+
+    reason = "bad-split"
+    exit_code = 2
 
 
 @dataclass
@@ -256,16 +287,36 @@ def _plain(obj: Any) -> Any:
     return obj
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+@contextlib.contextmanager
+def _temp_beside(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` for an atomic write; whatever ends the write early (disk
+    full, Ctrl-C) removes the temporary file, and a failed write becomes a
+    :class:`CheckpointWriteError` naming ``path``. ``path`` itself is replaced only by a complete
+    file, so the previous one survives."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    try:
+        yield tmp
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        # torch's zip writer reports a failed write (disk full) as a RuntimeError
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, PipelineError):
+            why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+            raise CheckpointWriteError(f"{path}: could not write the checkpoint ({why}); "
+                                       f"the previous {path.name} (if any) is kept") from exc
+        raise
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    with _temp_beside(path) as tmp:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with _temp_beside(dst) as tmp:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
 
 
 #: history columns that measure time (they differ between otherwise identical runs)
@@ -308,6 +359,16 @@ def _tensorboard(out: Path):
 # --------------------------------------------------------------------------- checkpoints
 
 
+def _load_failure(exc: Exception) -> str:
+    """The gist of a torch.load failure: for a file the safe unpickler refuses, its reason alone,
+    without torch's advice to retry with ``weights_only=False`` (which would run the file's code)."""
+    text = " ".join(str(exc).split())
+    if "WeightsUnpickler error:" in text:
+        text = "refused by the weights-only unpickler: " + text.split("WeightsUnpickler error:", 1)[1].strip()
+        text = text.split(" Check the documentation", 1)[0]
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
 def load_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The raw checkpoint dict (``weights_only=True``), checked to be a DepthSeg checkpoint."""
     p = Path(path)
@@ -316,13 +377,26 @@ def load_checkpoint_dict(path: str | os.PathLike, map_location: str | torch.devi
     try:
         ckpt = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle / zip errors of a broken file
-        raise CheckpointError(f"{p}: not a readable checkpoint ({exc})") from exc
+        raise CheckpointError(f"{p}: not a readable checkpoint ({_load_failure(exc)})") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{p}: not a {CHECKPOINT_FORMAT} file")
     if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
         raise CheckpointError(f"{p}: checkpoint format {ckpt['format_version']} is newer than "
                               f"this code's {CHECKPOINT_VERSION}")
     return ckpt
+
+
+@contextlib.contextmanager
+def _checkpoint_contents(path: str | os.PathLike) -> Iterator[None]:
+    """Turn what a checkpoint of another model, or a damaged one, makes rebuilding raise (a
+    missing key, another architecture's state dict, unknown model kwargs) into a CheckpointError."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        if isinstance(exc, PipelineError):
+            raise
+        raise CheckpointError(f"{path}: checkpoint does not match this code's models "
+                              f"({type(exc).__name__}: {exc})") from exc
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DepthSegNet, dict[str, Any]]:
@@ -333,8 +407,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
     ``dev_metrics``, ``config``, ``epoch``, ``history``, ``versions``.
     """
     ckpt = load_checkpoint_dict(path)
-    model = build_model(**ckpt["model_kwargs"])
-    model.load_state_dict(ckpt["model_state"])
+    with _checkpoint_contents(path):
+        model = build_model(**ckpt["model_kwargs"])
+        model.load_state_dict(ckpt["model_state"])
     model.to(resolve_device(str(device))).eval()
     skip = {"model_state", "optimizer_state", "scheduler_state", "scaler_state", "rng"}
     return model, {k: v for k, v in ckpt.items() if k not in skip}
@@ -381,6 +456,18 @@ def _check_resume_config(saved: dict[str, Any], new: dict[str, Any], path: Path)
             f"(only {sorted(RESUME_MUTABLE)} may change)", source=str(path))
 
 
+def _checked_split(ds: FrameDataset, store: Any, role: str) -> FrameDataset:
+    """``ds`` if it holds live and spoof frames, else a SplitError naming the store and split."""
+    n_live = int(ds.is_live.sum())
+    n_spoof = len(ds) - n_live
+    if n_live and n_spoof:
+        return ds
+    what = "no live/spoof frames" if not len(ds) else f"only {'live' if n_live else 'spoof'} frames ({len(ds)})"
+    need = {"training": "training needs live and spoof frames",
+            "dev": "both classes are needed to choose the decision threshold (EER)"}[role]
+    raise SplitError(f"{store}: {role} split {ds.split_name!r} has {what}; {need}")
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -412,14 +499,14 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     _seed_all(cfg.seed)
 
     reader = storage.open_dataset(cfg.store)
-    train_ds = FrameDataset(reader, cfg.train_split)
-    if len(train_ds) == 0:
-        raise TrainingError(f"{cfg.store}: split {cfg.train_split!r} has no live/spoof frames")
+    train_ds = _checked_split(FrameDataset(reader, cfg.train_split), cfg.store, "training")
     dev_ds = FrameDataset(reader, cfg.dev_split) if cfg.dev_split else None
     if dev_ds is not None and len(dev_ds) == 0:
-        log.warning("%s: dev split %r is empty; model selection falls back to the training loss",
-                    cfg.store, cfg.dev_split)
+        log.warning("%s: dev split %r is empty; model selection falls back to the training loss "
+                    "and no decision threshold is saved", cfg.store, cfg.dev_split)
         dev_ds = None
+    if dev_ds is not None:
+        _checked_split(dev_ds, cfg.store, "dev")
     log.info("train: %d frames (%d live), dev: %d frames", len(train_ds), int(train_ds.is_live.sum()),
              len(dev_ds) if dev_ds is not None else 0)
 
@@ -453,14 +540,15 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.is_file():
         ckpt = load_checkpoint_dict(last_path, map_location="cpu")
-        _check_resume_config(ckpt["config"], cfg_dict, last_path)
-        model.load_state_dict(ckpt["model_state"])
-        optimizer.load_state_dict(ckpt["optimizer_state"])
-        scheduler.load_state_dict(ckpt["scheduler_state"])
-        scaler.load_state_dict(ckpt["scaler_state"])
-        _set_rng_state(ckpt["rng"], gens)
-        history, best = list(ckpt["history"]), dict(ckpt["best"])
-        start_epoch, step = int(ckpt["epoch"]), int(ckpt["global_step"])
+        with _checkpoint_contents(last_path):
+            _check_resume_config(ckpt["config"], cfg_dict, last_path)
+            model.load_state_dict(ckpt["model_state"])
+            optimizer.load_state_dict(ckpt["optimizer_state"])
+            scheduler.load_state_dict(ckpt["scheduler_state"])
+            scaler.load_state_dict(ckpt["scaler_state"])
+            _set_rng_state(ckpt["rng"], gens)
+            history, best = list(ckpt["history"]), dict(ckpt["best"])
+            start_epoch, step = int(ckpt["epoch"]), int(ckpt["global_step"])
         log.info("resuming %s from epoch %d (step %d)", out, start_epoch, step)
     elif resume:
         log.info("resume requested but %s does not exist: starting afresh", last_path)
@@ -523,7 +611,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
             improved = key < best["key"]
             if improved:
                 best = {"epoch": epoch, "key": key, "dev_metrics": _plain(dev_metrics),
-                        "thresholds": _plain(thresholds)}
+                        "thresholds": _plain(thresholds) if dev_ds is not None else {}}
 
             ckpt = {
                 "format": CHECKPOINT_FORMAT,
@@ -533,8 +621,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
                 "model_state": model.state_dict(),
                 "model_kwargs": dict(model.arch_kwargs),
                 "class_centres": centres.tolist(),
-                "threshold": float(thresholds["frame"]),
-                "thresholds": _plain(thresholds),
+                "threshold": thresholds["frame"] if dev_ds is not None else None,
+                "thresholds": _plain(thresholds) if dev_ds is not None else {},
                 "dev_metrics": _plain(dev_metrics),
                 "config": cfg_dict,
                 "history": history,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import importlib
 import json
 import logging
 import math
@@ -84,6 +86,7 @@ def default_report_path(output: str) -> str:
 def cmd_preprocess(args) -> int:
     from tqdm import tqdm
 
+    from .errors import RunInterrupted
     from .inputs import collect_items
     from .process import PreprocessConfig, run_preprocess
 
@@ -100,17 +103,18 @@ def cmd_preprocess(args) -> int:
         bar.set_postfix_str(f"{u.status}: {Path(u.path).name}")
         bar.update(1)
 
-    report = run_preprocess(inputs.items, args.output, cfg, input_root=inputs.root,
-                            rejected=inputs.rejected, on_unit=on_unit, replace=args.replace)
+    try:
+        report = run_preprocess(inputs.items, args.output, cfg, input_root=inputs.root,
+                                rejected=inputs.rejected, on_unit=on_unit, replace=args.replace)
+    except RunInterrupted as exc:
+        bar.close()
+        rep, report_path = _write_run_report(exc.report, args)
+        c = rep["counts"]
+        raise RunInterrupted(f"{c['written']} part(s) written, {c['skipped']} skipped before Ctrl-C "
+                             f"(committed parts are kept); report: {report_path}; run the same command "
+                             f"again to resume", report=exc.report) from None
     bar.close()
-    rep = report.to_dict()
-    report_path = args.report or default_report_path(args.output)
-    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-    Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
-    if args.html_report:
-        from .report import write_html_report
-
-        write_html_report(rep, args.output, args.html_report)
+    rep, report_path = _write_run_report(report, args)
     c = rep["counts"]
     echo(f"store: {args.output}")
     echo(f"items: {c['items']} (written {c['written']}, skipped {c['skipped']}, failed {c['failed']}, "
@@ -119,6 +123,19 @@ def cmd_preprocess(args) -> int:
         echo(f"  FAILED {f['path']}: [{f['reason']}] {f['message']}")
     echo(f"report: {report_path}")
     return 0 if c["written"] + c["skipped"] > 0 or not c["items"] else 1
+
+
+def _write_run_report(report, args) -> tuple[dict, str]:
+    """Write the JSON (and HTML, when asked) run report; returns it as a dict and its path."""
+    rep = report.to_dict()
+    report_path = args.report or default_report_path(args.output)
+    Path(report_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
+    if args.html_report:
+        from .report import write_html_report
+
+        write_html_report(rep, args.output, args.html_report)
+    return rep, report_path
 
 
 def _add_datasets(sub) -> None:
@@ -214,38 +231,88 @@ def _import(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="depthseg-fas", description=__doc__)
     ap.add_argument("-v", "--verbose", action="store_true")
+    ap.add_argument("--debug", action="store_true",
+                    help=f"show the traceback of an error (also ${DEBUG_ENV}=1)")
     sub = ap.add_subparsers(dest="command", required=True)
     for add in (_add_preprocess, _add_datasets, _add_inspect, _add_hdf5):
         add(sub)
     for mod in ("depthseg.cli", "pipeline.synth_cli"):
         try:
-            __import__(mod, fromlist=["register"]).register(sub)
+            importlib.import_module(mod).register(sub)
         except ModuleNotFoundError as exc:
             if exc.name != mod:
                 raise
     return ap
 
 
+#: exit status after Ctrl-C (128 + SIGINT, as shells report it)
+EXIT_INTERRUPTED = 130
+#: set to 1 (or pass --debug) to get the traceback of an error instead of its one-line message
+DEBUG_ENV = "DEPTHSEG_DEBUG"
+#: errno values of an OSError that are the machine's fault, not the input's (exit 1, not 2)
+_SYSTEM_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.EROFS})
+#: arguments that name a command's main input, most specific first (for errors that name none)
+_INPUT_ARGS = ("h5", "checkpoint", "input", "store", "root")
+
+
+def one_line(text: str, limit: int = 2000) -> str:
+    """``text`` on one line (a multi-line library message, e.g. torch's state-dict errors)."""
+    flat = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def error_message(exc: BaseException, args: argparse.Namespace | None = None) -> tuple[str, int]:
+    """The one-line message and exit status of an error that ended a command.
+
+    One mapping for every command, from the project's error base classes: the project's typed
+    errors (``PipelineError`` and its subclasses, the training and checkpoint errors among them;
+    ``StoreError`` and its subclasses) carry the input they concern in their message and their
+    own exit status; ``KeyError`` is a registry lookup of an unknown name (exit 2); an
+    ``OSError`` (a file that cannot be opened, an HDF5 file h5py cannot read) is named after its
+    file, or the command's input when it names none. Anything else is a bug: its type is kept
+    in the message and the traceback is one ``--debug`` away.
+    """
+    from storage import StoreError
+
+    from .errors import PipelineError
+
+    if isinstance(exc, KeyboardInterrupt):
+        detail = getattr(exc, "detail", "")
+        return "interrupted" + (f": {one_line(detail)}" if detail else ""), EXIT_INTERRUPTED
+    if isinstance(exc, PipelineError):
+        return f"error: {one_line(exc)}", int(getattr(exc, "exit_code", 2))
+    if isinstance(exc, StoreError):
+        return f"store error: {one_line(exc)}", 2
+    if isinstance(exc, KeyError):
+        return f"error: {one_line(exc.args[0] if len(exc.args) == 1 else exc)}", 2
+    subject = next((getattr(args, a) for a in _INPUT_ARGS if getattr(args, a, None)), None)
+    if isinstance(exc, OSError):
+        text = one_line(exc.strerror if exc.strerror and exc.filename else exc)
+        name = exc.filename or subject
+        code = 1 if exc.errno in _SYSTEM_ERRNOS else 2
+        return f"error: {name}: {text}" if name and str(name) not in text else f"error: {text}", code
+    where = f"{subject}: " if subject else ""
+    return (f"error: {where}{type(exc).__name__}: {one_line(exc)} (unexpected: {DEBUG_ENV}=1 or "
+            f"--debug shows the traceback)"), 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error that ends it is ONE line on stderr and a non-zero exit status
+    (:func:`error_message`), never a traceback unless ``--debug`` / ``$DEPTHSEG_DEBUG=1``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from .errors import PipelineError
-
     try:
         return int(args.func(args) or 0)
-    except (PipelineError, KeyError) as exc:
-        echo(f"depthseg-fas {args.command}: error: {exc}", err=True)
-        return 2
-    except Exception as exc:  # StoreError and friends: a clear one-line message
-        from storage import StoreError
-
-        if isinstance(exc, StoreError):
-            echo(f"depthseg-fas {args.command}: store error: {exc}", err=True)
-            return 2
-        raise
+    except (Exception, KeyboardInterrupt) as exc:
+        if args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0"):
+            raise
+        log.debug("%s failed", args.command, exc_info=True)
+        msg, code = error_message(exc, args)
+        echo(f"depthseg-fas {args.command}: {msg}", err=True)
+        return code
 
 
 if __name__ == "__main__":

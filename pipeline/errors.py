@@ -1,7 +1,9 @@
 """Typed exceptions of the preprocessing core.
 
 Every error names the input it concerns and what went wrong, so that a run report can
-record it per item while the rest of the run continues.
+record it per item while the rest of the run continues. ``exit_code`` is what the command
+line exits with when one ends a command (2: bad input, config, store or checkpoint; 1: a run
+that failed on good input); :class:`RunInterrupted` is Ctrl-C (130).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ class PipelineError(Exception):
 
     #: short machine-readable reason used in run reports
     reason: str = "error"
+    #: exit status of the command line when this error ends a command
+    exit_code: int = 2
 
     def __init__(self, message: str, *, source: str | None = None):
         self.source = source
@@ -68,3 +72,16 @@ class DatasetLayoutError(PipelineError):
     """A file name or CSV row that does not follow a dataset's official layout."""
 
     reason = "bad-layout"
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a run after it put its house in order (open parts aborted, report filled in).
+
+    A ``KeyboardInterrupt``, so that code catching that still sees it. ``report`` is the run's
+    partial report (preprocess) or None; ``detail`` tells the user what was kept and how to go on.
+    """
+
+    def __init__(self, detail: str = "", *, report=None):
+        self.detail = detail
+        self.report = report
+        super().__init__(detail)

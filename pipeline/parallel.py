@@ -44,7 +44,9 @@ item it was processing (reason ``"worker-died"``) and is replaced; the items que
 the others. Errors of the store (``StoreError``), a config/model problem found when a worker
 loads its backends, and any other exception end the run (open parts aborted, workers stopped),
 as they do in the sequential path. Items already committed with the same input checksum and
-config are skipped.
+config are skipped. Ctrl-C (SIGINT to the main process or the whole process group; workers
+ignore it) ends the run the same way and raises ``RunInterrupted`` with the report of the items
+finished so far.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ import logging
 import multiprocessing as mp
 import os
 import queue
+import signal
 import threading
 import time
 import traceback
@@ -75,6 +78,7 @@ from .process import (
     finish_chunk,
     fit_and_render,
     get_engines,
+    interruptible,
     iter_face_chunks,
     part_id_for,
 )
@@ -162,6 +166,8 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
     import cv2
     import torch
 
+    # Ctrl-C reaches the whole process group; the main process alone handles it (module docstring)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     outbox: queue.Queue = queue.Queue(maxsize=pcfg.queue_chunks)
@@ -900,16 +906,18 @@ def run_parallel(
     from storage import DatasetWriter, run_lock
 
     pcfg = pcfg or ParallelConfig(workers=cfg.workers or 2)
-    DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
+    writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
     threads = pcfg.main_threads or max(1, (os.cpu_count() or 1) - pcfg.workers)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit, replace)
     try:
-        with run_lock(output, owner="depthseg-fas preprocess"):
-            runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit, replace)
-            runner.run()
+        with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer):
+            try:
+                runner.run()
+            finally:  # on Ctrl-C too: the report holds the items finished so far
+                report.units = [r for r in runner.results if r is not None]
     finally:
         torch.set_num_threads(before)
-    report.units = [r for r in runner.results if r is not None]
     return report

@@ -18,13 +18,14 @@ import logging
 import math
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .errors import ConfigError, NoFaceDetected, PipelineError
+from .errors import ConfigError, NoFaceDetected, PipelineError, RunInterrupted
 from .items import WorkItem
 from .qc import QCConfig, blur_measure, qc_flags
 from .timing import StageTimer
@@ -501,6 +502,7 @@ class RunReport:
     config: dict
     units: list[UnitResult] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)  # inputs the adapter could not parse
+    interrupted: bool = False  # Ctrl-C ended the run: ``units`` are the items finished before it
 
     def to_dict(self) -> dict:
         seconds = StageTimer()
@@ -512,6 +514,7 @@ class RunReport:
         return {
             "output": self.output,
             "config": self.config,
+            "interrupted": self.interrupted,
             "counts": {
                 "items": len(self.units),
                 "written": by_status.get("written", 0),
@@ -557,9 +560,9 @@ def run_preprocess(
         return run_parallel(items, output, cfg, input_root=input_root, rejected=rejected, on_unit=on_unit,
                             replace=replace)
 
-    DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
+    writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
-    with run_lock(output, owner="depthseg-fas preprocess"):
+    with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer):
         eng = None
         for item in items:
             if eng is None and Path(item.path).exists():
@@ -569,6 +572,33 @@ def run_preprocess(
             if on_unit:
                 on_unit(unit)
     return report
+
+
+@contextmanager
+def interruptible(report: RunReport, writer):
+    """Ctrl-C inside the block becomes :class:`RunInterrupted` carrying ``report`` (flagged
+    ``interrupted``). By then the part being written was aborted by its ``with`` block, so the
+    store holds exactly the parts committed before; a rerun skips them and does the rest.
+
+    A Ctrl-C that lands between a part's commit and its entry in the report would leave a
+    committed part unreported: parts whose manifest entry changed since ``writer`` was opened
+    (this run's commits) and that the report lacks are added as written, so the report lists
+    exactly what the run added to the store."""
+    before = {pid: info.checksum for pid, info in writer.parts.items()}
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        report.interrupted = True
+        writer.refresh()
+        reported = {u.part_id for u in report.units if u.status == "written"}
+        for pid, info in writer.parts.items():
+            if before.get(pid) != info.checksum and pid not in reported:
+                report.units.append(UnitResult(
+                    path=str(info.extra.get("source", "")), part_id=pid, status="written",
+                    frames_stored=info.frames, frames_decoded=int(info.extra.get("decoded", 0)),
+                    frames_no_face=int(info.extra.get("no_face", 0)),
+                    message="committed just before Ctrl-C"))
+        raise RunInterrupted(str(exc), report=report) from None
 
 
 def with_overrides(cfg: PreprocessConfig, **overrides) -> PreprocessConfig:
