@@ -21,7 +21,8 @@ import zarr.api.asynchronous as zarr_async
 from zarr.core.sync import sync as zarr_sync
 
 from .errors import IntegrityError, StoreError
-from .layout import ARRAYS, META_COLUMNS, QC_COLUMNS, Location, PartInfo, read_manifest
+from .fastread import STRICT_FROM_SCHEMA, FrameReader
+from .layout import ARRAYS, META_COLUMNS, QC_COLUMNS, SHARDED, Location, PartInfo, read_manifest
 
 #: arrays read on demand (everything else a frame has is a per-frame column held in memory)
 BIG_ARRAYS = tuple(name for name in ARRAYS if name != "fit_residual")
@@ -76,6 +77,8 @@ class DatasetReader(Sequence):
         self._local = np.arange(int(frames.sum()), dtype=np.int64) - starts[self._part_of]
         self._rows = np.arange(int(frames.sum()), dtype=np.int64)  # view -> global frame
         self._arrays: dict[tuple[int, str], Any] = {}
+        self._fast = FrameReader(self._loc.root if self._loc.local else None, self._loc.url,
+                                 strict=self.schema_version >= STRICT_FROM_SCHEMA)
 
     # -- opening helpers ------------------------------------------------------------------
 
@@ -203,8 +206,10 @@ class DatasetReader(Sequence):
                    fields: Sequence[str] = ("image", "depth")) -> dict[str, np.ndarray]:
         """Stack the given frames' fields in the order given (indices into this view).
 
-        Big arrays are read part by part, each with one sorted orthogonal selection (duplicates
-        read once), then put back in the requested order. Fields may also name columns.
+        ``image``/``depth`` of a local store are read frame by frame from the shard files
+        (:mod:`storage.fastread`); other big arrays part by part, each with one sorted orthogonal
+        selection (duplicates read once), then put back in the requested order. Fields may also
+        name columns.
         """
         pos = self._positions(indices)
         rows = self._rows[pos]
@@ -221,6 +226,11 @@ class DatasetReader(Sequence):
         if not big:
             return out
         parts, local = self._part_of[rows], self._local[rows]
+        for name in [n for n in big if n in SHARDED]:
+            data = self._fast.read(self.parts, parts, local, name)
+            if data is not None:
+                out[name] = data
+                big.remove(name)
         order = np.argsort(parts, kind="stable")
         bounds = np.flatnonzero(np.diff(parts[order])) + 1
         for group in np.split(order, bounds) if len(order) else []:
@@ -241,6 +251,15 @@ class DatasetReader(Sequence):
                 shape = self._array(0, name).shape[1:] if self.parts else ()
                 out[name] = np.zeros((0, *shape), dtype=ARRAYS[name][0])
         return {name: out[name] for name in fields}
+
+    def read_into(self, indices: Iterable[int] | np.ndarray, name: str, out: np.ndarray) -> np.ndarray:
+        """Read array ``name`` of the given frames into ``out`` (``(len, *frame)``, e.g. a batch
+        in shared memory) and return it; decoded in place, without a copy, where
+        :mod:`storage.fastread` reads the array."""
+        rows = self._rows[self._positions(indices)]
+        if name not in SHARDED or self._fast.read(self.parts, self._part_of[rows], self._local[rows], name, out) is None:
+            out[...] = self.read_batch(indices, fields=(name,))[name]
+        return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(index, (int, np.integer)):
