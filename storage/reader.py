@@ -1,7 +1,8 @@
 """Reading a dataset store as one sequence of frames (layout: see :mod:`storage.layout`).
 
 ``open_dataset(url)`` reads the manifest, the root attributes and every committed part's
-per-frame columns (``meta/*``, ``qc/*``, ``fit_residual``); the big arrays are opened on demand.
+per-frame columns (``meta/*``, ``qc/*``, ``fit_residual``; packed in the part's ``zarr.json``,
+see :mod:`storage.colpack`); the big arrays are opened on demand.
 Frames are ordered by part id (sorted), then by their order inside the part. Only parts the
 manifest lists are read. Readers are picklable (open zarr handles are dropped and reopened),
 so torch DataLoader workers can share one.
@@ -20,6 +21,7 @@ import zarr
 import zarr.api.asynchronous as zarr_async
 from zarr.core.sync import sync as zarr_sync
 
+from . import colpack
 from .errors import IntegrityError, StoreError
 from .fastread import STRICT_FROM_SCHEMA, FrameReader
 from .layout import ARRAYS, META_COLUMNS, QC_COLUMNS, SHARDED, Location, PartInfo, read_manifest
@@ -41,6 +43,14 @@ def _empty_columns() -> dict[str, np.ndarray]:
     cols.update({name: np.zeros(0, dtype=dt) for name, dt in QC_COLUMNS.items()})
     cols["fit_residual"] = np.zeros(0, dtype=np.float32)
     return cols
+
+
+def _column_paths(part: PartInfo) -> dict[str, str]:
+    """A part's per-frame columns in reader order (meta, qc, fit_residual): name -> array path."""
+    columns = part.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
+    paths = {name: f"{kind}/{name}" for kind in ("meta", "qc") for name in columns.get(kind, [])}
+    paths["fit_residual"] = "fit_residual"
+    return paths
 
 
 class DatasetReader(Sequence):
@@ -90,7 +100,9 @@ class DatasetReader(Sequence):
                                  f"{part.path} is missing") from e
 
     def _load_columns(self) -> list[dict[str, np.ndarray]]:
-        """Every part's per-frame columns, read concurrently on zarr's event loop."""
+        """Every part's per-frame columns: packed in its ``zarr.json`` (:mod:`storage.colpack`),
+        else (parts written before that) read from its arrays concurrently on zarr's event loop."""
+        packed = colpack.load(self._loc, self.parts, [list(_column_paths(p)) for p in self.parts])
         limit = asyncio.Semaphore(64)
 
         async def read(store: Any, path: str) -> np.ndarray:
@@ -100,9 +112,7 @@ class DatasetReader(Sequence):
 
         async def part_columns(part: PartInfo) -> dict[str, np.ndarray]:
             store = self._loc.zarr_store(*part.path.split("/"), read_only=True)
-            columns = part.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
-            paths = {name: f"{kind}/{name}" for kind in ("meta", "qc") for name in columns.get(kind, [])}
-            paths["fit_residual"] = "fit_residual"
+            paths = _column_paths(part)
             values = await asyncio.gather(*(read(store, p) for p in paths.values()), return_exceptions=True)
             failed = [v for v in values if isinstance(v, BaseException)]
             if failed:
@@ -117,13 +127,15 @@ class DatasetReader(Sequence):
 
         async def everything() -> list[Any]:
             # return_exceptions: let every read finish before raising, no task left pending
-            return list(await asyncio.gather(*(part_columns(p) for p in self.parts), return_exceptions=True))
+            slow = [p for p, cols in zip(self.parts, packed) if cols is None]
+            return list(await asyncio.gather(*(part_columns(p) for p in slow), return_exceptions=True))
 
-        results = zarr_sync(everything())
-        for result in results:
+        results = iter(zarr_sync(everything()) if any(cols is None for cols in packed) else [])
+        columns = [cols if cols is not None else next(results) for cols in packed]
+        for result in columns:
             if isinstance(result, BaseException):
                 raise result
-        return results
+        return columns
 
     def _array(self, part: int, name: str) -> Any:
         key = (part, name)

@@ -40,6 +40,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from . import colpack
 from .errors import ConfigMismatch, PartExists, StoreError, StoreLocked
 from .layout import (
     ARRAYS,
@@ -617,7 +618,8 @@ class PartBuilder:
                                       [k[5:] for k in self._arrays if k.startswith("meta/")])
         try:
             try:
-                self._group.attrs.update({"frames": info.frames, "extra": info.extra})
+                self._group.attrs.update({"frames": info.frames, "extra": info.extra,
+                                          colpack.ATTR: colpack.pack(colpack.read_back(self._arrays))})
             except Exception as e:
                 raise StoreError(f"{writer.url}: writing part {self.part_id} failed: {e!r}") from e
             if writer._loc.local:
