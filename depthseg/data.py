@@ -144,7 +144,8 @@ def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
 
 
 class _Batches(Dataset):
-    """``dataset[list of indices]`` -> the whole batch (:meth:`FrameDataset.read_batch`)."""
+    """The dataset as :func:`make_loader` sees it: a batch of indices -> the whole batch
+    (:meth:`FrameDataset.read_batch`), not a list of samples to collate."""
 
     def __init__(self, dataset: FrameDataset):
         self.dataset = dataset
@@ -152,8 +153,11 @@ class _Batches(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
         return self.dataset.read_batch(indices)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.dataset[index]
 
 
 class SortedBatchSampler(Sampler[list[int]]):
@@ -199,11 +203,11 @@ def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False
                 pin_memory: bool = False) -> DataLoader:
     """A DataLoader yielding whole uint8 batches (see :meth:`FrameDataset.read_batch`).
 
-    The sampler yields a batch's indices as one item (``batch_size=None``), so each batch is
-    one batched read, never one read per sample plus a collate copy.
+    Each batch is one batched read (``_Batches.__getitems__``), never one read per sample
+    plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler`.
     """
     sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
-    return DataLoader(_Batches(dataset), sampler=sampler, batch_size=None, collate_fn=_collate, num_workers=num_workers,
+    return DataLoader(_Batches(dataset), batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=False,
                       multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)
 
