@@ -9,7 +9,7 @@ arrays stay the reference that zarr users read; a part without the attribute (wr
 it existed) is read from its arrays.
 
 Format: base64 of zlib of ``<JSON header>\\0<bytes>``; the header lists ``[name, dtype, n]`` per
-column in order. Numeric columns are little-endian raw values (``n`` = frames); string columns
+column, sorted by name. Numeric columns are little-endian raw values (``n`` = frames); string columns
 are dictionary-encoded: ``n`` unique values as fixed-width ``<U`` then one ``<i4`` code per frame.
 """
 
@@ -33,8 +33,8 @@ ATTR = "frame_columns"
 def pack(columns: dict[str, np.ndarray]) -> str:
     """``{name: (N,) array}`` (numeric, or ``<U`` strings) -> the attribute's text."""
     head, blobs = [], []
-    for name, col in columns.items():
-        col = np.asarray(col)
+    for name in sorted(columns):  # canonical: the same columns pack to the same text
+        col = np.asarray(columns[name])
         if col.dtype.kind == "U":
             uniq, codes = np.unique(col, return_inverse=True)
             uniq = uniq if uniq.size else np.zeros(0, dtype="<U1")
