@@ -57,6 +57,7 @@ bench: setup
 	$(PY) -m bench.bench_depth
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_pipeline
+	$(PY) -m bench.bench_loader
 
 stress: setup
 	DEPTHSEG_STRESS=full $(PY) -m pytest -q -p no:cacheprovider tests/test_load.py

@@ -5,10 +5,14 @@
   protocol object: any picklable callable mapping the store's full
   :class:`storage.DatasetReader` to the view to use. The reader is picklable and opens its
   zarr arrays lazily, so every DataLoader worker opens the store on first read.
-* Batches are read whole (``dataset.__getitems__`` -> ``reader.read_batch``) with the indices
-  of a batch in sorted order (:class:`SortedBatchSampler`), as uint8 tensors:
-  ``image (B, S, S, 3)``, ``depth (B, S, S)``, ``is_live (B,)`` bool, ``index (B,)`` int64.
-  Spoof frames get an all-zero depth map made in the loader: their stored depth is never read.
+* :func:`make_loader` reads batches whole (``dataset.read_batch`` -> ``reader.read_into``,
+  frames decoded straight into the batch, see :mod:`storage.fastread`) with the indices of a
+  batch in sorted order (:class:`SortedBatchSampler`), as uint8 tensors: ``image (B, S, S,
+  3)``, ``depth (B, S, S)``, ``is_live (B,)`` bool, ``index (B,)`` int64. Spoof frames get an
+  all-zero depth map made in the loader: their stored depth is never read.
+* Plain PyTorch works too: ``dataset[i]`` is one sample (the same fields without ``B``) and
+  ``__getitems__`` returns a list of samples (read as one batch), so
+  ``DataLoader(dataset, batch_size=8, shuffle=True, num_workers=2)`` collates them as usual.
 * :func:`prepare_batch` moves a batch to the device and converts it there: image to float
   ``(B, 3, in, in)`` in [0, 1], depth resized to the label size (area) and quantized,
   optional augmentation (:mod:`depthseg.augment`).
@@ -17,14 +21,15 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 import storage
 
@@ -81,6 +86,7 @@ class FrameDataset(Dataset):
         self.is_live = self.label == "live"
         self.video_id = np.asarray(meta["video_id"]).astype(str)
         self.attack_type = np.asarray(meta["attack_type"]).astype(str)
+        self._frame_shapes: dict[str, tuple[int, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.reader)
@@ -89,23 +95,69 @@ class FrameDataset(Dataset):
     def url(self) -> str:
         return self.reader.url
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        """Read frames ``indices`` (view positions) as one batch of uint8 tensors, in that order."""
-        idx = np.asarray(indices, dtype=np.int64)
-        image = self.reader.read_batch(idx, fields=("image",))["image"]
+    def read_batch(self, indices: Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
+        """Frames ``indices`` (view positions) as one batch of uint8 tensors, in that order.
+
+        Decoded straight into the batch tensors, which live in shared memory inside a
+        DataLoader worker (what torch's collate does), so handing a batch to the main process
+        copies nothing.
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         live = self.is_live[idx]
-        depth = np.zeros(image.shape[:3], dtype=np.uint8)  # spoof: zero depth, never read
-        if live.any():
-            depth[live] = self.reader.read_batch(idx[live], fields=("depth",))["depth"]
+        image = _batch_tensor((len(idx), *self._frame_shape("image")))
+        self.reader.read_into(idx, "image", image.numpy())
+        depth = _batch_tensor((len(idx), *self._frame_shape("depth")))
+        if live.all():
+            self.reader.read_into(idx, "depth", depth.numpy())
+        else:  # spoof: zero depth, never read
+            depth.zero_()
+            if live.any():
+                depth.numpy()[live] = self.reader.read_batch(idx[live], fields=("depth",))["depth"]
         return {
-            "image": torch.from_numpy(image),
-            "depth": torch.from_numpy(depth),
+            "image": image,
+            "depth": depth,
             "is_live": torch.from_numpy(live),
             "index": torch.from_numpy(idx),
         }
 
+    def _frame_shape(self, name: str) -> tuple[int, ...]:
+        if name not in self._frame_shapes:
+            self._frame_shapes[name] = self.reader.read_batch([], fields=(name,))[name].shape[1:]
+        return self._frame_shapes[name]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        """Samples ``indices`` as a list (torch's convention), read as one batch."""
+        batch = self.read_batch(indices)
+        return [{k: v[i] for k, v in batch.items()} for i in range(len(indices))]
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {k: v[0] for k, v in self.__getitems__([int(index)]).items()}
+        """One sample: ``image (S, S, 3)``, ``depth (S, S)`` uint8, ``is_live`` bool, ``index`` int64."""
+        return {k: v[0] for k, v in self.read_batch([int(index)]).items()}
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor; in shared memory inside a DataLoader worker."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage_ = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage_).view(shape)
+
+
+class _Batches(Dataset):
+    """The dataset as :func:`make_loader` sees it: a batch of indices -> the whole batch
+    (:meth:`FrameDataset.read_batch`), not a list of samples to collate."""
+
+    def __init__(self, dataset: FrameDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        return self.dataset.read_batch(indices)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.dataset[index]
 
 
 class SortedBatchSampler(Sampler[list[int]]):
@@ -143,15 +195,19 @@ class SortedBatchSampler(Sampler[list[int]]):
 
 
 def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return batch  # __getitems__ already returns the stacked batch
+    return batch  # read_batch already returns the stacked batch
 
 
 def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, num_workers: int = 0,
                 pin_memory: bool = False) -> DataLoader:
-    """A DataLoader yielding whole uint8 batches (see :meth:`FrameDataset.__getitems__`)."""
+    """A DataLoader yielding whole uint8 batches (see :meth:`FrameDataset.read_batch`).
+
+    Each batch is one batched read (``_Batches.__getitems__``), never one read per sample
+    plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler`.
+    """
     sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
+    return DataLoader(_Batches(dataset), batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=False,
                       multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)
 

@@ -203,7 +203,7 @@ def depth_grid(model: DepthSegNet, ds: FrameDataset, path: Path, *, n: int = 8, 
     picks = sorted(set(picks))
     device = model_device(model)
     kw = model.arch_kwargs
-    b = prepare_batch(ds.__getitems__(picks), device, input_size=kw["in_size"],
+    b = prepare_batch(ds.read_batch(picks), device, input_size=kw["in_size"],
                       label_size=kw["label_size"], num_classes=kw["num_classes"])
     model.eval()
     with autocast_for(device, amp):

@@ -1,7 +1,8 @@
 """Reading a dataset store as one sequence of frames (layout: see :mod:`storage.layout`).
 
 ``open_dataset(url)`` reads the manifest, the root attributes and every committed part's
-per-frame columns (``meta/*``, ``qc/*``, ``fit_residual``); the big arrays are opened on demand.
+per-frame columns (``meta/*``, ``qc/*``, ``fit_residual``; packed in the part's ``zarr.json``,
+see :mod:`storage.colpack`); the big arrays are opened on demand.
 Frames are ordered by part id (sorted), then by their order inside the part. Only parts the
 manifest lists are read, and only from folders proven to lie inside the store
 (:func:`storage.layout.part_dir`).
@@ -29,14 +30,17 @@ import zarr
 import zarr.api.asynchronous as zarr_async
 from zarr.core.sync import sync as zarr_sync
 
+from . import colpack
 from .errors import IntegrityError, StoreError
 from .errors import RepairNeeded
+from .fastread import FrameReader
 from .layout import (
     ARRAYS,
     DAMAGE_DETECTION_SCHEMA,
     META_COLUMNS,
     QC_COLUMNS,
     SCHEMA_VERSION,
+    SHARDED,
     Location,
     PartInfo,
     manifest_lost,
@@ -63,6 +67,14 @@ def _empty_columns() -> dict[str, np.ndarray]:
     cols.update({name: np.zeros(0, dtype=dt) for name, dt in QC_COLUMNS.items()})
     cols["fit_residual"] = np.zeros(0, dtype=np.float32)
     return cols
+
+
+def _column_paths(part: PartInfo) -> dict[str, str]:
+    """A part's per-frame columns in reader order (meta, qc, fit_residual): name -> array path."""
+    columns = part.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
+    paths = {name: f"{kind}/{name}" for kind in ("meta", "qc") for name in columns.get(kind, [])}
+    paths["fit_residual"] = "fit_residual"
+    return paths
 
 
 class DatasetReader(Sequence):
@@ -107,6 +119,8 @@ class DatasetReader(Sequence):
         self._local = np.arange(int(frames.sum()), dtype=np.int64) - starts[self._part_of]
         self._rows = np.arange(int(frames.sum()), dtype=np.int64)  # view -> global frame
         self._arrays: dict[tuple[int, str], Any] = {}
+        self._fast = FrameReader(self._loc.root if self._loc.local else None, self._loc.url,
+                                 strict=self._strict)
 
     # -- opening helpers ------------------------------------------------------------------
 
@@ -136,7 +150,9 @@ class DatasetReader(Sequence):
             raise IntegrityError(f"{self.url}: part {part.part_id}: {part.path} cannot be opened: {e!r}") from e
 
     def _load_columns(self) -> list[dict[str, np.ndarray]]:
-        """Every part's per-frame columns, read concurrently on zarr's event loop."""
+        """Every part's per-frame columns: packed in its ``zarr.json`` (:mod:`storage.colpack`),
+        else (parts written before that) read from its arrays concurrently on zarr's event loop."""
+        packed = colpack.load(self._loc, self.parts, [list(_column_paths(p)) for p in self.parts])
         limit = asyncio.Semaphore(64)
 
         async def read(store: Any, path: str) -> np.ndarray:
@@ -146,9 +162,7 @@ class DatasetReader(Sequence):
 
         async def part_columns(part: PartInfo) -> dict[str, np.ndarray]:
             store = self._store(part)
-            columns = part.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
-            paths = {name: f"{kind}/{name}" for kind in ("meta", "qc") for name in columns.get(kind, [])}
-            paths["fit_residual"] = "fit_residual"
+            paths = _column_paths(part)
             values = await asyncio.gather(*(read(store, p) for p in paths.values()), return_exceptions=True)
             failed = [v for v in values if isinstance(v, BaseException)]
             if failed:
@@ -163,13 +177,15 @@ class DatasetReader(Sequence):
 
         async def everything() -> list[Any]:
             # return_exceptions: let every read finish before raising, no task left pending
-            return list(await asyncio.gather(*(part_columns(p) for p in self.parts), return_exceptions=True))
+            slow = [p for p, cols in zip(self.parts, packed) if cols is None]
+            return list(await asyncio.gather(*(part_columns(p) for p in slow), return_exceptions=True))
 
-        results = zarr_sync(everything())
-        for result in results:
+        results = iter(zarr_sync(everything()) if any(cols is None for cols in packed) else [])
+        columns = [cols if cols is not None else next(results) for cols in packed]
+        for result in columns:
             if isinstance(result, BaseException):
                 raise result
-        return results
+        return columns
 
     def _array(self, part: int, name: str) -> Any:
         key = (part, name)
@@ -280,8 +296,10 @@ class DatasetReader(Sequence):
                    fields: Sequence[str] = ("image", "depth")) -> dict[str, np.ndarray]:
         """Stack the given frames' fields in the order given (indices into this view).
 
-        Big arrays are read part by part, each with one sorted orthogonal selection (duplicates
-        read once), then put back in the requested order. Fields may also name columns.
+        ``image``/``depth`` of a local store are read frame by frame from the shard files
+        (:mod:`storage.fastread`); other big arrays part by part, each with one sorted orthogonal
+        selection (duplicates read once), then put back in the requested order. Fields may also
+        name columns.
         """
         pos = self._positions(indices)
         rows = self._rows[pos]
@@ -298,6 +316,11 @@ class DatasetReader(Sequence):
         if not big:
             return out
         parts, local = self._part_of[rows], self._local[rows]
+        for name in [n for n in big if n in SHARDED]:
+            data = self._fast.read(self.parts, parts, local, name)
+            if data is not None:
+                out[name] = data
+                big.remove(name)
         order = np.argsort(parts, kind="stable")
         bounds = np.flatnonzero(np.diff(parts[order])) + 1
         for group in np.split(order, bounds) if len(order) else []:
@@ -318,6 +341,15 @@ class DatasetReader(Sequence):
                 shape = self._array(0, name).shape[1:] if self.parts else ()
                 out[name] = np.zeros((0, *shape), dtype=ARRAYS[name][0])
         return {name: out[name] for name in fields}
+
+    def read_into(self, indices: Iterable[int] | np.ndarray, name: str, out: np.ndarray) -> np.ndarray:
+        """Read array ``name`` of the given frames into ``out`` (``(len, *frame)``, e.g. a batch
+        in shared memory) and return it; decoded in place, without a copy, where
+        :mod:`storage.fastread` reads the array."""
+        rows = self._rows[self._positions(indices)]
+        if name not in SHARDED or self._fast.read(self.parts, self._part_of[rows], self._local[rows], name, out) is None:
+            out[...] = self.read_batch(indices, fields=(name,))[name]
+        return out
 
     def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
         if not isinstance(index, (int, np.integer)):

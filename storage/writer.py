@@ -48,6 +48,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from . import colpack
 from .errors import (ConfigMismatch, IntegrityError, PartConflict, PartExists, RepairNeeded, SchemaTooOld,
                      StoreError, StoreLocked)
 from .layout import (
@@ -714,7 +715,8 @@ class PartBuilder:
                                       [k[5:] for k in self._arrays if k.startswith("meta/")])
         try:
             try:
-                self._group.attrs.update({"frames": info.frames, "extra": info.extra})
+                self._group.attrs.update({"frames": info.frames, "extra": info.extra,
+                                          colpack.ATTR: colpack.pack(colpack.read_back(self._arrays))})
             except Exception as e:
                 raise StoreError(f"{writer.url}: writing part {self.part_id} failed: {e!r}") from e
             if writer._loc.local:

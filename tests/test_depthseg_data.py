@@ -39,7 +39,7 @@ def test_split_selection_and_spoof_depth(store):
     assert len(print_dev) == SPLIT_FRAMES["dev"] and not print_dev.is_live.any()
     assert len(FrameDataset(reader, lambda r: r.filter(subject="biden"))) == sum(SPLIT_FRAMES.values())
 
-    batch = train.__getitems__(list(range(n_train)))
+    batch = train.read_batch(list(range(n_train)))
     assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (n_train, 128, 128, 3)
     live = batch["is_live"].numpy()
     assert live.sum() == 6 * SPLIT_FRAMES["train"]
@@ -74,7 +74,7 @@ def test_loader_workers_match_main_process(store):
 
 def test_prepare_batch_labels(store):
     ds = FrameDataset(store, "train")
-    raw = ds.__getitems__([0, 5, 9, 31])
+    raw = ds.read_batch([0, 5, 9, 31])
     b = prepare_batch(raw, "cpu", input_size=64, label_size=32, num_classes=8)
     assert b.image.shape == (4, 3, 64, 64) and b.image.dtype == torch.float32
     assert 0 <= float(b.image.min()) and float(b.image.max()) <= 1
@@ -94,7 +94,7 @@ def _flat_cfg(**kw) -> AugmentConfig:
 
 def test_augment_geometry_shared_and_photometric_image_only(store):
     ds = FrameDataset(store, "train")
-    b = prepare_batch(ds.__getitems__(list(range(8))), "cpu", input_size=64, label_size=32, num_classes=8)
+    b = prepare_batch(ds.read_batch(list(range(8))), "cpu", input_size=64, label_size=32, num_classes=8)
 
     # flip with p=1 is an exact mirror of both
     img, dep = augment_batch(b.image, b.depth, _flat_cfg(hflip_p=1.0), torch.Generator().manual_seed(0))

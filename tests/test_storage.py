@@ -106,9 +106,10 @@ def test_sorted_batch_reads_equal_random_access(store, monkeypatch):
         frame = r[int(i)]
         for name in ("image", "depth", "landmarks", "label"):
             np.testing.assert_array_equal(batch[name][k], frame[name])
-    # each (part, array) was read at most once, with strictly increasing row indices
+    # each (part, array) was read at most once, with strictly increasing row indices (image and
+    # depth do not go through zarr's selection: storage.fastread reads their shards directly)
     keys = [p for p, _ in batch_calls]
-    assert len(keys) == len(set(keys)) == 3 * len({pid for pid in r.part_ids[idx]})
+    assert len(keys) == len(set(keys)) == 1 * len({pid for pid in r.part_ids[idx]})
     for _, sel in batch_calls:
         assert np.all(np.diff(sel) > 0)
     # a filtered view reads the same frames as the full reader
