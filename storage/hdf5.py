@@ -52,7 +52,7 @@ import numpy as np
 import zarr
 from h5py import h5d, h5z
 
-from .errors import HDF5ImportError, StoreError, UnsafeHDF5
+from .errors import HDF5ImportError, IntegrityError, StoreError, UnsafeHDF5
 from .layout import (
     ARRAYS,
     FRAMES_PER_SHARD,
@@ -118,7 +118,12 @@ def _export_part(reader: Any, p: int, columns: dict[str, np.ndarray], start: int
                  dst: h5py.Group, compression: str) -> None:
     """Write frames ``rows`` (local) of part ``p`` into ``dst``, big arrays in bounded blocks."""
     info = reader.parts[p]
-    shapes = {name: reader._part_group(info)[name].shape[1:] for name in BIG_ARRAYS}
+    group = reader._part_group(info)
+    missing = [name for name in BIG_ARRAYS if name not in group]
+    if missing:
+        raise IntegrityError(f"{reader.url}: part {info.part_id}: arrays {', '.join(missing)} are missing "
+                             f"from {info.path}")
+    shapes = {name: group[name].shape[1:] for name in BIG_ARRAYS}
     out = {name: _create_dataset(dst, name, (len(rows), *shapes.get(name, ())), dtype, dims,
                                  name in SHARDED, compression) for name, (dtype, dims) in ARRAYS.items()}
     frame_bytes = 4 * max(1, math.prod(shapes["depth"]))
@@ -342,10 +347,16 @@ class _Checker:
         out["config"] = self.json_attr(f, "config", "/", dict)
         if config_hash(out["config"]) != out["config_hash"]:
             raise self.bad("/", f"config does not match its config_hash {out['config_hash']!r}")
-        members = self.members(f, "/")
-        if set(members) - {"parts"} or members.get("parts", h5py.Group) is not h5py.Group:
-            raise self.unsafe("/", f"unknown objects {sorted(set(members) - {'parts'})} (only /parts)")
+        self.expect(self.members(f, "/"), {"parts": h5py.Group}, "")
         return out
+
+    def expect(self, members: dict[str, type], want: dict[str, type], where: str) -> None:
+        """Refuse a group whose members are not exactly ``want`` (name -> Group/Dataset)."""
+        for name in sorted(set(members) | set(want)):
+            if name not in want:
+                raise self.unsafe(f"{where}/{name}", "unknown object (the exporter never writes it)")
+            if members.get(name) is not want[name]:
+                raise self.bad(f"{where}/{name}", f"missing or not a {want[name].__name__}")
 
     def part(self, group: h5py.Group, name: str, cfg_hash: str) -> _Part:
         where = f"/parts/{name}"
@@ -360,11 +371,8 @@ class _Checker:
         attrs["versions"] = self.json_attr(group, "versions", where, dict)
         attrs["extra"] = self.json_attr(group, "extra", where, dict)
         n = self.attr(group, "frames", where, "int")
-        members = self.members(group, where)
         want = {**{a: h5py.Dataset for a in ARRAYS}, "qc": h5py.Group, "meta": h5py.Group}
-        if members != want:
-            raise self.unsafe(where, f"holds {sorted(members)}; expected datasets {sorted(ARRAYS)} "
-                                     "and groups qc, meta")
+        self.expect(self.members(group, where), want, where)
         image = group["image"]
         size = image.shape[1] if image.ndim == 4 else -1
         if not 1 <= size <= MAX_SIZE:
@@ -392,8 +400,6 @@ def _plan(f: h5py.File, path: str, max_bytes: int) -> tuple[dict[str, Any], list
     """Validate the whole file (metadata only); returns its root attributes and its parts."""
     check = _Checker(path, max_bytes)
     root = check.root(f)
-    if "parts" not in f:
-        raise check.bad("/", "no /parts group")
     parts_group = f["parts"]
     names = list(check.members(parts_group, "/parts"))
     parts = [check.part(parts_group[name], name, root["config_hash"]) for name in names]
