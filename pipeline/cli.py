@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+<<<<<<< HEAD
 import errno
 import importlib
+=======
+import contextlib
+>>>>>>> hdf5
 import json
 import logging
 import math
@@ -208,22 +212,44 @@ def _add_hdf5(sub) -> None:
     p.set_defaults(func=lambda a: _export(a))
     q = sub.add_parser("import-hdf5", help="turn an exported HDF5 file back into a store")
     q.add_argument("h5")
-    q.add_argument("store")
+    q.add_argument("store", help="a new store (must not exist, or be an empty folder)")
+    q.add_argument("--max-gib", type=_gib, help="refuse files declaring more uncompressed data (default 64)")
     q.set_defaults(func=lambda a: _import(a))
+
+
+@contextlib.contextmanager
+def _hdf5_errors(what: str):
+    """HDF5/file-system errors of an export or import as a StoreError (one line, exit 2)."""
+    from storage import StoreError
+
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError) as e:
+        raise StoreError(f"{what}: {e}") from e
+
+
+def _gib(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, got {text!r}")
+    return value
 
 
 def _export(args) -> int:
     from storage.hdf5 import export_hdf5
 
-    export_hdf5(args.store, args.out, split=args.split)
+    with _hdf5_errors(f"exporting {args.store} to {args.out}"):
+        export_hdf5(args.store, args.out, split=args.split)
     echo(f"wrote {args.out}")
     return 0
 
 
 def _import(args) -> int:
-    from storage.hdf5 import import_hdf5
+    from storage.hdf5 import DEFAULT_MAX_BYTES, import_hdf5
 
-    import_hdf5(args.h5, args.store)
+    max_bytes = DEFAULT_MAX_BYTES if args.max_gib is None else int(args.max_gib * 2**30)
+    with _hdf5_errors(f"importing {args.h5} into {args.store}"):
+        import_hdf5(args.h5, args.store, max_bytes=max_bytes)
     echo(f"wrote {args.store}")
     return 0
 

@@ -41,6 +41,21 @@ class IntegrityError(StoreError):
     reason = "integrity"
 
 
+class HDF5ImportError(StoreError):
+    """An HDF5 file cannot be imported: not an export of this package, or damaged or
+    inconsistent (the message names the file and the dataset)."""
+
+    reason = "hdf5-import"
+
+
+class UnsafeHDF5(HDF5ImportError):
+    """An HDF5 file uses a feature that would make an import read outside the file or without
+    bounds (external storage or links, virtual datasets, object/compound/enum/reference types,
+    unknown objects, undeclared filters); refused before any data is read."""
+
+    reason = "unsafe-hdf5"
+
+
 class PartExists(StoreError):
     """The part is already committed with the same input checksum and config (nothing to do)."""
 

@@ -416,7 +416,7 @@ class DatasetWriter:
 
     def begin_part(self, part_id: str, *, input_checksum: str, extra: dict | None = None,
                    overwrite: bool = False, replace: bool = False, versions: dict | None = None,
-                   created: str | None = None) -> PartBuilder:
+                   created: str | None = None, frames: int | None = None) -> PartBuilder:
         """Start writing one part frame chunk by frame chunk; returns its :class:`PartBuilder`.
 
         Nothing is visible until :meth:`PartBuilder.commit` (same atomic commit as
@@ -427,10 +427,14 @@ class DatasetWriter:
         ``replace``), so a caller learns it before decoding anything; both checks are repeated
         at commit. Memory use
         stays O(chunk + one shard), independent of the part's length (see :class:`PartBuilder`).
+        ``frames``: the part's length when known in advance (copying a part): shards and chunks
+        are then sized as :meth:`write_part` sizes them, so the copy's files are identical.
         """
+        n = FRAMES_PER_CHUNK if frames is None else frames
         return self._begin(part_id, input_checksum=input_checksum, extra=extra, overwrite=overwrite,
                            replace=replace, versions=versions, created=created, allow_empty=False,
-                           frames_per_shard=FRAMES_PER_SHARD, frames_per_chunk=FRAMES_PER_CHUNK)
+                           frames_per_shard=max(1, min(n, FRAMES_PER_SHARD)),
+                           frames_per_chunk=max(1, min(n, FRAMES_PER_CHUNK)))
 
     def _begin(self, part_id: str, *, input_checksum: str, extra: dict | None, overwrite: bool,
                replace: bool, versions: dict | None, created: str | None, allow_empty: bool, frames_per_shard: int,
