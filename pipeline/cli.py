@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-<<<<<<< HEAD
+import contextlib
 import errno
 import importlib
-=======
-import contextlib
->>>>>>> hdf5
 import json
 import logging
 import math
@@ -213,7 +210,7 @@ def _add_hdf5(sub) -> None:
     q = sub.add_parser("import-hdf5", help="turn an exported HDF5 file back into a store")
     q.add_argument("h5")
     q.add_argument("store", help="a new store (must not exist, or be an empty folder)")
-    q.add_argument("--max-gib", type=_gib, help="refuse files declaring more uncompressed data (default 64)")
+    q.add_argument("--max-gib", type=_number(float, low=0, low_open=True), help="refuse files declaring more uncompressed data (default 64)")
     q.set_defaults(func=lambda a: _import(a))
 
 
@@ -226,13 +223,6 @@ def _hdf5_errors(what: str):
         yield
     except (OSError, ValueError, RuntimeError) as e:
         raise StoreError(f"{what}: {e}") from e
-
-
-def _gib(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, got {text!r}")
-    return value
 
 
 def _export(args) -> int:
