@@ -163,10 +163,10 @@ class FrameReader:
     def _read_frame(self, arr: ShardedArray, part_id: str, name: str, row: int, dest: np.ndarray,
                     files: dict[str, int]) -> None:
         def damaged(problem: str) -> IntegrityError:
-            return IntegrityError(f"{self.url}: part {part_id} frame {row}: {name} {problem}")
+            return IntegrityError(f"{self.url}: part {part_id}: {name} of frame(s) {row} cannot be read: {problem}")
 
         if not 0 <= row < arr.shape[0]:
-            raise damaged(f"is out of range (the array has {arr.shape[0]} frames)")
+            raise damaged(f"frame is out of range (the array has {arr.shape[0]} frames)")
         shard, inner = divmod(row, arr.frames_per_shard)
         path = arr.shard_file(shard)
         index = self._index(arr, shard, path, damaged)

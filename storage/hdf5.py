@@ -67,6 +67,7 @@ from .layout import (
     check_part_id,
     config_hash,
     fsync_dir,
+    required_columns,
     token,
 )
 from .reader import BIG_ARRAYS, open_dataset
@@ -133,7 +134,7 @@ def _export_part(reader: Any, p: int, columns: dict[str, np.ndarray], start: int
         for name in BIG_ARRAYS:
             _put(out[name], a, batch[name])
     _put(out["fit_residual"], 0, columns["fit_residual"][rows])
-    kinds = info.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
+    kinds = info.columns or required_columns(reader.schema_version)
     for kind in ("qc", "meta"):
         sub = dst.create_group(kind)
         for name in sorted(kinds.get(kind, [])):
@@ -228,6 +229,7 @@ class _Checker:
         self.path = path
         self.max_bytes = max_bytes
         self.declared = 0
+        self.schema_version = SCHEMA_VERSION  # the file's, once root() has read it
 
     def unsafe(self, where: str, problem: str) -> UnsafeHDF5:
         return UnsafeHDF5(f"{self.path}: {where}: {problem}; refusing to import")
@@ -339,6 +341,7 @@ class _Checker:
         if fmt != FORMAT:
             raise self.bad("/", f"not a {FORMAT} file (format attribute {fmt!r})")
         out: dict[str, Any] = {"schema_version": self.attr(f, "schema_version", "/", "int")}
+        self.schema_version = out["schema_version"]
         if not 1 <= out["schema_version"] <= SCHEMA_VERSION:
             raise self.bad("/", f"schema version {out['schema_version']} is not one this package reads "
                                 f"(1..{SCHEMA_VERSION})")
@@ -382,7 +385,9 @@ class _Checker:
         part = _Part(name, n, size, attrs)
         for key, (dtype, _) in ARRAYS.items():
             part.datasets[key] = self.dataset(group[key], f"{where}/{key}", dtype, shapes[key])
-        for kind, required in (("qc", QC_COLUMNS), ("meta", META_COLUMNS)):
+        have = required_columns(self.schema_version)  # a schema-1 export has no meta/source
+        for kind, all_required in (("qc", QC_COLUMNS), ("meta", META_COLUMNS)):
+            required = {k: v for k, v in all_required.items() if k in have[kind]}
             sub = group[kind]
             cols = self.members(sub, f"{where}/{kind}")
             missing = sorted(set(required) - set(cols))
@@ -429,6 +434,8 @@ def _read_block(group: h5py.Group, part: _Part, start: int, stop: int) -> PartDa
                                   f"read: {e}") from e
     cols = {kind: {k.split("/", 1)[1]: v for k, v in values.items() if k.startswith(f"{kind}/")}
             for kind in ("qc", "meta")}
+    if "source" not in cols["meta"]:  # migrating a schema-1 export: the part's recorded input
+        cols["meta"]["source"] = np.full(stop - start, str(part.attrs["extra"].get("source", "")))
     return PartData(**{k: values[k] for k in ARRAYS}, qc=cols["qc"], meta=cols["meta"])
 
 

@@ -139,6 +139,15 @@ META_COLUMNS: dict[str, np.dtype] = {
     "split": STR,
     "source": STR,
 }
+#: meta columns a schema-1 part does not have (its manifest ``columns`` {} means the others)
+META_SINCE_SCHEMA_2 = ("source",)
+
+
+def required_columns(schema_version: int) -> dict[str, list[str]]:
+    """The qc/meta column names a part of ``schema_version`` has when its manifest entry's
+    ``columns`` is ``{}``: ``QC_COLUMNS`` and ``META_COLUMNS`` (schema 1: without ``source``)."""
+    meta = [c for c in META_COLUMNS if schema_version >= 2 or c not in META_SINCE_SCHEMA_2]
+    return {"qc": list(QC_COLUMNS), "meta": meta}
 
 _PART_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _COLUMN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

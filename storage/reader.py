@@ -46,6 +46,7 @@ from .layout import (
     manifest_lost,
     part_dir,
     read_manifest,
+    required_columns,
 )
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,9 @@ def _empty_columns() -> dict[str, np.ndarray]:
     return cols
 
 
-def _column_paths(part: PartInfo) -> dict[str, str]:
+def _column_paths(part: PartInfo, schema_version: int) -> dict[str, str]:
     """A part's per-frame columns in reader order (meta, qc, fit_residual): name -> array path."""
-    columns = part.columns or {"qc": list(QC_COLUMNS), "meta": list(META_COLUMNS)}
+    columns = part.columns or required_columns(schema_version)
     paths = {name: f"{kind}/{name}" for kind in ("meta", "qc") for name in columns.get(kind, [])}
     paths["fit_residual"] = "fit_residual"
     return paths
@@ -152,7 +153,7 @@ class DatasetReader(Sequence):
     def _load_columns(self) -> list[dict[str, np.ndarray]]:
         """Every part's per-frame columns: packed in its ``zarr.json`` (:mod:`storage.colpack`),
         else (parts written before that) read from its arrays concurrently on zarr's event loop."""
-        packed = colpack.load(self._loc, self.parts, [list(_column_paths(p)) for p in self.parts])
+        packed = colpack.load(self._loc, self.parts, [list(_column_paths(p, self.schema_version)) for p in self.parts])
         limit = asyncio.Semaphore(64)
 
         async def read(store: Any, path: str) -> np.ndarray:
@@ -162,7 +163,7 @@ class DatasetReader(Sequence):
 
         async def part_columns(part: PartInfo) -> dict[str, np.ndarray]:
             store = self._store(part)
-            paths = _column_paths(part)
+            paths = _column_paths(part, self.schema_version)
             values = await asyncio.gather(*(read(store, p) for p in paths.values()), return_exceptions=True)
             failed = [v for v in values if isinstance(v, BaseException)]
             if failed:

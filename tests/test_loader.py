@@ -2,9 +2,9 @@
 with zarr and damage-detecting; FrameDataset under a plain torch DataLoader and make_loader;
 per-frame columns packed at commit (storage.colpack).
 
-Stores are written by the real writer from the shared face photos; the "schema 2" stores are
-the same stores with image/depth rewritten the way the store-integrity work writes them (zstd
-then crc32c per chunk, every chunk written), small shards so that reads cross shard files.
+Stores are written by the real writer from the shared face photos (schema 2: zstd then crc32c
+per chunk, every chunk written), with image/depth rewritten into small shards so that reads cross
+shard files; the schema-1 store is the real one of tests/helpers/old_store.py.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from depthseg.data import FrameDataset, make_loader
 from storage import colpack
 from storage.fastread import FrameReader
 from storage.layout import ARRAYS
+from tests.helpers.old_store import extract_schema1_store
 from tests.helpers.stores import write_store
 from tests.helpers.train_store import make_store
 
@@ -64,9 +65,8 @@ def no_zarr_selection(monkeypatch) -> None:
 
 @pytest.fixture(scope="module")
 def v1_store(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("loader") / "v1.zarr"
-    write_store(path)  # vid-b is spoof with all-zero depth: zarr wrote none of its depth chunks
-    return path
+    # a real schema-1 store: old-spoof's all-zero depth was never written (no chunk at all)
+    return extract_schema1_store(tmp_path_factory.mktemp("loader"))
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +93,10 @@ def test_fast_reads_bit_exact_with_zarr(which, request, monkeypatch):
         out = np.empty_like(want[name])
         assert r.read_into(rows, name, out) is out
         np.testing.assert_array_equal(out, want[name])
-    view = r.filter(split="test")  # views map their positions to the right part and row
-    np.testing.assert_array_equal(view.read_batch([2, 0], ("image",))["image"],
+    view = r.filter(label="live")  # views map their positions to the right part and row
+    np.testing.assert_array_equal(view.read_batch([1, 0], ("image",))["image"],
                                   want["image"][[np.flatnonzero(rows == i)[0] for i in
-                                                 np.flatnonzero(r.meta["split"] == "test")[[2, 0]]]])
+                                                 np.flatnonzero(r.meta["label"] == "live")[[1, 0]]]])
 
 
 def _shard(path: Path, part: str, name: str, shard: int) -> Path:
@@ -118,40 +118,40 @@ def test_damage_raises_naming_part_and_frame(v2_store, tmp_path):
     raw = bytearray(f.read_bytes())
     raw[100] ^= 0x40
     f.write_bytes(raw)
-    with pytest.raises(storage.IntegrityError, match=r"part vid-a frame 0: image chunk .* damaged \(crc32c"):
+    with pytest.raises(storage.IntegrityError, match=r"part vid-a: image of frame\(s\) 0 cannot be read: chunk .* damaged \(crc32c"):
         r.read_batch(rows["vid-a"][:2], ("image",))
     np.testing.assert_array_equal(r.read_batch(rows["vid-a"][3:4], ("image",))["image"],  # other shards fine
                                   zarr_frames(r, rows["vid-a"][3:4], "image"))
     # a deleted shard file: missing chunks raise, never read as zeros
     _shard(path, "vid-c", "image", 1).unlink()
-    with pytest.raises(storage.IntegrityError, match=r"part vid-c frame 3: image chunk is missing \(no shard file"):
+    with pytest.raises(storage.IntegrityError, match=r"part vid-c: image of frame\(s\) 3 cannot be read: chunk is missing \(no shard file"):
         r.read_batch(rows["vid-c"][[0, 3]], ("image",))
     # a flipped byte in a shard index
     f = _shard(path, "vid-b", "depth", 0)
     raw = bytearray(f.read_bytes())
     raw[-10] ^= 0x01
     f.write_bytes(raw)
-    with pytest.raises(storage.IntegrityError, match=r"part vid-b frame 1: depth shard .* damaged index"):
+    with pytest.raises(storage.IntegrityError, match=r"part vid-b: depth of frame\(s\) 1 cannot be read: shard .* damaged index"):
         r.read_batch(rows["vid-b"][1:2], ("depth",))
     # the same through the training loader
     ds = FrameDataset(storage.open_dataset(path), {"video_id": "vid-c"})
-    with pytest.raises(storage.IntegrityError, match="part vid-c frame 3"):
+    with pytest.raises(storage.IntegrityError, match=r"part vid-c: image of frame\(s\) 3"):
         list(make_loader(ds, 8))
 
 
-def test_damage_current_layout(v1_store, tmp_path):
+def test_damage_schema1_store(v1_store, tmp_path):
     path = _damaged(tmp_path, v1_store)
     r = storage.open_dataset(path)
-    rows = np.flatnonzero(r.part_ids == "vid-a")
-    f = _shard(path, "vid-a", "image", 0)
+    rows = np.flatnonzero(r.part_ids == "old-live")
+    f = _shard(path, "old-live", "image", 0)
     raw = f.read_bytes()
     f.write_bytes(raw[:-3])  # truncated: the index (at the end) no longer checks
-    with pytest.raises(storage.IntegrityError, match=r"part vid-a frame 2: image shard .* damaged index"):
-        r.read_batch(rows[2:3], ("image",))
-    # schema 1 does not write all-zero chunks (vid-b's spoof depth): strict reading calls them missing
+    with pytest.raises(storage.IntegrityError, match=r"part old-live: image of frame\(s\) 1 cannot be read: shard .* damaged index"):
+        r.read_batch(rows[1:2], ("image",))
+    # schema 1 does not write all-zero chunks (old-spoof's depth): strict reading calls them missing
     strict = FrameReader(str(path), str(path), strict=True)
-    part_b = [p for p in r.parts if p.part_id == "vid-b"]
-    with pytest.raises(storage.IntegrityError, match=r"part vid-b frame 0: depth chunk is missing"):
+    part_b = [p for p in r.parts if p.part_id == "old-spoof"]
+    with pytest.raises(storage.IntegrityError, match=r"part old-spoof: depth of frame\(s\) 0 cannot be read: chunk is missing"):
         strict.read(part_b, np.zeros(1, np.int64), np.zeros(1, np.int64), "depth")
 
 

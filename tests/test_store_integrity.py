@@ -75,7 +75,7 @@ def test_repair_rebuilds_verifies_and_quarantines(tmp_path, capsys):
     written = write_store(path)
     w = storage.DatasetWriter.open(path, CONFIG)
     replacement = make_part(3, seed=9, video_id="vid-a")
-    new = w.write_part("vid-a", replacement, input_checksum="changed")  # parts/vid-a is superseded
+    new = w.write_part("vid-a", replacement, input_checksum="changed", replace=True)  # parts/vid-a is superseded
     expected = _manifest(path)["parts"]
     _flip(_chunk(path, "vid-b", "image", "c", "0", "0", "0", "0"))
     (path / "manifest.json").write_text("{broken")
@@ -116,7 +116,7 @@ def test_hostile_manifest_path_refused_everywhere(tmp_path, capsys, bad):
     assert any("vid-a" in p and "path" in p for p in storage.verify(path))
     with pytest.raises(storage.IntegrityError, match="vid-a"):
         w = storage.DatasetWriter.open(path, CONFIG)
-        w.write_part("vid-a", make_part(2, seed=3), input_checksum="new")  # main: rmtree(bad)
+        w.write_part("vid-a", make_part(2, seed=3), input_checksum="new", replace=True)  # main: rmtree(bad)
     _one_line_error(capsys, ["inspect", str(path)], "vid-a")
     assert tree_snapshot(tmp_path) == before
 
@@ -132,7 +132,7 @@ def test_symlinked_part_folder_is_not_followed(tmp_path):
         storage.open_dataset(path)
     assert any("part vid-a" in p and "outside" in p for p in storage.verify(path))
     with pytest.raises(storage.IntegrityError, match="outside"):
-        storage.DatasetWriter.open(path, CONFIG).write_part("vid-a", make_part(2, seed=3), input_checksum="n")
+        storage.DatasetWriter.open(path, CONFIG).write_part("vid-a", make_part(2, seed=3), input_checksum="n", replace=True)
     assert tree_snapshot(tmp_path) == before
     from storage.layout import safe_remove  # here: on the code of main the module has none
 
@@ -199,8 +199,9 @@ def test_damage_raises_on_every_read_path(tmp_path, damage):
         _flip(_chunk(path, "vid-b", "depth", "c", "0", "0", "0"), at=5)  # inside frame 0's chunk
     else:
         _chunk(path, "vid-b", "meta", "label", "c", "0").unlink()
-        with pytest.raises(storage.IntegrityError, match="part vid-b"):
-            storage.open_dataset(path)
+        # readers take the columns from the copy packed in the part's zarr.json at commit
+        # (storage.colpack), never fill values; verify still reports the damaged array
+        assert set(storage.open_dataset(path).filter(video_id="vid-b").meta["label"]) == {"spoof"}
         assert any(p.startswith("part vid-b") for p in storage.verify(path))
         return
     field = "depth" if "depth" in damage or damage == "delete-shard" else "image"
@@ -225,7 +226,8 @@ def test_open_reader_keeps_reading_a_replaced_part(tmp_path):
     r = storage.open_dataset(path)
     rows = [i for i, pid in enumerate(r.part_ids) if pid == "vid-a"]
     np.testing.assert_array_equal(r.read_batch(rows[:1])["image"], written["vid-a"].image[:1])  # arrays open
-    storage.DatasetWriter.open(path, CONFIG).write_part("vid-a", make_part(2, seed=7), input_checksum="new")
+    storage.DatasetWriter.open(path, CONFIG).write_part("vid-a", make_part(2, seed=7), input_checksum="new",
+                                                                 replace=True)
     batch = r.read_batch(rows)  # the old version, whole: never zeros
     np.testing.assert_array_equal(batch["image"], written["vid-a"].image)
     np.testing.assert_array_equal(batch["depth"], written["vid-a"].depth)
@@ -264,10 +266,11 @@ def test_schema1_store_read_with_warning_and_refused_for_writing(tmp_path, caplo
     assert storage.verify(path) == []
     h5 = tmp_path / "old.h5"
     assert cli.main(["export-hdf5", str(path), str(h5)]) == 0
-    _one_line_error(capsys, ["import-hdf5", str(h5), str(path)], "schema 1")
+    _one_line_error(capsys, ["import-hdf5", str(h5), str(path)], "not an empty folder")  # never into it
     assert _outside_staging(path) == before
     new = tmp_path / "new.zarr"  # the migration the warning names
     assert cli.main(["import-hdf5", str(h5), str(new)]) == 0
     assert storage.open_dataset(new).schema_version == 2 and storage.verify(new) == []
     migrated = storage.open_dataset(new).read_batch(range(5))["image"]
     np.testing.assert_array_equal(migrated, r.read_batch(range(5))["image"])
+    assert "source" in storage.open_dataset(new).columns  # schema 2 column, filled on migration
