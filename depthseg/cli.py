@@ -89,7 +89,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import cv2
 
-    from pipeline.process import PreprocessConfig
+    from pipeline.run.process import PreprocessConfig
 
     from .inference import depth_panel, predict_media
     from .trainer import load_checkpoint

@@ -29,9 +29,9 @@ class MediaPrediction:
 
 def predict_media(model, meta: dict, path: str, preprocess_cfg, *, batch_size: int = 32) -> MediaPrediction:
     """Detect, crop and score every sampled frame of ``path`` (an image, image folder or video)."""
-    from pipeline.items import WorkItem
-    from pipeline.process import extract_faces, get_engines
-    from pipeline.timing import StageTimer
+    from pipeline.io.items import WorkItem
+    from pipeline.run.process import extract_faces, get_engines
+    from pipeline.run.timing import StageTimer
 
     from .predict import predict_crops
 

@@ -15,7 +15,7 @@ when growing).
 Pretrained encoders: ``encoder_weights=None`` (default) never touches the network.
 A name such as ``"imagenet"`` is looked up **only in local caches** (the Hugging Face hub
 cache smp downloads to, then ``<model dir>/smp/<encoder>.<weights>.safetensors``); when the
-file is in neither, :class:`~pipeline.errors.ModelAssetMissing` says where it was looked
+file is in neither, :class:`~pipeline.base.errors.ModelAssetMissing` says where it was looked
 for and how to get it. A path to a ``.safetensors`` / ``.pt`` encoder state dict also works.
 """
 
@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.assets import resolve_model_dir
-from pipeline.errors import ConfigError, ModelAssetMissing
-from pipeline.registry import Registry
+from pipeline.base.assets import resolve_model_dir
+from pipeline.base.errors import ConfigError, ModelAssetMissing
+from pipeline.base.registry import Registry
 
 from .labels import DEFAULT_LABEL_SIZE, DEFAULT_NUM_CLASSES, check_num_classes
 
@@ -144,7 +144,7 @@ def build_model(
             state dict file.
         in_size: side of the input images (a multiple of the encoder's output stride).
         model_dir: where ``smp/<encoder>.<weights>.safetensors`` may be found (see
-            :func:`pipeline.assets.resolve_model_dir`).
+            :func:`pipeline.base.assets.resolve_model_dir`).
     """
     k = check_num_classes(num_classes)
     if label_size < 1 or in_size < 1:

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 
 import storage
-from pipeline.errors import ConfigError
+from pipeline.base.errors import ConfigError
 
 from .augment import AugmentConfig
 from .data import FrameDataset, make_loader, prepare_batch
