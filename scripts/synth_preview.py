@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.synth.generator import ClipSpec, SynthConfig, SynthGenerator  # noqa: E402
+from pipeline.synth.generator import SynthGenerator  # noqa: E402
+from pipeline.synth.plan import ClipSpec, SynthConfig  # noqa: E402
 
 
 def contact_sheet(gen: SynthGenerator, subject: str, scale: float = 0.5) -> Image.Image:

@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.base.errors import ModelAssetMissing
 
 ENV_VAR = "DEPTHSEG_MODEL_DIR"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # pipeline/base/assets.py -> the checkout
 
 #: where each known asset comes from, shown when it is missing
 SOURCES = {

@@ -1,10 +1,13 @@
-"""Batched z-buffer rasterisation of triangle meshes in torch (CPU and CUDA, same code).
+"""Batched z-buffer rasterisation of triangle meshes in torch (CPU and CUDA, same code): the one
+rasterizer of the project. :func:`rasterize_depth` gives depth buffers (the labels);
+:func:`rasterize` the same buffer on any ``H x W`` with the visible triangle and barycentrics per
+pixel (the textured re-rendering of :mod:`pipeline.synth`), optionally back-face culled.
 
 Conventions (see :mod:`pipeline.base.types`): vertices are ``(B, V, 3)`` with ``x, y`` in output
 pixels (x right, y down; pixel ``(row=i, col=j)`` has its centre at ``x = j, y = i``) and
 ``z`` in the same units, **larger z = closer**. A pixel is covered by a triangle when its
 centre lies inside or on the border of the triangle's 2D projection; the depth buffer keeps the
-largest (nearest) interpolated ``z`` over all covering triangles (no back-face culling).
+largest (nearest) interpolated ``z`` over all covering triangles.
 
 Algorithm (no per-triangle or per-face Python loop):
 
@@ -31,6 +34,7 @@ number of passes over per-pair and per-candidate arrays low and gathers whole ro
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +42,7 @@ from pipeline.base.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["rasterize_depth"]
+__all__ = ["Raster", "interpolate", "rasterize", "rasterize_depth"]
 
 #: candidate window sides: a box is evaluated on the smallest window holding it (sides between
 #: powers of two waste fewer candidates than power-of-two windows alone)
@@ -77,17 +81,7 @@ def rasterize_depth(
         ``(B, S, S)`` bool, True where a triangle covers the pixel centre.
         Triangles with a non-finite vertex or zero projected area are skipped.
     """
-    name = "rasterize_depth"
-    if vertices.ndim != 3 or vertices.shape[-1] != 3:
-        raise ConfigError(f"{name}: vertices must be (B, V, 3), got {tuple(vertices.shape)}")
-    if triangles.ndim != 2 or triangles.shape[-1] != 3:
-        raise ConfigError(f"{name}: triangles must be (T, 3), got {tuple(triangles.shape)}")
-    if int(size) < 1:
-        raise ConfigError(f"{name}: size must be >= 1, got {size}")
-    if max_window not in _SIZES:
-        raise ConfigError(f"{name}: max_window must be one of {_SIZES}, got {max_window}")
-    if not vertices.dtype.is_floating_point:
-        raise ConfigError(f"{name}: vertices must be floating point, got {vertices.dtype}")
+    _check("rasterize_depth", vertices, triangles, size, size, max_window)
     if vertices.dtype in (torch.float16, torch.bfloat16):
         z, mask = rasterize_depth(
             vertices.float(), triangles, size, max_window=max_window,
@@ -95,41 +89,93 @@ def rasterize_depth(
         )
         return z.to(vertices.dtype), mask
     size = int(size)
+    zbuf, _ = _zbuffer(vertices, triangles, size, size, max_window, chunk_candidates)
+    return _finish(zbuf, vertices.shape[0], size, size, max_window)
+
+
+def _check(name: str, vertices: torch.Tensor, triangles: torch.Tensor, height: int, width: int,
+           max_window: int) -> None:
+    if vertices.ndim != 3 or vertices.shape[-1] != 3:
+        raise ConfigError(f"{name}: vertices must be (B, V, 3), got {tuple(vertices.shape)}")
+    if triangles.ndim != 2 or triangles.shape[-1] != 3:
+        raise ConfigError(f"{name}: triangles must be (T, 3), got {tuple(triangles.shape)}")
+    if int(height) < 1 or int(width) < 1:
+        raise ConfigError(f"{name}: output size must be >= 1, got {height} x {width}")
+    if max_window not in _SIZES:
+        raise ConfigError(f"{name}: max_window must be one of {_SIZES}, got {max_window}")
+    if not vertices.dtype.is_floating_point:
+        raise ConfigError(f"{name}: vertices must be floating point, got {vertices.dtype}")
+
+
+def _zbuffer(
+    vertices: torch.Tensor,
+    triangles: torch.Tensor,
+    height: int,
+    width: int,
+    max_window: int,
+    chunk_candidates: int | None,
+    *,
+    front: int = 0,
+    winners: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Steps 1-3 of the module docstring into a flat z-buffer of ``B`` padded
+    ``(height + max_window - 1, width + max_window - 1)`` images (``-inf`` = uncovered); the
+    padding takes candidates beyond the image border, so they need no mask.
+
+    ``front`` = +1 / -1 keeps only triangles whose projected signed area
+    ``(v1 - v0) x (v2 - v0)`` has that sign (back-face culling), 0 keeps all. With ``winners``,
+    a second pass over the same candidates also returns, per buffer pixel, the flat pair id
+    ``b * T + t`` of the nearest covering triangle (ties: the larger id), -1 where none.
+    """
     dev, dtype = vertices.device, vertices.dtype
     if chunk_candidates is None:
         chunk_candidates = 2**23 if dev.type == "cuda" else 2**19
     bsz = vertices.shape[0]
     tris = triangles.to(device=dev, dtype=torch.long)
-    n_tri = tris.shape[0]
-    # the z-buffer has max_window - 1 extra columns / rows so that candidates beyond the image
-    # border land in padding (cropped at the end) instead of needing a mask
-    pad = size + max_window - 1
-    zbuf = torch.full((bsz * pad * pad,), float("-inf"), dtype=dtype, device=dev)
-    if bsz == 0 or n_tri == 0:
-        return _finish(zbuf, bsz, size, pad)
+    pad = (height + max_window - 1, width + max_window - 1)
+    zbuf = torch.full((bsz * pad[0] * pad[1],), float("-inf"), dtype=dtype, device=dev)
+    ids = torch.full_like(zbuf, -1, dtype=torch.long) if winners else None
+    if bsz == 0 or tris.shape[0] == 0:
+        return zbuf, ids
+    boxes = _boxes(vertices, tris, height, width, front)
+    ent = _entries(boxes, tris, max_window, pad, winners)
+    if ent is None:
+        return zbuf, ids
+    table, base, pair, counts, sizes = ent
+    chunks = list(_class_chunks(counts, sizes, pad[1], chunk_candidates, dev, dtype))
+    for c0, c1, grid, offset in chunks:
+        _eval_chunk(zbuf, table[c0:c1], base[c0:c1], grid, offset)
+    if winners:
+        for c0, c1, grid, offset in chunks:
+            _win_chunk(zbuf, ids, table[c0:c1], base[c0:c1], pair[c0:c1], grid, offset)
+    return zbuf, ids
 
-    # ---- per-(face, triangle) boxes on contiguous (B, T) planes (x, y only) ---------------
+
+def _boxes(vertices: torch.Tensor, tris: torch.Tensor, height: int, width: int, front: int) -> dict:
+    """Step 1: per-(face, triangle) boxes of candidate pixel centres, on contiguous ``(B, T)``
+    planes (x, y only); when fewer than half the pairs can cover a pixel centre (e.g. small
+    outputs), only those are kept (``pair_id``, else None: pair ``i`` is ``b * T + t = i``)."""
+    bsz, n_tri = vertices.shape[0], tris.shape[0]
     finite_v = torch.isfinite(vertices).all(-1)  # (B, V)
     all_finite = bool(finite_v.all())
     verts = vertices if all_finite else torch.where(finite_v.unsqueeze(-1), vertices, 0.0)
     planes = verts[..., :2].transpose(1, 2).contiguous()  # (B, 2, V)
     g = planes.index_select(2, tris.t().reshape(-1)).view(bsz, 2, 3, n_tri)  # coord, corner
     (x0, x1, x2), (y0, y1, y2) = g[:, 0].unbind(1), g[:, 1].unbind(1)
-    lim = float(4 * size + 8)  # clamp before the int conversion
+    lim = float(4 * max(height, width) + 8)  # clamp before the int conversion
     lox = torch.ceil(torch.minimum(torch.minimum(x0, x1), x2).clamp_(-lim, lim)).clamp_(min=0)
     loy = torch.ceil(torch.minimum(torch.minimum(y0, y1), y2).clamp_(-lim, lim)).clamp_(min=0)
     hix = torch.floor(torch.maximum(torch.maximum(x0, x1), x2).clamp_(-lim, lim))
     hiy = torch.floor(torch.maximum(torch.maximum(y0, y1), y2).clamp_(-lim, lim))
-    hix.clamp_(max=size - 1)
-    hiy.clamp_(max=size - 1)
+    hix.clamp_(max=width - 1)
+    hiy.clamp_(max=height - 1)
     keep = (hix >= lox) & (hiy >= loy)  # the box holds at least one pixel centre
     if not all_finite:
         keep &= finite_v[:, tris].all(-1)
-    n_pairs = bsz * n_tri
-    pair_id = None  # dense: pair i is flat b * T + t = i
-    if int(keep.sum()) * 2 < n_pairs:
-        # sparse (e.g. small outputs, where most triangles hit no pixel centre): set up only
-        # the kept pairs, gathered from the planes
+    if front:
+        keep &= ((x1 - x0) * (y2 - y0) - (y1 - y0) * (x2 - x0)) * front > 0
+    pair_id = None
+    if int(keep.sum()) * 2 < bsz * n_tri:
         pair_id = keep.view(-1).nonzero().squeeze(1)
         x0, x1, x2, y0, y1, y2, lox, loy, hix, hiy = (
             t.reshape(-1).index_select(0, pair_id)
@@ -142,14 +188,25 @@ def rasterize_depth(
         keep = None
     else:
         zp = verts[..., 2].index_select(1, tris.t().reshape(-1)).view(bsz, 3, n_tri).unbind(1)
+    return dict(verts=verts, corners=(x0, x1, x2, y0, y1, y2, *zp), box=(lox, loy, hix, hiy),
+                keep=keep, pair_id=pair_id)
+
+
+def _entries(boxes: dict, tris: torch.Tensor, max_window: int, pad: tuple[int, int], winners: bool):
+    """Step 2: plane tables ``(N, 4, 3)``, box origins ``(N,)`` (linear, padded buffer) and, with
+    ``winners``, flat pair ids ``(N,)`` of the boxes and tiles, grouped by window class in class
+    order; with the per-class counts and the window sides. None when no box covers a pixel."""
+    verts, keep, pair_id = boxes["verts"], boxes["keep"], boxes["pair_id"]
+    lox, loy, hix, hiy = boxes["box"]
+    dev, dtype = verts.device, verts.dtype
+    bsz, n_tri = verts.shape[0], tris.shape[0]
     w, h = hix - lox + 1, hiy - loy + 1
     large = (w > max_window) | (h > max_window)
     if keep is not None:
         large &= keep
 
-    # ---- size classes: a box of side in (sizes[k-1], sizes[k]] is evaluated on a sizes[k]
-    # window; key = class_h * ns + class_w, _SKIP for pairs that cover no pixel centre or are
-    # tiled -------------------------------------------------------------------------------
+    # size classes: a box of side in (sizes[k-1], sizes[k]] is evaluated on a sizes[k] window;
+    # key = class_h * ns + class_w, _SKIP for pairs that cover no pixel centre or are tiled
     sizes = [s for s in _SIZES if s <= max_window]
     ns = len(sizes)
     lut = torch.zeros(max_window + 1, dtype=torch.uint8, device=dev)
@@ -161,11 +218,10 @@ def rasterize_depth(
     skip = large if keep is None else large | ~keep
     key = key.masked_fill_(skip.view(-1), _SKIP)
 
-    # ---- plane tables of the pairs, set up at their box origins on contiguous planes; then
-    # laid out as one 12-value row per pair so the class-ordered gather moves whole rows ------
+    # plane tables set up at the box origins on contiguous planes, then laid out as one
+    # 12-value row per pair so the class-ordered gather moves whole rows
     refine = dtype == torch.float32
-    table, risky = _plane_table(x0, x1, x2, y0, y1, y2, *zp, lox, loy,
-                                span=(w - 1, h - 1) if refine else None)
+    table, risky = _plane_table(*boxes["corners"], lox, loy, span=(w - 1, h - 1) if refine else None)
     n_set = key.numel()
     table = table.view(12, n_set)
     if refine:
@@ -177,43 +233,60 @@ def rasterize_depth(
             table.index_copy_(1, fix, _pair_table64(verts, tris, pid, *lo).to(dtype))
     rows = table.t()  # (n_set, 12), strided: made contiguous by the cat / copy below
     face_origin = (torch.arange(bsz, device=dev).view(-1, 1) if pair_id is None
-                   else _floor_div(pair_id, n_tri)) * (pad * pad)
-    base = (face_origin + loy.long() * pad + lox.long()).view(-1)  # linear index of box origins
-
-    # ---- boxes larger than max_window are cut into max_window tiles (extra entries) ------
+                   else _floor_div(pair_id, n_tri)) * (pad[0] * pad[1])
+    base = (face_origin + loy.long() * pad[1] + lox.long()).view(-1)  # linear box origins
+    pair = None
+    if winners:
+        pair = torch.arange(n_set, device=dev) if pair_id is None else pair_id
     if bool(large.any()):
-        li = large.view(-1).nonzero().squeeze(1)
-        lbox = torch.stack([v.reshape(-1).index_select(0, li) for v in (lox, loy, hix, hiy)]).long()
-        nt = (lbox[2:] - lbox[:2] + max_window) // max_window  # (2, L) tiles in x, y
-        reps = nt[0] * nt[1]
-        src = torch.repeat_interleave(li if pair_id is None else pair_id.index_select(0, li), reps)
-        start = torch.cumsum(reps, 0) - reps
-        local = torch.arange(src.numel(), device=dev) - torch.repeat_interleave(start, reps)
-        ntx = torch.repeat_interleave(nt[0], reps)
-        lbox = torch.repeat_interleave(lbox, reps, dim=1)
-        tlo = lbox[:2] + torch.stack([local % ntx, local // ntx]) * max_window  # (2, Lt)
-        thi = torch.minimum(tlo + max_window - 1, lbox[2:])
-        twh = thi - tlo + 1
-        key = torch.cat([key, lut[twh[1]] * ns + lut[twh[0]]])
-        # tiles are few (large triangles): their tables are set up in float64 at the tile origin
-        tile_rows = _pair_table64(verts, tris, src, tlo[0], tlo[1]).to(dtype).t()
-        rows = torch.cat([rows, tile_rows])
-        base = torch.cat([base, (_floor_div(src, n_tri) * pad + tlo[1]) * pad + tlo[0]])
+        tkey, tile_rows, tbase, src = _tiles(verts, tris, (lox, loy, hix, hiy), large, pair_id,
+                                             max_window, pad, lut, ns)
+        key, rows, base = torch.cat([key, tkey]), torch.cat([rows, tile_rows]), torch.cat([base, tbase])
+        pair = None if pair is None else torch.cat([pair, src])
     else:
         rows = rows.contiguous()
 
-    # ---- group by class with one stable sort on the small key, then gather the rows and the
-    # box origins once, already in class order --------------------------------------------
+    # group by class with one stable sort on the small key, then gather the rows and the box
+    # origins once, already in class order (zero-area triangles have b0 = -1, zero gradients:
+    # they cover nothing)
     key_sorted, order = torch.sort(key, stable=True)
     counts = torch.bincount(key_sorted, minlength=_SKIP + 1)[: ns * ns].tolist()
     n_ent = sum(counts)
     if n_ent == 0:
-        return _finish(zbuf, bsz, size, pad)
+        return None
     sel = order[:n_ent]
-    table = rows.index_select(0, sel).view(-1, 4, 3)  # (N, 4, 3) rows b0, b1, b2, z
-    base = base.index_select(0, sel)
-    # zero-area triangles have b0 = -1, zero gradients: they cover nothing
+    pair = None if pair is None else pair.index_select(0, sel)
+    return rows.index_select(0, sel).view(-1, 4, 3), base.index_select(0, sel), pair, counts, sizes
 
+
+def _tiles(verts, tris, box, large, pair_id, max_window, pad, lut, ns):
+    """Boxes larger than ``max_window`` cut into ``max_window`` tiles: their class keys, plane
+    rows (few: set up in float64 at the tile origins), linear origins and flat pair ids."""
+    lox, loy, hix, hiy = box
+    dev, n_tri = verts.device, tris.shape[0]
+    li = large.view(-1).nonzero().squeeze(1)
+    lbox = torch.stack([v.reshape(-1).index_select(0, li) for v in (lox, loy, hix, hiy)]).long()
+    nt = (lbox[2:] - lbox[:2] + max_window) // max_window  # (2, L) tiles in x, y
+    reps = nt[0] * nt[1]
+    src = torch.repeat_interleave(li if pair_id is None else pair_id.index_select(0, li), reps)
+    start = torch.cumsum(reps, 0) - reps
+    local = torch.arange(src.numel(), device=dev) - torch.repeat_interleave(start, reps)
+    ntx = torch.repeat_interleave(nt[0], reps)
+    lbox = torch.repeat_interleave(lbox, reps, dim=1)
+    tlo = lbox[:2] + torch.stack([local % ntx, local // ntx]) * max_window  # (2, Lt)
+    thi = torch.minimum(tlo + max_window - 1, lbox[2:])
+    twh = thi - tlo + 1
+    key = lut[twh[1]] * ns + lut[twh[0]]
+    rows = _pair_table64(verts, tris, src, tlo[0], tlo[1]).to(verts.dtype).t()
+    base = (_floor_div(src, n_tri) * pad[0] + tlo[1]) * pad[1] + tlo[0]
+    return key, rows, base, src
+
+
+def _class_chunks(counts: list[int], sizes: list[int], row: int, chunk_candidates: int, dev, dtype):
+    """Step 3's loop: per window class ``(kh, kw)``, slices ``[c0, c1)`` of the class-ordered
+    entries of about ``chunk_candidates`` candidates, with the class's candidate grid ``(3, K)``
+    (rows ``1, i, j``) and linear offsets ``(1, K)`` in a buffer of ``row`` columns."""
+    ns = len(sizes)
     pos = 0
     for c_idx, cnt in enumerate(counts):
         if cnt == 0:
@@ -224,13 +297,11 @@ def rasterize_depth(
         )
         jl, il = jl.reshape(-1), il.reshape(-1)  # (K,) candidate offsets, K = kh * kw
         grid = torch.stack([torch.ones_like(il), il, jl]).to(dtype)  # (3, K)
-        offset = (jl * pad + il).view(1, -1)  # (1, K)
+        offset = (jl * row + il).view(1, -1)  # (1, K)
         per_chunk = max(1, chunk_candidates // (kh * kw))
         for c0 in range(pos, pos + cnt, per_chunk):
-            c1 = min(c0 + per_chunk, pos + cnt)
-            _eval_chunk(zbuf, table[c0:c1], base[c0:c1], grid, offset)
+            yield c0, min(c0 + per_chunk, pos + cnt), grid, offset
         pos += cnt
-    return _finish(zbuf, bsz, size, pad)
 
 
 def _pair_table64(
@@ -334,9 +405,109 @@ def _eval_chunk(
     )
 
 
+def _win_chunk(
+    zbuf: torch.Tensor,
+    ids: torch.Tensor,
+    table: torch.Tensor,
+    base: torch.Tensor,
+    pair: torch.Tensor,
+    grid: torch.Tensor,
+    offset: torch.Tensor,
+) -> None:
+    """The winner pass of :func:`_eval_chunk`'s candidates (same table, same products, so the
+    same z): where a candidate's z equals the finished buffer's, its pair id is max-reduced
+    into ``ids``."""
+    vals = torch.matmul(table, grid)
+    bmin = torch.minimum(torch.minimum(vals[:, 0], vals[:, 1]), vals[:, 2])
+    zc = vals[:, 3].masked_fill(bmin < 0, float("-inf")).view(-1)
+    lin = (base.view(-1, 1) + offset).view(-1)
+    win = (zc >= zbuf.index_select(0, lin)) & (zc > float("-inf"))
+    cand = torch.where(win, pair.view(-1, 1).expand(-1, offset.shape[1]).reshape(-1), -1)
+    ids.scatter_reduce_(0, lin, cand, reduce="amax", include_self=True)
+
+
 def _finish(
-    zbuf: torch.Tensor, bsz: int, size: int, pad: int
+    zbuf: torch.Tensor, bsz: int, height: int, width: int, max_window: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    zb = zbuf.view(bsz, pad, pad)[:, :size, :size]
+    zb = zbuf.view(bsz, height + max_window - 1, width + max_window - 1)[:, :height, :width]
     mask = zb > float("-inf")
     return torch.nan_to_num(zb, neginf=0.0), mask
+
+
+@dataclass(frozen=True)
+class Raster:
+    """Covered pixels of a batched rasterisation (:func:`rasterize`), in packed form.
+
+    ``pix`` ``(N,)`` int64 flat index into ``(B, H, W)``; ``face`` ``(N,)`` the batch index;
+    ``tri`` ``(N,)`` the visible triangle; ``bary`` ``(N, 3)`` its barycentric coordinates at the
+    pixel centre; ``z`` ``(N,)`` the depth buffer's value (larger = closer).
+    """
+
+    pix: torch.Tensor
+    face: torch.Tensor
+    tri: torch.Tensor
+    bary: torch.Tensor
+    z: torch.Tensor
+    batch: int
+    height: int
+    width: int
+
+    def mask(self) -> torch.Tensor:
+        """``(B, H, W)`` bool coverage."""
+        m = torch.zeros(self.batch * self.height * self.width, dtype=torch.bool, device=self.pix.device)
+        m[self.pix] = True
+        return m.view(self.batch, self.height, self.width)
+
+
+def rasterize(
+    vertices: torch.Tensor,
+    triangles: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    front: int = 0,
+    max_window: int = 16,
+    chunk_candidates: int | None = None,
+) -> Raster:
+    """The z-buffer of :func:`rasterize_depth` on a ``height x width`` output, with the visible
+    triangle and its barycentrics per covered pixel (for attribute interpolation, e.g. textures).
+
+    Same conventions and coverage rule; the nearest triangle wins (ties: the larger triangle
+    index). ``front`` = +1 / -1 keeps only triangles whose projected signed area
+    ``(v1 - v0) x (v2 - v0)`` (image x, y) has that sign (back-face culling); 0 keeps all.
+    The winner is found by a second pass over the same candidates (no per-candidate storage).
+    """
+    _check("rasterize", vertices, triangles, height, width, max_window)
+    height, width = int(height), int(width)
+    bsz, n_tri = vertices.shape[0], triangles.shape[0]
+    zbuf, ids = _zbuffer(vertices, triangles, height, width, max_window, chunk_candidates,
+                         front=front, winners=True)
+    pad = (height + max_window - 1, width + max_window - 1)
+    idv = ids.view(bsz, *pad)[:, :height, :width].reshape(-1)
+    zv = zbuf.view(bsz, *pad)[:, :height, :width].reshape(-1)
+    pix = (idv >= 0).nonzero().squeeze(1)
+    e = idv[pix]
+    hw = height * width
+    face = torch.div(pix, hw, rounding_mode="floor")
+    tri = e - face * n_tri
+    tv = vertices[face.view(-1, 1), triangles.to(vertices.device, torch.long)[tri]]  # (N, 3, 3)
+    x, y = tv[..., 0], tv[..., 1]
+    e1x, e1y = x[:, 1] - x[:, 0], y[:, 1] - y[:, 0]
+    e2x, e2y = x[:, 2] - x[:, 0], y[:, 2] - y[:, 0]
+    inv = 1.0 / (e1x * e2y - e1y * e2x)  # winners have a non-zero area
+    dx = (pix % width).to(vertices.dtype) - x[:, 0]
+    dy = torch.div(pix % hw, width, rounding_mode="floor").to(vertices.dtype) - y[:, 0]
+    b1 = (e2y * dx - e2x * dy) * inv
+    b2 = (e1x * dy - e1y * dx) * inv
+    bary = torch.stack([1 - b1 - b2, b1, b2], 1)
+    return Raster(pix, face, tri, bary, zv[pix], bsz, height, width)
+
+
+def interpolate(raster: Raster, triangles: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+    """Per-pixel attributes ``(N, C)`` from per-vertex ``attrs`` ``(V, C)`` or ``(B, V, C)``."""
+    tri = triangles.to(attrs.device, torch.long)[raster.tri]  # (N, 3)
+    if attrs.ndim == 2:
+        a = attrs[tri]  # (N, 3, C)
+    else:
+        a = attrs[raster.face[:, None], tri]
+    return (a * raster.bary[..., None].to(a.dtype)).sum(1)

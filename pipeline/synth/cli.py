@@ -1,4 +1,4 @@
-"""``depthseg-fas synth``: write the synthetic face anti-spoofing sample set (see :mod:`pipeline.synth.generator`).
+"""``depthseg-fas synth``: write the synthetic face anti-spoofing sample set (see :mod:`pipeline.synth`).
 
 Registered by :func:`pipeline.cli.build_parser` through :func:`register`.
 """
@@ -9,6 +9,10 @@ import argparse
 import logging
 import os
 import re
+
+from tqdm import tqdm
+
+from pipeline.cli import echo
 
 log = logging.getLogger("depthseg_fas.cli.synth")
 
@@ -47,10 +51,9 @@ def register(subparsers) -> None:
 
 def cmd_synth(args) -> int:
     """Run the generation with a tqdm bar (one step per clip); prints the manifest path."""
-    from tqdm import tqdm
-
-    from pipeline.cli import echo
-    from pipeline.synth.generator import CLIP_NAMES, SynthConfig, generate
+    # torch and the renderer load when the command runs, not when the CLI builds its parser
+    from pipeline.synth.generator import generate
+    from pipeline.synth.plan import CLIP_NAMES, SynthConfig
 
     width, height = args.size
     cfg = SynthConfig(

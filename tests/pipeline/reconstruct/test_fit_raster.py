@@ -18,7 +18,7 @@ import torch
 from pipeline.reconstruct.depth import DepthConfig, depth_label, render_depth, to_uint8
 from pipeline.base.errors import ConfigError, FitError, ModelAssetMissing
 from pipeline.reconstruct.fit import FitConfig, fit_landmarks
-from pipeline.reconstruct.raster import rasterize_depth
+from pipeline.reconstruct.raster import interpolate, rasterize, rasterize_depth
 from pipeline.reconstruct.sfm import load_sfm
 from tests.conftest import REPO, SHARED
 
@@ -468,3 +468,49 @@ def test_cuda_matches_cpu(engine_out, model_t):
         both = gpu.mask.cpu() & cpu.mask
         diff = (gpu.depth.cpu() - cpu.depth)[both].abs()
         assert (diff > 1e-3).float().mean() < 1e-3 and diff.mean() < 1e-4
+
+
+# ----------------------------------------------------------------------------- textured rasterize
+
+
+def _sfm_faces(model, b: int, size: float, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    verts = model.mean[None].repeat(b, 1, 1) * torch.tensor([0.8, -0.8, 0.8]) * (size / 192)
+    return verts + torch.tensor([size / 2, size / 2, 0.0]) + torch.randn(b, 1, 3, generator=g) * size / 20
+
+
+def test_rasterize_is_rasterize_depth_plus_triangle_ids(model_t):
+    verts = _sfm_faces(model_t, 3, 192.0)
+    ras = rasterize(verts, model_t.triangles, 192, 192)
+    z_ref, mask_ref = rasterize_depth(verts, model_t.triangles, 192)
+    assert torch.equal(ras.mask(), mask_ref)
+    z = torch.zeros(3 * 192 * 192)
+    z[ras.pix] = ras.z
+    assert torch.equal(z.view(3, 192, 192), z_ref)  # one z-buffer
+    # the winning triangle covers its pixel: barycentrics in [0, 1], sum one, reproduce the centre
+    assert torch.allclose(ras.bary.sum(1), torch.ones(len(ras.pix)), atol=1e-5)
+    assert ras.bary.min() > -1e-4
+    xy = interpolate(ras, model_t.triangles, verts[..., :2])
+    px = torch.stack([ras.pix % 192, (ras.pix // 192) % 192], 1).float()
+    assert (xy - px).abs().max() < 1e-3
+    # and it is the nearest one: its interpolated z is the buffer's
+    assert torch.allclose(interpolate(ras, model_t.triangles, verts[..., 2:])[:, 0], ras.z, atol=1e-3)
+
+
+def test_rasterize_non_square_and_back_face_culling(model_t):
+    verts = _sfm_faces(model_t, 2, 96.0, seed=1)
+    wide = verts + torch.tensor([40.0, 0.0, 0.0])  # the same faces 40 px further right
+    ras = rasterize(wide, model_t.triangles, 96, 176)
+    ref = rasterize(verts, model_t.triangles, 96, 96).mask()
+    assert torch.equal(ras.mask()[:, :, 40:136], ref) and not ras.mask()[:, :, :40].any()
+    # culling by the sign of the projected area: the two signs split the mesh's triangles
+    front = rasterize(verts, model_t.triangles, 96, 96, front=1)
+    back = rasterize(verts, model_t.triangles, 96, 96, front=-1)
+    tv = verts[:, model_t.triangles]
+    area = ((tv[..., 1, 0] - tv[..., 0, 0]) * (tv[..., 2, 1] - tv[..., 0, 1])
+            - (tv[..., 1, 1] - tv[..., 0, 1]) * (tv[..., 2, 0] - tv[..., 0, 0]))
+    assert (area[front.face, front.tri] > 0).all() and (area[back.face, back.tri] < 0).all()
+    # a face seen from its front (y flipped above: negative image-space area) is nearly all one sign
+    assert back.mask().sum() > 0.95 * ref.sum() and front.mask().sum() < 0.05 * ref.sum()
+    with pytest.raises(ConfigError, match="rasterize: output size"):
+        rasterize(verts, model_t.triangles, 0, 10)

@@ -1,4 +1,4 @@
-"""The synthetic live/print/replay sample set (pipeline.synth.generator, the ``synth`` CLI).
+"""The synthetic live/print/replay sample set (:mod:`pipeline.synth`, the ``synth`` CLI).
 
 Real behaviour on real data: the faces come from the shared portraits, scikit-image's astronaut
 and insightface's group photo; videos are decoded with PyAV; faces are found with the project's
@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.synth import generator as synth
 from pipeline.base.errors import ConfigError
-from pipeline.synth.generator import CLIP_NAMES, MANIFEST_COLUMNS, ClipSpec, SynthConfig, SynthGenerator
+from pipeline.synth.generator import SynthGenerator, generate
+from pipeline.synth.plan import CLIP_NAMES, MANIFEST_COLUMNS, ClipSpec, IdentityPlan, SynthConfig, plan_identities
+from pipeline.synth.sources import load_sources
 
 from tests.conftest import MODELS, SHARED
 
@@ -27,7 +28,7 @@ SMALL = dict(identities=3, seed=0, seconds=1.0, fps=10.0, shared_dir=str(SHARED)
 
 @pytest.fixture(scope="module")
 def sources(shared_dir):
-    return synth.load_sources(SynthConfig(shared_dir=str(shared_dir), model_dir=str(MODELS)))
+    return load_sources(SynthConfig(shared_dir=str(shared_dir), model_dir=str(MODELS)))
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def small_gen(sources):
 @pytest.fixture(scope="module")
 def small_run(small_gen, tmp_path_factory):
     out = tmp_path_factory.mktemp("synth_small")
-    return synth.generate(small_gen.cfg, out, generator=small_gen)
+    return generate(small_gen.cfg, out, generator=small_gen)
 
 
 def _decode(path: Path) -> list[np.ndarray]:
@@ -78,7 +79,7 @@ def test_sources_are_distinct_real_faces(sources):
 
 def test_identity_plan_derivatives_and_person_disjoint_splits(sources):
     n_people = len({s.person for s in sources})
-    plan = synth.plan_identities(sources, 12, seed=0)
+    plan = plan_identities(sources, 12, seed=0)
     assert len(plan) == 12 and len({p.subject for p in plan}) == 12
     assert len({p.person for p in plan}) == n_people
     derived = [p for p in plan if p.derived]
@@ -94,7 +95,7 @@ def test_identity_plan_derivatives_and_person_disjoint_splits(sources):
     for p in plan:
         split_of_person.setdefault(p.person, set()).add(p.split)
     assert all(len(v) == 1 for v in split_of_person.values())  # people never straddle splits
-    other = synth.plan_identities(sources, 12, seed=5)
+    other = plan_identities(sources, 12, seed=5)
     assert [(p.split, p.hue_shift) for p in other] != [(p.split, p.hue_shift) for p in plan]
 
 
@@ -106,33 +107,12 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="seconds"):
         SynthConfig(seconds=0)
     with pytest.raises(ConfigError, match="clip name"):
-        ClipSpec(synth.IdentityPlan(0, "x", "x", "x"), "mask1")
+        ClipSpec(IdentityPlan(0, "x", "x", "x"), "mask1")
     with pytest.raises(ConfigError, match="workers"):
-        synth.generate(SynthConfig(), "/nonexistent", workers=0)
+        generate(SynthConfig(), "/nonexistent", workers=0)
 
 
 # ----------------------------------------------------------------------------- rasteriser
-
-
-def test_rasterize_agrees_with_the_project_depth_rasteriser(small_gen):
-    from pipeline.reconstruct.raster import rasterize_depth
-
-    sfm = small_gen.sfm
-    g = torch.Generator().manual_seed(0)
-    b = 3
-    verts = sfm.mean[None].repeat(b, 1, 1) * torch.tensor([0.8, -0.8, 0.8])
-    verts = verts + torch.tensor([96.0, 96.0, 0.0]) + torch.randn(b, 1, 3, generator=g) * 10
-    ras = synth.rasterize(verts, sfm.triangles, 192, 192)
-    z_ref, mask_ref = rasterize_depth(verts, sfm.triangles, 192)
-    assert torch.equal(ras.mask(), mask_ref)
-    z = torch.zeros(b * 192 * 192)
-    z[ras.pix] = ras.z
-    assert torch.allclose(z.view(b, 192, 192), z_ref, atol=1e-3)
-    # barycentrics reproduce the pixel centres and sum to one
-    assert torch.allclose(ras.bary.sum(1), torch.ones(len(ras.pix)), atol=1e-5)
-    xy = synth.interpolate(ras, sfm.triangles, verts[..., :2])
-    px = torch.stack([ras.pix % 192, (ras.pix // 192) % 192], 1).float()
-    assert (xy - px).abs().max() < 1e-3
 
 
 # ----------------------------------------------------------------------------- generated set
