@@ -31,8 +31,10 @@ Backends (``create_detector(name, ...)``; unknown names raise a KeyError listing
 
 ``DetectorConfig.max_side`` downscales frames whose longer side exceeds it before detection
 (boxes are mapped back to the full frame): useful for the full-resolution backends (dlib, S3FD)
-on HD video. Nothing here downloads anything; a missing model file raises
-:class:`~pipeline.base.errors.ModelAssetMissing` naming the file and where to get it.
+on HD video. Each backend imports its library (face_alignment, dlib, insightface - an optional
+extra) when built or run, so a run loads only the one it selected. Nothing here downloads
+anything; a missing model file raises :class:`~pipeline.base.errors.ModelAssetMissing` naming
+the file and where to get it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+import torch
 
 from pipeline.base.assets import asset_path
 from pipeline.base.errors import ConfigError, ModelAssetMissing, NoFaceDetected
@@ -267,7 +270,7 @@ def _blazeface_factory(back: bool):
         suffix = "back" if back else ""
         weights = asset_path(f"blazeface/blazeface{suffix}.pth", cfg.model_dir)
         anchors = asset_path(f"blazeface/anchors{suffix}.npy", cfg.model_dir)
-        from face_alignment.detection.blazeface import FaceDetector as FABlazeFace
+        from face_alignment.detection.blazeface import FaceDetector as FABlazeFace  # backend library (module doc)
 
         thr = BlazeFaceDetector.default_threshold if cfg.score_threshold is None else cfg.score_threshold
         fa = FABlazeFace(
@@ -314,7 +317,7 @@ class DlibHogDetector(DetectorBase):
 
     def __init__(self, cfg: DetectorConfig, *, upsample: int = 1, detector: Any = None):
         super().__init__(cfg)
-        import dlib
+        import dlib  # backend library (module doc)
 
         self.upsample = int(upsample)
         self.detector = detector if detector is not None else dlib.get_frontal_face_detector()
@@ -346,7 +349,7 @@ class DlibCnnDetector(DetectorBase):
         super().__init__(cfg)
         self.upsample = int(upsample)
         if detector is None:
-            import dlib
+            import dlib  # backend library (module doc)
 
             detector = dlib.cnn_face_detection_model_v1(str(face_recognition_models_file("mmod_human_face_detector.dat")))
         self.detector = detector
@@ -391,9 +394,8 @@ class SFDDetector(DetectorBase):
         self.nms_threshold = float(nms_threshold)
 
     def _detect_raw(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        import torch
-        from face_alignment.detection.sfd.bbox import nms
-        from face_alignment.detection.sfd.detect import batch_detect
+        from face_alignment.detection.sfd.bbox import nms  # backend library (module doc)
+        from face_alignment.detection.sfd.detect import batch_detect  # backend library (module doc)
 
         out: list[np.ndarray | None] = [None] * len(images)
         groups: dict[tuple[int, ...], list[int]] = {}
@@ -418,8 +420,7 @@ class SFDDetector(DetectorBase):
 
 
 def _sfd_factory(cfg: DetectorConfig, **options: Any) -> SFDDetector:
-    import torch
-    from face_alignment.detection.sfd.net_s3fd import s3fd
+    from face_alignment.detection.sfd.net_s3fd import s3fd  # backend library (module doc)
 
     path = asset_path(SFD_WEIGHTS, cfg.model_dir)
     state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -447,7 +448,7 @@ def insightface_model(relative: str, cfg_model_dir: str | None, device: str, tas
     """Load ``insightface/<pack>/<file>.onnx`` from the model directory with insightface's
     model zoo (never downloading) and check it is a ``task_prefix`` model."""
     path = asset_path(relative, cfg_model_dir, source_key="insightface")
-    from insightface.model_zoo import get_model
+    from insightface.model_zoo import get_model  # backend library (module doc)
 
     model = get_model(str(path), providers=onnx_providers(device), download=False)
     task = getattr(model, "taskname", None)

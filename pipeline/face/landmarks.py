@@ -23,7 +23,9 @@ Backends (``create_landmarker(name, ...)``; unknown names raise a KeyError listi
     ``1.5 * max(w, h)`` to 192 px).
 
 The FAN and insightface backends run many faces per call (:meth:`landmarks_batch`), batched
-by ``LandmarkConfig.batch_size``. Nothing here downloads anything.
+by ``LandmarkConfig.batch_size``. Each backend imports its library (face_alignment, dlib,
+insightface - an optional extra) when built or run, so a run loads only the one it selected.
+Nothing here downloads anything.
 """
 
 from __future__ import annotations
@@ -36,13 +38,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
+import torch
 
 from pipeline.base.assets import asset_path, resolve_model_dir
-from pipeline.face.crop import invert_affine, square_affine, transform_points
-from pipeline.face.detect import face_recognition_models_file, insightface_model, split_stage_kwargs
 from pipeline.base.errors import ConfigError, LandmarkError
 from pipeline.base.registry import Registry
 from pipeline.base.types import FaceBox, Landmarks
+from pipeline.face.crop import invert_affine, square_affine, transform_points
+from pipeline.face.detect import face_recognition_models_file, insightface_model, split_stage_kwargs
 
 logger = logging.getLogger(__name__)
 
@@ -158,13 +161,13 @@ class Dlib68Landmarker(LandmarkerBase):
     def __init__(self, cfg: LandmarkConfig, *, predictor: Any = None):
         super().__init__(cfg)
         if predictor is None:
-            import dlib
+            import dlib  # backend library (module doc)
 
             predictor = dlib.shape_predictor(str(face_recognition_models_file("shape_predictor_68_face_landmarks.dat")))
         self.predictor = predictor
 
     def _run(self, images, boxes):
-        import dlib
+        import dlib  # backend library (module doc)
 
         pts = np.empty((len(images), NUM_LANDMARKS, 2), np.float32)
         for i, (im, b) in enumerate(zip(images, boxes)):
@@ -216,8 +219,6 @@ def decode_heatmaps(heatmaps) -> tuple[np.ndarray, np.ndarray]:
     a quarter pixel towards the larger neighbour, face-alignment's rule, for interior peaks) and
     ``(B, 68)`` peak values.
     """
-    import torch
-
     hm = torch.as_tensor(heatmaps).float()
     b, c, h, w = hm.shape
     flat = hm.reshape(b, c, h * w)
@@ -241,14 +242,12 @@ def load_fan(path: str | Path, device: str):
     """A FAN network from a user-given file: a TorchScript ``.zip`` (``torch.jit.load``) or a
     state dict (``torch.load(weights_only=True)``, optionally under ``"state_dict"`` with
     ``module.`` prefixes) loaded into face-alignment's ``FAN(4)``. Eval mode, on ``device``."""
-    import torch
-
     path = Path(path)
     dev = torch.device(device)
     if path.suffix == ".zip":
         net = torch.jit.load(str(path), map_location=dev)
     else:
-        from face_alignment.models import FAN
+        from face_alignment.models import FAN  # backend library (module doc)
 
         state = torch.load(str(path), map_location="cpu", weights_only=True)
         if isinstance(state, Mapping) and "state_dict" in state:
@@ -279,8 +278,6 @@ class FanLandmarker(LandmarkerBase):
         return out[-1] if isinstance(out, (list, tuple)) else out
 
     def _run(self, images, boxes):
-        import torch
-
         affines = np.stack([fan_crop_affine(b) for b in boxes])
         crops = np.stack(
             [

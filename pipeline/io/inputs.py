@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.base.errors import InputNotFound
+from pipeline.datasets import scan_dataset
 from pipeline.io.items import WorkItem
 
 
@@ -27,8 +28,6 @@ def collect_items(
 
     Items of a plain folder or file carry label ``unknown`` (depth rendered as for live faces).
     """
-    from pipeline.datasets import scan_dataset
-
     src = Path(input_path)
     if not src.exists():
         raise InputNotFound("input path does not exist", source=str(src))

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+import storage
+from storage.layout import safe_text
+
 CLASS_ORDER = ("live", "print", "replay", "spoof", "unknown")
 
 
 def _fig_png(fig) -> bytes:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # on use, after choosing the headless Agg backend
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -34,10 +37,10 @@ def _class_of(label: str, attack: str) -> str:
 
 def sample_grid_png(reader, per_class: int = 6, seed: int = 0) -> bytes:
     """PNG of random crops per class (rows), each with its landmarks and depth overlay."""
-    import matplotlib
+    import matplotlib  # on use, after choosing the headless Agg backend
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # on use, after choosing the headless Agg backend
 
     meta = reader.meta
     n = len(reader)
@@ -68,10 +71,10 @@ def sample_grid_png(reader, per_class: int = 6, seed: int = 0) -> bytes:
 
 
 def _histograms_png(meta: dict) -> bytes:
-    import matplotlib
+    import matplotlib  # on use, after choosing the headless Agg backend
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # on use, after choosing the headless Agg backend
 
     cols = [("face_size", "face size (px)"), ("fit_residual", "fit residual (RMS / face size)"),
             ("yaw", "yaw (deg)"), ("pitch", "pitch (deg)")]
@@ -124,9 +127,6 @@ def build_html_report(report: dict, reader=None) -> str:
 
 def write_html_report(report: dict, store: str, out_path: str | Path) -> Path:
     """Write the HTML report of a run over ``store`` to ``out_path``."""
-    import storage
-    from storage.layout import safe_text
-
     try:
         reader = storage.open_dataset(store)
     except storage.StoreError:

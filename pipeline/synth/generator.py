@@ -4,7 +4,9 @@ drives the other modules."""
 from __future__ import annotations
 
 import csv
+import ctypes
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -15,6 +17,8 @@ import numpy as np
 import torch
 
 from pipeline.base.errors import ConfigError
+from pipeline.io.media import write_video
+from pipeline.reconstruct.sfm import load_sfm
 from pipeline.synth.attacks import render_print, render_replay
 from pipeline.synth.camera import camera_model
 from pipeline.synth.geometry import PreparedIdentity, prepare_identity
@@ -71,8 +75,6 @@ class SynthGenerator:
     def sfm(self):
         """:class:`pipeline.reconstruct.sfm.SFMTensors` on ``cfg.device`` (read from the model directory on first use)."""
         if self._sfm is None:
-            from pipeline.reconstruct.sfm import load_sfm
-
             self._sfm = load_sfm(self.cfg.model_dir).to_torch(self.cfg.device, torch.float32)
         return self._sfm
 
@@ -119,8 +121,6 @@ def write_manifest(rows: Sequence[dict[str, str]], path: str | os.PathLike) -> P
 
 def _write_identity(gen: SynthGenerator, index: int, out: Path) -> list[tuple[ClipSpec, float]]:
     """Render and write the five clips of identity ``index``; (clip, seconds) of each."""
-    from pipeline.io.media import write_video
-
     done = []
     for clip in plan_clips([gen.identities[index]]):
         t1 = time.perf_counter()
@@ -145,8 +145,6 @@ def _keep_freed_memory() -> None:  # pragma: no cover - subprocess, glibc only
     """In a worker process: let glibc keep freed large blocks on the heap instead of unmapping
     them, so each clip's ~40 MB tensors are not page-faulted in again (saves ~15% CPU)."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
@@ -185,8 +183,6 @@ def generate(cfg: SynthConfig, out_dir: str | os.PathLike, *, workers: int = 1,
                 if on_clip is not None:
                     on_clip(*item)
     else:
-        import multiprocessing
-
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(workers, initializer=_worker_init, initargs=(cfg, list(gen.sources.values()))) as pool:
             for items in pool.imap_unordered(_worker_identity, [(i, str(out)) for i in range(n)]):

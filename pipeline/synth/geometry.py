@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipeline.reconstruct.fit import FitConfig, fit_landmarks
 from pipeline.reconstruct.raster import rasterize
 from pipeline.synth.plan import IBUG_FLIP, MARGIN, IdentityPlan, SourcePhoto, SynthConfig, clip_rng
 
@@ -92,8 +93,6 @@ class _Fit:
 
 def _fit_landmarks(sfm, landmarks: torch.Tensor) -> _Fit:
     """Fit the SFM to one face's 68 canvas-pixel landmarks with :func:`pipeline.reconstruct.fit.fit_landmarks`."""
-    from pipeline.reconstruct.fit import FitConfig, fit_landmarks
-
     res = fit_landmarks(sfm, landmarks[None], FitConfig())
     return _Fit(res.shape_coeffs[0], res.expr_coeffs[0], res.rotation[0], float(res.scale[0]),
                 res.translation[0])

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import skimage.data
 
 from pipeline.base.errors import InputNotFound, NoFaceDetected
+from pipeline.face.detect import create_detector
+from pipeline.face.landmarks import create_landmarker
+from pipeline.io.frames import read_image
 from pipeline.synth.plan import SOURCE_FACE_PX, SourcePhoto, SynthConfig, default_shared_dir
 
 logger = logging.getLogger(__name__)
@@ -49,21 +53,14 @@ def _source_refs(cfg: SynthConfig) -> list[_SourceRef]:
 
 def _read_rgb(origin: str) -> np.ndarray:
     if origin.startswith("skimage:"):
-        import skimage.data
-
         return np.ascontiguousarray(getattr(skimage.data, origin.split(":", 1)[1])()[..., :3])
     if not Path(origin).is_file():
         raise InputNotFound("source photo not found", source=origin)
-    from pipeline.io.frames import read_image
-
     return read_image(origin)
 
 
 @functools.lru_cache(maxsize=1)
 def _dlib_engines():
-    from pipeline.face.detect import create_detector
-    from pipeline.face.landmarks import create_landmarker
-
     return (
         create_detector("dlib-hog", upsample=0, min_face_size=30.0),
         create_detector("dlib-hog", upsample=1, min_face_size=20.0),
