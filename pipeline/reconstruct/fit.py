@@ -430,7 +430,6 @@ def fit_landmarks(
         return _empty_result(model)
     lm = landmarks.to(device=dev, dtype=torch.float64)
     bsz = lm.shape[0]
-    n_lm = lm.shape[1]
     kk = model.num_shape_coeffs if cfg.n_shape_coeffs is None else cfg.n_shape_coeffs
     ne = model.num_blendshapes
     sigma2 = cfg.landmark_sigma**2
@@ -440,11 +439,6 @@ def fit_landmarks(
 
     fixed_lm = (model.landmark_vertex >= 0).nonzero().squeeze(1)  # (F,)
     fixed_v = model.landmark_vertex[fixed_lm]
-    cl_right, cl_left = model.contour_landmarks_right, model.contour_landmarks_left
-    mc_right, mc_left = model.model_contour_right, model.model_contour_left
-    use_occ = cfg.contour and cfg.occluding_contour
-    if use_occ:
-        vertex_faces = model.vertex_faces
 
     shape_c = torch.zeros(bsz, kk, dtype=torch.float64, device=dev)
     expr_c = torch.zeros(bsz, ne, dtype=torch.float64, device=dev)
@@ -493,38 +487,9 @@ def fit_landmarks(
 
     var: tuple | None = None
     occ_info = None
-    n_c = cl_right.numel() + cl_left.numel()
     for _ in range(cfg.iterations):
-        idx_l, img_l, w_l = [], [], []
-        occ_info = None
         if cfg.contour:
-            yaw = _ypr(pose.rot)[0]
-            right_front = yaw >= 0  # positive yaw: the subject's right cheek faces the camera
-            both = (
-                torch.zeros_like(right_front)
-                if use_occ
-                else yaw.abs() < cfg.frontal_yaw_deg
-            )
-            for cl, mc, active in (
-                (cl_right, mc_right, right_front | both),
-                (cl_left, mc_left, ~right_front | both),
-            ):
-                proj = pose.project_up(_take_b(verts, mc.expand(bsz, -1)).double())  # (B, C, 2)
-                target = lm_up[:, cl]  # (B, L, 2)
-                nearest = mc[_sqdist(target, proj).argmin(-1)]  # (B, L)
-                idx_l.append(nearest)
-                img_l.append(target)
-                w_l.append(active.double()[:, None].expand(-1, cl.numel()))
-            if use_occ:
-                occ_idx, occ_img, occ_w, occ_lm = _occluding_correspondences(
-                    verts, pose, model.triangles, vertex_faces,
-                    lm_up, cl_right, cl_left, right_front, cfg,
-                )
-                idx_l.append(occ_idx)
-                img_l.append(occ_img)
-                w_l.append(occ_w)
-                occ_info = (occ_idx, occ_w, occ_lm)
-            var = (torch.cat(idx_l, 1), torch.cat(img_l, 1), torch.cat(w_l, 1))
+            var, occ_info = _contour_block(model, verts, pose, lm_up, cfg)
         # pose from all correspondences on the current mesh
         if var is None:
             all_idx, all_img, all_w = f_idx, f_img, f_w
@@ -538,6 +503,75 @@ def fit_landmarks(
 
     # ---- outputs -------------------------------------------------------------------------
     image_verts = project_vertices(verts, pose.rot, pose.scale, pose.trans)  # (B, V, 3)
+    errors, residual, face_size = _landmark_errors(model, verts, pose, lm, lm_up, f_idx, f_img, var, occ_info)
+    yaw, pitch, roll = _ypr(pose.rot)
+    full_shape = torch.zeros(bsz, model.num_shape_coeffs, dtype=torch.float64, device=dev)
+    full_shape[:, :kk] = shape_c
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("fitted %d faces: median residual %.4f", bsz, float(residual.median()))
+    return FitResult(
+        vertices=image_verts.to(dt),
+        shape_coeffs=full_shape.to(dt),
+        expr_coeffs=expr_c.to(dt),
+        rotation=pose.rot.to(dt),
+        scale=pose.scale.to(dt),
+        translation=pose.trans.to(dt),
+        yaw=yaw.to(dt),
+        pitch=pitch.to(dt),
+        roll=roll.to(dt),
+        landmark_errors=errors.to(dt),
+        residual=residual.to(dt),
+        face_size=face_size.to(dt),
+    )
+
+
+def _contour_block(model: SFMTensors, verts: torch.Tensor, pose: _Pose, lm_up: torch.Tensor,
+                   cfg: FitConfig) -> tuple[tuple, tuple | None]:
+    """The variable correspondences of one iteration: each contour landmark to its nearest
+    model-contour vertex on the side facing the camera (both sides when nearly frontal, without
+    occluding contours), then the silhouette pairs. Returns ``(idx, img, w)`` concatenated in
+    that order (right contour, left contour, silhouette) and the silhouette block (or None)."""
+    bsz = verts.shape[0]
+    cl_right, cl_left = model.contour_landmarks_right, model.contour_landmarks_left
+    use_occ = cfg.contour and cfg.occluding_contour
+    idx_l, img_l, w_l = [], [], []
+    occ_info = None
+    yaw = _ypr(pose.rot)[0]
+    right_front = yaw >= 0  # positive yaw: the subject's right cheek faces the camera
+    both = torch.zeros_like(right_front) if use_occ else yaw.abs() < cfg.frontal_yaw_deg
+    for cl, mc, active in (
+        (cl_right, model.model_contour_right, right_front | both),
+        (cl_left, model.model_contour_left, ~right_front | both),
+    ):
+        proj = pose.project_up(_take_b(verts, mc.expand(bsz, -1)).double())  # (B, C, 2)
+        target = lm_up[:, cl]  # (B, L, 2)
+        nearest = mc[_sqdist(target, proj).argmin(-1)]  # (B, L)
+        idx_l.append(nearest)
+        img_l.append(target)
+        w_l.append(active.double()[:, None].expand(-1, cl.numel()))
+    if use_occ:
+        occ_idx, occ_img, occ_w, occ_lm = _occluding_correspondences(
+            verts, pose, model.triangles, model.vertex_faces,
+            lm_up, cl_right, cl_left, right_front, cfg,
+        )
+        idx_l.append(occ_idx)
+        img_l.append(occ_img)
+        w_l.append(occ_w)
+        occ_info = (occ_idx, occ_w, occ_lm)
+    return (torch.cat(idx_l, 1), torch.cat(img_l, 1), torch.cat(w_l, 1)), occ_info
+
+
+def _landmark_errors(model: SFMTensors, verts: torch.Tensor, pose: _Pose, lm: torch.Tensor,
+                     lm_up: torch.Tensor, f_idx: torch.Tensor, f_img: torch.Tensor,
+                     var: tuple | None, occ_info: tuple | None):
+    """Per-landmark image distances of the final fit ``(B, 68)`` (NaN where a landmark has no
+    correspondence; a silhouette landmark takes its best pair), their RMS relative to the face
+    size (``sqrt`` of the landmark box area), and that face size."""
+    bsz, n_lm = lm.shape[0], lm.shape[1]
+    dev = lm.device
+    fixed_lm = (model.landmark_vertex >= 0).nonzero().squeeze(1)
+    cl_right, cl_left = model.contour_landmarks_right, model.contour_landmarks_left
+    n_c = cl_right.numel() + cl_left.numel()
     errors = torch.full((bsz, n_lm), float("nan"), dtype=torch.float64, device=dev)
     f_proj = pose.project_up(_take_b(verts, f_idx).double())
     errors[:, fixed_lm] = (f_proj - f_img).norm(dim=-1)
@@ -561,25 +595,7 @@ def fit_landmarks(
     sq = torch.where(finite, errors**2, torch.zeros_like(errors)).sum(1)
     rms = (sq / finite.sum(1).clamp(min=1)).sqrt()
     residual = rms / face_size.clamp(min=1e-6)
-    yaw, pitch, roll = _ypr(pose.rot)
-    full_shape = torch.zeros(bsz, model.num_shape_coeffs, dtype=torch.float64, device=dev)
-    full_shape[:, :kk] = shape_c
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("fitted %d faces: median residual %.4f", bsz, float(residual.median()))
-    return FitResult(
-        vertices=image_verts.to(dt),
-        shape_coeffs=full_shape.to(dt),
-        expr_coeffs=expr_c.to(dt),
-        rotation=pose.rot.to(dt),
-        scale=pose.scale.to(dt),
-        translation=pose.trans.to(dt),
-        yaw=yaw.to(dt),
-        pitch=pitch.to(dt),
-        roll=roll.to(dt),
-        landmark_errors=errors.to(dt),
-        residual=residual.to(dt),
-        face_size=face_size.to(dt),
-    )
+    return errors, residual, face_size
 
 
 def _empty_result(model: SFMTensors) -> FitResult:
