@@ -463,6 +463,7 @@ def _run_rss_child(path: Path, chunks: int, mark: int, hold: bool) -> dict:
     return res
 
 
+@pytest.mark.slow  # appends a large part while sampling memory
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc (VmHWM)")
 def test_memory_flat_while_appending(tmp_path, monkeypatch):
     """Peak RSS after 40 chunks of 64x128x128x3 ~= after 10: O(chunk), not O(part).

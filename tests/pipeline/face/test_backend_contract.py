@@ -152,6 +152,8 @@ def _landmark_cases() -> dict[str, Callable[[], Case]]:
 
 DETECTOR_CASES = _detector_cases()
 LANDMARK_CASES = _landmark_cases()
+#: dlib's CNN takes seconds per frame on two CPU cores, even at max_side 320
+DETECTOR_PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n == "dlib-cnn" else n for n in sorted(DETECTOR_CASES)]
 
 
 def test_every_backend_has_a_case():
@@ -181,7 +183,7 @@ def _inside(box: FaceBox, region: tuple[float, float, float, float]) -> bool:
 # --------------------------------------------------------------------------- detectors
 
 
-@pytest.mark.parametrize("detector_case", sorted(DETECTOR_CASES), indirect=True)
+@pytest.mark.parametrize("detector_case", DETECTOR_PARAMS, indirect=True)
 def test_detector_protocol_and_records(detector_case, request):
     case, det = detector_case
     name = request.node.callspec.params["detector_case"]
@@ -198,7 +200,7 @@ def test_detector_protocol_and_records(detector_case, request):
     assert best.width > 0.4 * (case.face[2] - case.face[0])
 
 
-@pytest.mark.parametrize("detector_case", sorted(DETECTOR_CASES), indirect=True)
+@pytest.mark.parametrize("detector_case", DETECTOR_PARAMS, indirect=True)
 def test_detector_pixel_centre_convention_under_mirroring(detector_case):
     case, det = detector_case
     img = case.image()
@@ -211,7 +213,7 @@ def test_detector_pixel_centre_convention_under_mirroring(detector_case):
     np.testing.assert_allclose([b.y0, b.y1], [a.y0, a.y1], atol=tol)
 
 
-@pytest.mark.parametrize("detector_case", sorted(DETECTOR_CASES), indirect=True)
+@pytest.mark.parametrize("detector_case", DETECTOR_PARAMS, indirect=True)
 def test_detector_batch_equals_single(detector_case):
     case, det = detector_case
     img = case.image()
@@ -222,7 +224,7 @@ def test_detector_batch_equals_single(detector_case):
     assert detect_batch(det, []) == []
 
 
-@pytest.mark.parametrize("detector_case", sorted(DETECTOR_CASES), indirect=True)
+@pytest.mark.parametrize("detector_case", DETECTOR_PARAMS, indirect=True)
 @pytest.mark.parametrize("bad", [np.zeros((64, 64), np.uint8), np.zeros((64, 64, 3), np.float32),
                                  np.zeros((64, 64, 4), np.uint8), [[0, 0, 0]]], ids=["grey", "float", "rgba", "list"])
 def test_detector_rejects_non_rgb_uint8(detector_case, bad):

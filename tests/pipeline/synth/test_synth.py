@@ -60,6 +60,7 @@ def _manifest(run) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------- sources and plan
 
 
+@pytest.mark.slow  # dlib on every source photo (~10 s)
 def test_sources_are_distinct_real_faces(sources):
     people = {s.person for s in sources}
     names = [s.name for s in sources]
@@ -77,6 +78,7 @@ def test_sources_are_distinct_real_faces(sources):
         assert s.landmarks[36:48, 1].mean() < s.landmarks[30, 1] < s.landmarks[8, 1]
 
 
+@pytest.mark.slow  # dlib on every source photo (~10 s)
 def test_identity_plan_derivatives_and_person_disjoint_splits(sources):
     n_people = len({s.person for s in sources})
     plan = plan_identities(sources, 12, seed=0)
@@ -118,6 +120,7 @@ def test_config_validation():
 # ----------------------------------------------------------------------------- generated set
 
 
+@pytest.mark.slow  # renders and encodes 15 clips
 def test_manifest_counts_labels_and_subject_disjoint_splits(small_run):
     rows = _manifest(small_run)
     assert len(rows) == 3 * len(CLIP_NAMES)
@@ -140,6 +143,7 @@ def test_manifest_counts_labels_and_subject_disjoint_splits(small_run):
             assert not sa & sb
 
 
+@pytest.mark.slow  # renders and encodes 15 clips
 def test_generic_csv_adapter_reads_the_manifest(small_run):
     from pipeline.io.inputs import collect_items
 
@@ -153,6 +157,7 @@ def test_generic_csv_adapter_reads_the_manifest(small_run):
             r["label"], r["attack_type"], r["subject"], r["split"])
 
 
+@pytest.mark.slow  # renders and encodes 15 clips
 def test_videos_decode_with_frame_count_and_size(small_run):
     cfg = SynthConfig(**SMALL)
     for r in _manifest(small_run):
@@ -161,6 +166,7 @@ def test_videos_decode_with_frame_count_and_size(small_run):
         assert frames[0].shape == (cfg.height, cfg.width, 3)
 
 
+@pytest.mark.slow  # renders and encodes 15 clips
 def test_blazeface_finds_the_face_in_95_percent_of_frames(small_run):
     from pipeline.face.detect import create_detector
 
@@ -181,6 +187,7 @@ def test_blazeface_finds_the_face_in_95_percent_of_frames(small_run):
 # ----------------------------------------------------------------------------- determinism
 
 
+@pytest.mark.slow  # renders clips
 def test_same_seed_same_frames_and_other_seed_differs(small_gen, sources):
     cfg = SynthConfig(**{**SMALL, "seconds": 0.6})
     gen = SynthGenerator(cfg, sources, small_gen.sfm)
@@ -237,6 +244,7 @@ def _nose_parallax(pts: list[np.ndarray]) -> float:
     return worst
 
 
+@pytest.mark.slow  # renders clips
 def test_live_face_turns_in_3d_while_the_print_stays_planar(sources, small_gen):
     cfg = SynthConfig(**{**SMALL, "seconds": 2.0, "fps": 5.0})
     gen = SynthGenerator(cfg, sources, small_gen.sfm)
@@ -255,6 +263,7 @@ def test_live_face_turns_in_3d_while_the_print_stays_planar(sources, small_gen):
 # ----------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow  # the CLI in a subprocess, renders and encodes
 def test_cli_synth_writes_videos_and_manifest(tmp_path, capsys):
     from pipeline.cli import main
 
