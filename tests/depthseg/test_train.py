@@ -24,6 +24,9 @@ from pipeline.base.errors import ConfigError
 
 from tests.helpers.train_store import SOURCES, SPLIT_FRAMES, make_store
 
+# slow: trains PSPNet-ResNet18 several times (a minute or two)
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(2)
 
 

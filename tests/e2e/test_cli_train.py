@@ -13,6 +13,9 @@ from tests.conftest import load_rgb
 from tests.helpers.media import make_face_video
 from tests.helpers.csv_manifest import write_manifest
 
+# slow: CLI preprocess, train, evaluate, predict in subprocesses
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory, portraits, pad_samples):

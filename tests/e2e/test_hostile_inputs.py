@@ -40,7 +40,8 @@ WEIRD_VIDEO = b"caf\xff face clip.mp4"  # not UTF-8, with spaces
 WEIRD_BROKEN = b"broken \xff.mp4"
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as PIL's "L"
 
-pytestmark = pytest.mark.timeout(300)
+# slow: whole CLI runs over dozens of hostile media files
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 # --------------------------------------------------------------------------- media

@@ -40,7 +40,8 @@ ITEMS_PER_TASK = 4
 #: test process's own RSS at the start, which depends on the tests that ran before in the session
 ADDED_RSS_LIMIT = 4 * 2**30
 
-pytestmark = pytest.mark.timeout(3600 if FULL else 600)
+# slow: the preprocess flow over 8 videos with a 2-process pool
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600 if FULL else 600)]
 
 
 class PeakRSS:

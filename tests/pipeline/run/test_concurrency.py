@@ -29,7 +29,8 @@ SIZE = 64
 N_VIDEOS = 3
 N_FRAMES = 10
 
-pytestmark = pytest.mark.timeout(300)
+# slow: three concurrent CLI runs on one store (3 min on the loaded 2-core machine)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 
 def preprocess_cmd(data: Path, store: Path, size: int = SIZE) -> list[str]:
