@@ -126,6 +126,7 @@ def test_bad_inputs_reported_rest_lands(tmp_path, video_set, portraits):
     assert set(ds.meta["video_id"]) == {"csv/good.mp4"}
 
 
+@pytest.mark.slow  # a CLI run killed and rerun in subprocesses
 def test_killed_run_leaves_no_partial_part_and_completes(tmp_path, video_set):
     data = tmp_path / "many"
     data.mkdir()

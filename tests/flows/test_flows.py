@@ -35,6 +35,7 @@ def _params(clips: Path, out: Path, **kw) -> dict:
     return {"input": str(clips), "output": str(out), "size": 64, "max_frames": 4, **kw}
 
 
+@pytest.mark.slow  # two flow runs under the test harness (~50 s loaded)
 def test_preprocess_flow_then_cached_rerun(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
@@ -52,6 +53,7 @@ def test_preprocess_flow_then_cached_rerun(harness, clips, tmp_path):
     assert all("cached" in u["message"] or u["status"] == "skipped" for u in report["units"])
 
 
+@pytest.mark.slow  # a process pool per run (~90 s loaded)
 def test_preprocess_flow_process_pool(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
@@ -61,6 +63,7 @@ def test_preprocess_flow_process_pool(harness, clips, tmp_path):
     assert len(storage.open_dataset(str(out))) == 12
 
 
+@pytest.mark.slow  # a local dask cluster (~100 s loaded)
 def test_preprocess_flow_dask(harness, clips, tmp_path):
     pytest.importorskip("prefect_dask")
     from flows.preprocess import preprocess

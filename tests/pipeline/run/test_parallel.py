@@ -91,6 +91,7 @@ def staged_parts(store: Path) -> list[str]:
     return sorted(e.name for e in staging.iterdir() if e.is_dir()) if staging.is_dir() else []
 
 
+@pytest.mark.slow  # both runners over the test media (~95 s loaded)
 def test_parts_identical_to_sequential(tmp_path, media):
     items = items_of(media)
     seq, par = tmp_path / "seq.zarr", tmp_path / "par.zarr"
@@ -163,6 +164,7 @@ def _kill_when_staged(store: Path, part_id: str, killed: dict, stop: threading.E
         time.sleep(0.005)
 
 
+@pytest.mark.slow  # worker processes, one SIGKILLed (~20 s loaded)
 def test_killed_worker_fails_its_item_only(tmp_path, media):
     store = tmp_path / "store.zarr"
     long_item = WorkItem(str(media["long"]), label="live")
