@@ -60,7 +60,7 @@ bench: setup
 	$(PY) -m bench.bench_loader
 
 stress: setup
-	DEPTHSEG_STRESS=full $(PY) -m pytest -q -p no:cacheprovider tests/test_load.py
+	DEPTHSEG_STRESS=full $(PY) -m pytest -q -p no:cacheprovider tests/flows/test_load.py
 
 preview: setup
 	$(PY) scripts/synth_preview.py

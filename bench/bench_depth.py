@@ -1,10 +1,10 @@
 """Benchmark of the batched depth engine (fit + z-buffer + labels) against a per-face path.
 
-Engine: :func:`pipeline.depth.render_depth` on batches of 1, 64 and 512 faces, output 256 and
+Engine: :func:`pipeline.reconstruct.depth.render_depth` on batches of 1, 64 and 512 faces, output 256 and
 32 px, on CPU and (when present) CUDA.
 Reference ("per-face path"): eos-py ``fit_shape_and_pose`` (C++, same model, blendshapes,
 mapper, edge topology and contours) followed by rendering that one face with
-:func:`pipeline.render.rasterize_depth` at batch 1 and :func:`pipeline.depth.depth_label`.
+:func:`pipeline.reconstruct.raster.rasterize_depth` at batch 1 and :func:`pipeline.reconstruct.depth.depth_label`.
 
 Landmarks: dlib (HOG detector, 1 upsample; 68-point predictor from face_recognition_models)
 on the shared portraits, cropped to 256 px around the box enlarged 1.3x, then jittered (random
@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.depth import DepthConfig, depth_label, render_depth
-from pipeline.fit import FitConfig
-from pipeline.render import rasterize_depth
-from pipeline.sfm import load_sfm
+from pipeline.reconstruct.depth import DepthConfig, depth_label, render_depth
+from pipeline.reconstruct.fit import FitConfig
+from pipeline.reconstruct.raster import rasterize_depth
+from pipeline.reconstruct.sfm import load_sfm
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -8,16 +8,16 @@ End to end (frames/s = sampled frames decoded / wall seconds):
     B=1) → ``cv2.imwrite`` one JPEG crop + one PNG depth map per frame. Same detector,
     landmarks, crop and depth engine as the project (``get_engines``).
 ``sequential``
-    ``pipeline.process.run_preprocess`` (in-process; batched fit+render of ``--batch-size``
+    ``pipeline.run.process.run_preprocess`` (in-process; batched fit+render of ``--batch-size``
     faces; zarr store).
 ``pipelined``
-    ``pipeline.parallel.run_parallel`` with ``--workers`` worker processes, batches exactly as
+    ``pipeline.run.parallel.run_parallel`` with ``--workers`` worker processes, batches exactly as
     the sequential path (parts identical). Wall time includes starting the workers.
 ``pipelined-mix``
     the same with ``mix_items=True`` (batches across videos).
 
 The set: ``--videos`` videos of ``--frames`` frames at 640×480, made from the shared portraits
-moving and scaling over a textured background (as ``tests/media.py``), a few frames without a
+moving and scaling over a textured background (as ``tests/helpers/media.py``), a few frames without a
 face, cached in ``--cache``. ``--rounds`` splits the set into interleaved rounds (each round runs
 every mode on its share), so that a change of load on a shared machine hits every mode alike.
 
@@ -81,8 +81,8 @@ def _portraits() -> list[np.ndarray]:
 def make_set(cache: Path, videos: int, frames: int, size=(640, 480)) -> list[Path]:
     """``videos`` videos of ``frames`` frames (cached): face i % 4, background seed i, 4 frames
     without a face in the middle."""
-    from pipeline.media import write_video
-    from tests.media import moving_face_frames
+    from pipeline.io.media import write_video
+    from tests.helpers.media import moving_face_frames
 
     folder = cache / f"set-{videos}x{frames}-{size[0]}x{size[1]}"
     paths = [folder / f"vid_{i:03d}.mp4" for i in range(videos)]
@@ -103,8 +103,8 @@ def make_set(cache: Path, videos: int, frames: int, size=(640, 480)) -> list[Pat
 
 def make_long_video(cache: Path, frames: int) -> Path:
     """One 1920×1080 video of ``frames`` frames (streamed to the encoder, cached)."""
-    from pipeline.media import write_video
-    from tests.media import moving_face_frames
+    from pipeline.io.media import write_video
+    from tests.helpers.media import moving_face_frames
 
     p = cache / f"long-1080p-{frames}.mp4"
     if not p.exists():
@@ -123,13 +123,13 @@ def run_baseline(paths: list[Path], out_dir: Path, cfg) -> dict:
     import cv2
     import torch
 
-    from pipeline.crop import crop_face, transform_points
-    from pipeline.depth import DepthConfig, render_depth, to_uint8
-    from pipeline.detect import pick_face
-    from pipeline.errors import NoFaceDetected
-    from pipeline.fit import FitConfig
-    from pipeline.frames import FrameConfig, iter_frames
-    from pipeline.process import get_engines
+    from pipeline.face.crop import crop_face, transform_points
+    from pipeline.reconstruct.depth import DepthConfig, render_depth, to_uint8
+    from pipeline.face.detect import pick_face
+    from pipeline.base.errors import NoFaceDetected
+    from pipeline.reconstruct.fit import FitConfig
+    from pipeline.io.frames import FrameConfig, iter_frames
+    from pipeline.run.process import get_engines
 
     eng = get_engines(cfg)
     ccfg = cfg.crop_config()
@@ -198,9 +198,9 @@ class CpuMeter:
 
 
 def run_mode(mode: str, paths: list[Path], work: Path, cfg, workers: int) -> dict:
-    from pipeline.items import WorkItem
-    from pipeline.parallel import ParallelConfig, run_parallel
-    from pipeline.process import run_preprocess
+    from pipeline.io.items import WorkItem
+    from pipeline.run.parallel import ParallelConfig, run_parallel
+    from pipeline.run.process import run_preprocess
 
     items = [WorkItem(str(p), label="live", video_id=p.stem) for p in paths]
     t0 = time.perf_counter()
@@ -227,8 +227,8 @@ def run_mode(mode: str, paths: list[Path], work: Path, cfg, workers: int) -> dic
 def start_fork_server(cfg, paths: list[Path], work: Path, workers: int) -> float:
     """One small pipelined run, untimed in the results: starts the fork server, which imports
     torch, OpenCV and the backends once per process. Returns its wall seconds."""
-    from pipeline.items import WorkItem
-    from pipeline.parallel import ParallelConfig, run_parallel
+    from pipeline.io.items import WorkItem
+    from pipeline.run.parallel import ParallelConfig, run_parallel
 
     t0 = time.perf_counter()
     run_parallel([WorkItem(str(paths[0]), label="live", max_frames=2)], str(work / "warmup.zarr"), cfg,
@@ -270,7 +270,7 @@ def bench_e2e(args, cfg) -> dict:
     rounds = [paths[r :: args.rounds] for r in range(args.rounds)]
     modes = [m for m in MODES if m in args.modes]
     totals = {m: {"decoded": 0, "stored": 0, "seconds": 0.0, "cpu": 0.0} for m in modes}
-    from pipeline.process import get_engines
+    from pipeline.run.process import get_engines
 
     get_engines(cfg)  # load the in-process backends before timing (workers load theirs inside the timing)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=args.work) as tmp:
@@ -331,9 +331,9 @@ def memory_child(args) -> None:
 
     import torch
 
-    from pipeline.items import WorkItem
-    from pipeline.parallel import ParallelConfig, run_parallel
-    from pipeline.process import PreprocessConfig, run_preprocess
+    from pipeline.io.items import WorkItem
+    from pipeline.run.parallel import ParallelConfig, run_parallel
+    from pipeline.run.process import PreprocessConfig, run_preprocess
 
     torch.set_num_threads(args.threads)
     cfg = PreprocessConfig(size=args.size, batch_size=args.batch_size)
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from pipeline.process import PreprocessConfig
+    from pipeline.run.process import PreprocessConfig
 
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")

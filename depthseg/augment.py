@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
+from pipeline.base.errors import ConfigError
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.errors import RunInterrupted
+from pipeline.base.errors import RunInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import cv2
 
-    from pipeline.process import PreprocessConfig
+    from pipeline.run.process import PreprocessConfig
 
     from .inference import depth_panel, predict_media
     from .trainer import load_checkpoint

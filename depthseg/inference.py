@@ -9,7 +9,14 @@ import logging
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
+
+from pipeline.io.items import WorkItem
+from pipeline.run.process import extract_faces, get_engines
+from pipeline.run.timing import StageTimer
+
+from .predict import predict_crops
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +36,6 @@ class MediaPrediction:
 
 def predict_media(model, meta: dict, path: str, preprocess_cfg, *, batch_size: int = 32) -> MediaPrediction:
     """Detect, crop and score every sampled frame of ``path`` (an image, image folder or video)."""
-    from pipeline.items import WorkItem
-    from pipeline.process import extract_faces, get_engines
-    from pipeline.timing import StageTimer
-
-    from .predict import predict_crops
-
     faces = extract_faces(WorkItem(path=str(path)), preprocess_cfg, get_engines(preprocess_cfg), StageTimer())
     crops = np.stack(faces["image"])
     pred = predict_crops(model, crops, batch_size=batch_size)
@@ -50,8 +51,6 @@ def predict_media(model, meta: dict, path: str, preprocess_cfg, *, batch_size: i
 
 def depth_panel(pred: MediaPrediction, max_frames: int = 8) -> np.ndarray:
     """An RGB uint8 panel: face crops (top row) over their predicted depth maps (bottom row)."""
-    import cv2
-
     n = min(len(pred.crops), max_frames)
     s = pred.crops.shape[1]
     cols = []

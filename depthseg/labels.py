@@ -1,6 +1,6 @@
 """Quantized pseudo-depth labels: depth estimation as semantic segmentation.
 
-Depth convention (as in :mod:`pipeline.types`): a depth map is float in ``[0, 1]``, 0 is
+Depth convention (as in :mod:`pipeline.base.types`): a depth map is float in ``[0, 1]``, 0 is
 background (and every pixel of a spoof face), 1 the nearest face point.
 
 With ``K = num_classes`` classes:
@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
+from pipeline.base.errors import ConfigError
 
 DEFAULT_NUM_CLASSES = 8
 DEFAULT_LABEL_SIZE = 32

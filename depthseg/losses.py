@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.errors import ConfigError
-from pipeline.registry import Registry
+from pipeline.base.errors import ConfigError
+from pipeline.base.registry import Registry
 
 from .labels import class_centres, check_num_classes, expected_depth
 

@@ -15,7 +15,7 @@ when growing).
 Pretrained encoders: ``encoder_weights=None`` (default) never touches the network.
 A name such as ``"imagenet"`` is looked up **only in local caches** (the Hugging Face hub
 cache smp downloads to, then ``<model dir>/smp/<encoder>.<weights>.safetensors``); when the
-file is in neither, :class:`~pipeline.errors.ModelAssetMissing` says where it was looked
+file is in neither, :class:`~pipeline.base.errors.ModelAssetMissing` says where it was looked
 for and how to get it. A path to a ``.safetensors`` / ``.pt`` encoder state dict also works.
 """
 
@@ -26,13 +26,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from segmentation_models_pytorch.encoders import encoders as smp_encoders
 
-from pipeline.assets import resolve_model_dir
-from pipeline.errors import ConfigError, ModelAssetMissing
-from pipeline.registry import Registry
+from pipeline.base.assets import resolve_model_dir
+from pipeline.base.errors import ConfigError, ModelAssetMissing
+from pipeline.base.registry import Registry
 
 from .labels import DEFAULT_LABEL_SIZE, DEFAULT_NUM_CLASSES, check_num_classes
 
@@ -91,8 +93,6 @@ def _head_upsampling(feature_size: float, label_size: int) -> int:
 
 @ARCHITECTURES.register("pspnet")
 def _pspnet(encoder: str, num_classes: int, label_size: int, in_size: int):
-    import segmentation_models_pytorch as smp
-
     # encoder_depth=3: features at stride 8 (32x32 for a 256 input, the label size)
     up = _head_upsampling(in_size / 8, label_size)
     return smp.PSPNet(encoder_name=encoder, encoder_weights=None, encoder_depth=3,
@@ -101,8 +101,6 @@ def _pspnet(encoder: str, num_classes: int, label_size: int, in_size: int):
 
 @ARCHITECTURES.register("deeplabv3plus")
 def _deeplabv3plus(encoder: str, num_classes: int, label_size: int, in_size: int):
-    import segmentation_models_pytorch as smp
-
     # the decoder output is at stride 4
     up = _head_upsampling(in_size / 4, label_size)
     return smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes,
@@ -111,8 +109,6 @@ def _deeplabv3plus(encoder: str, num_classes: int, label_size: int, in_size: int
 
 @ARCHITECTURES.register("unet")
 def _unet(encoder: str, num_classes: int, label_size: int, in_size: int):
-    import segmentation_models_pytorch as smp
-
     return smp.Unet(encoder_name=encoder, encoder_weights=None, classes=num_classes)
 
 
@@ -144,7 +140,7 @@ def build_model(
             state dict file.
         in_size: side of the input images (a multiple of the encoder's output stride).
         model_dir: where ``smp/<encoder>.<weights>.safetensors`` may be found (see
-            :func:`pipeline.assets.resolve_model_dir`).
+            :func:`pipeline.base.assets.resolve_model_dir`).
     """
     k = check_num_classes(num_classes)
     if label_size < 1 or in_size < 1:
@@ -180,8 +176,6 @@ def resolve_encoder_weights(
             raise ModelAssetMissing(f"encoder weights file for {encoder!r} not found",
                                     source=str(as_path))
         return as_path
-    from segmentation_models_pytorch.encoders import encoders as smp_encoders
-
     name = str(weights)
     settings = smp_encoders.get(encoder, {}).get("pretrained_settings", {})
     if name not in settings:
@@ -190,7 +184,7 @@ def resolve_encoder_weights(
             f"{sorted(settings)} (or a path to a state dict file)"
         )
     repo_id, revision = settings[name]["repo_id"], settings[name].get("revision")
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # smp's own dependency: only to resolve named weights
 
     cached = try_to_load_from_cache(repo_id, "model.safetensors", revision=revision)
     if isinstance(cached, str) and Path(cached).is_file():
@@ -210,7 +204,7 @@ def resolve_encoder_weights(
 
 def _load_encoder_state(encoder: nn.Module, path: Path) -> None:
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # smp's own dependency: only for .safetensors files
 
         state = load_file(str(path), device="cpu")
     else:

@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 
 import storage
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.base.errors import ConfigError, PipelineError
 
 from .augment import AugmentConfig
 from .data import FrameDataset, make_loader, prepare_batch

@@ -76,7 +76,7 @@ class PreprocessParams(RunnerParams):
     @field_validator("detector")
     @classmethod
     def _known_detector(cls, v: str) -> str:
-        from pipeline.detect import DETECTORS
+        from pipeline.face.detect import DETECTORS
 
         if v not in DETECTORS:
             raise ValueError(f"detector: unknown name {v!r}; valid: {DETECTORS.names()}")
@@ -85,7 +85,7 @@ class PreprocessParams(RunnerParams):
     @field_validator("landmarks")
     @classmethod
     def _known_landmarker(cls, v: str) -> str:
-        from pipeline.landmarks import LANDMARKERS
+        from pipeline.face.landmarks import LANDMARKERS
 
         if v not in LANDMARKERS:
             raise ValueError(f"landmarks: unknown name {v!r}; valid: {LANDMARKERS.names()}")
@@ -103,7 +103,7 @@ class PreprocessParams(RunnerParams):
         return v
 
     def preprocess_config(self):
-        from pipeline.process import PreprocessConfig
+        from pipeline.run.process import PreprocessConfig
 
         return PreprocessConfig(
             detector=self.detector, landmarks=self.landmarks, every_n=self.every_n, fps=self.fps,

@@ -1,6 +1,6 @@
 """Prefect ``preprocess`` flow: plan units → process them in parallel → commit parts → report.
 
-A thin wrapper over :mod:`pipeline.process`; tasks pass paths, ids and small summaries.
+A thin wrapper over :mod:`pipeline.run.process`; tasks pass paths, ids and small summaries.
 
 The task cache (input checksums + config + store identity) only says what an earlier run did;
 the store's manifest says what is there now. Every result that claims a part (``written`` or
@@ -76,8 +76,8 @@ def preprocess_units(
     replace: bool = False,
 ) -> list[dict]:
     """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
-    from pipeline.items import WorkItem
-    from pipeline.process import PreprocessConfig, preprocess_unit
+    from pipeline.io.items import WorkItem
+    from pipeline.run.process import PreprocessConfig, preprocess_unit
 
     cfg = PreprocessConfig.from_dict({**config, **execution})
     return [preprocess_unit(WorkItem(**it), output, cfg, input_root=input_root, replace=replace).to_dict()
@@ -143,8 +143,8 @@ def _run_units(units: list[list[dict]], output: str, config: dict, execution: di
 @flow(name="preprocess")
 def preprocess(params: PreprocessParams) -> dict:
     """Videos/images → aligned face crops + 3D-fit pseudo-depth in a zarr v3 store."""
-    from pipeline.inputs import collect_items
-    from pipeline.process import RunReport, UnitResult
+    from pipeline.io.inputs import collect_items
+    from pipeline.run.process import RunReport, UnitResult
     from storage import run_lock
 
     logger = get_run_logger()
@@ -170,7 +170,7 @@ def preprocess(params: PreprocessParams) -> dict:
     rep = report.to_dict()
     report_path = params.report or _default_report(params.output)
     if report_path:
-        from pipeline.report import write_html_report
+        from pipeline.run.html_report import write_html_report
 
         Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
         html_path = write_html_report(rep, params.output, Path(report_path).with_suffix(".html"))

@@ -5,14 +5,14 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
+from depthseg.evaluate import evaluate
+from depthseg.trainer import TrainConfig, train
 from flows.params import TrainParams
 
 
 @task(name="train-model")
 def train_model(params: dict) -> dict:
     """Train (resuming from out_dir/last.pt when asked); returns checkpoint paths and metrics."""
-    from depthseg.trainer import TrainConfig, train
-
     fields = {k: v for k, v in params.items() if k not in ("test_split", "resume")}
     res = train(TrainConfig(progress=False, **fields), resume=params["resume"])
     return {
@@ -24,8 +24,6 @@ def train_model(params: dict) -> dict:
 
 @task(name="evaluate-model")
 def evaluate_model(checkpoint: str, store: str, split: str, dev_split: str | None, out_dir: str, device: str) -> dict:
-    from depthseg.evaluate import evaluate
-
     return evaluate(checkpoint, store, split=split, dev_split=dev_split, out_dir=out_dir, device=device)
 
 

@@ -87,9 +87,9 @@ def default_report_path(output: str) -> str:
 def cmd_preprocess(args) -> int:
     from tqdm import tqdm
 
-    from .errors import RunInterrupted
-    from .inputs import collect_items
-    from .process import PreprocessConfig, run_preprocess
+    from pipeline.base.errors import RunInterrupted
+    from pipeline.io.inputs import collect_items
+    from pipeline.run.process import PreprocessConfig, run_preprocess
 
     cfg = PreprocessConfig(
         detector=args.detector, landmarks=args.landmarks, every_n=args.every_n, fps=args.fps,
@@ -133,7 +133,7 @@ def _write_run_report(report, args) -> tuple[dict, str]:
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
     if args.html_report:
-        from .report import write_html_report
+        from pipeline.run.html_report import write_html_report
 
         write_html_report(rep, args.output, args.html_report)
     return rep, report_path
@@ -148,7 +148,7 @@ def _add_datasets(sub) -> None:
 
 
 def cmd_datasets(args) -> int:
-    from .datasets import datasets_command
+    from pipeline.datasets import datasets_command
 
     echo(datasets_command(args.root, args.dataset, args.protocol))
     return 0
@@ -189,7 +189,7 @@ def cmd_inspect(args) -> int:
         echo(format_summary(summ))
     problems = storage.verify(args.store)
     if args.grid:
-        from .report import sample_grid_png
+        from pipeline.run.html_report import sample_grid_png
 
         Path(args.grid).write_bytes(sample_grid_png(storage.open_dataset(args.store)))
         echo(f"grid: {args.grid}")
@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     for add in (_add_preprocess, _add_datasets, _add_inspect, _add_hdf5):
         add(sub)
-    for mod in ("depthseg.cli", "pipeline.synth_cli"):
+    for mod in ("depthseg.cli", "pipeline.synth.cli"):
         try:
             importlib.import_module(mod).register(sub)
         except ModuleNotFoundError as exc:

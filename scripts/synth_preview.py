@@ -3,7 +3,7 @@
 
 Rows: ``live`` (four moments of the clip: the head turns), ``print`` (first / last frame of
 print1 - glossy - and print2 - matte), ``replay`` (first / last frame of replay1 - tablet - and
-replay2 - phone). Frames come straight from :class:`pipeline.synth.SynthGenerator` (before video
+replay2 - phone). Frames come straight from :class:`pipeline.synth.generator.SynthGenerator` (before video
 encoding).
 
     .venv/bin/python scripts/synth_preview.py [--subject astronaut] [--seed 0] [--out docs/synth_preview.png]
@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from pipeline.synth import ClipSpec, SynthConfig, SynthGenerator  # noqa: E402
+from pipeline.synth.generator import SynthGenerator  # noqa: E402
+from pipeline.synth.plan import ClipSpec, SynthConfig  # noqa: E402
 
 
 def contact_sheet(gen: SynthGenerator, subject: str, scale: float = 0.5) -> Image.Image:

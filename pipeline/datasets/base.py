@@ -1,6 +1,6 @@
 """Shared machinery of the dataset adapters: scan results, the adapter registry, tree walking.
 
-An adapter turns a dataset root into :class:`~pipeline.items.WorkItem` records following the
+An adapter turns a dataset root into :class:`~pipeline.io.items.WorkItem` records following the
 dataset's official layout. Every file that looks like an input (a video, or an image for
 image datasets) but does not follow the layout is *reported* in :attr:`ScanResult.rejected`
 with a reason; nothing is silently guessed. Files that are not inputs at all (face-location
@@ -12,7 +12,7 @@ Conventions shared by every adapter (so protocols and summaries can rely on them
 * ``item.path`` is an absolute, normalised path (``os.path.abspath``; symlinks not resolved).
 * ``item.split`` is ``train``, ``dev``, ``test`` or ``""`` (no official split).
 * ``item.attack_type`` is ``none`` for live faces, else a family from
-  :data:`pipeline.items.ATTACK_TYPES` or a refinement of one (OULU-NPU: ``print1``...);
+  :data:`pipeline.io.items.ATTACK_TYPES` or a refinement of one (OULU-NPU: ``print1``...);
   ``extra["attack_family"]`` always holds the family (``none``/``print``/``replay``/``mask``/
   ``other``/``unknown``).
 * ``extra["dataset"]`` is the adapter name (subjects are only unique within a dataset),
@@ -30,9 +30,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from ..errors import DatasetLayoutError, InputNotFound
-from ..items import ATTACK_TYPES, WorkItem
-from ..registry import Registry
+from pipeline.base.errors import DatasetLayoutError, InputNotFound
+from pipeline.io.items import ATTACK_TYPES, WorkItem
+from pipeline.base.registry import Registry
 
 logger = logging.getLogger(__name__)
 

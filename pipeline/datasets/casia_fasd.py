@@ -29,7 +29,7 @@ dev set hold out training subjects (see :mod:`pipeline.datasets.protocols`, opti
 
 from __future__ import annotations
 
-from ..items import WorkItem
+from pipeline.io.items import WorkItem
 from .base import ADAPTERS, VideoDatasetAdapter, layout_error, make_item, rel_parts
 
 NAME = "casia-fasd"

@@ -34,7 +34,7 @@ import logging
 import os
 import posixpath
 
-from ..errors import DatasetLayoutError
+from pipeline.base.errors import DatasetLayoutError
 from .base import ADAPTERS, DatasetAdapter, ScanResult, make_item
 
 logger = logging.getLogger(__name__)

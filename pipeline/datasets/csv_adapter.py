@@ -4,14 +4,14 @@ The scanned "root" is the CSV file itself. Columns (header row, names case-insen
 
 * required: ``path`` (relative to the CSV's folder, or absolute) and ``label``
   (``live``/``spoof``/``unknown``, case-insensitive);
-* optional: ``attack_type`` (a family from :data:`pipeline.items.ATTACK_TYPES` or a numbered
+* optional: ``attack_type`` (a family from :data:`pipeline.io.items.ATTACK_TYPES` or a numbered
   refinement such as ``print1``; empty -> ``none`` for live rows, ``unknown`` otherwise),
   ``subject``, ``session``, ``device``, ``split`` (``train``/``dev``/``test`` or empty),
   ``video_id`` (default ``"<dataset>/<path relative to the input root>"``), ``max_frames``
   (positive integer), ``dataset`` (qualifies subjects; default the adapter's ``dataset``
   option, ``"csv"``). Any other column is kept as a string in ``item.extra``.
 
-A missing required column raises :class:`~pipeline.errors.DatasetLayoutError` naming it. Rows
+A missing required column raises :class:`~pipeline.base.errors.DatasetLayoutError` naming it. Rows
 are rejected (with ``"row N: reason"``) for an unknown label, attack type or split, a live row
 with an attack type (or a spoof row with ``none``), a path outside the input root (unless
 ``allow_outside_root=True``), a missing file, a file that is neither a video nor an image, a
@@ -26,8 +26,8 @@ import csv
 import logging
 import os
 
-from ..errors import DatasetLayoutError, InputNotFound
-from ..items import ATTACK_TYPES, LABELS, WorkItem
+from pipeline.base.errors import DatasetLayoutError, InputNotFound
+from pipeline.io.items import ATTACK_TYPES, LABELS, WorkItem
 from .base import ADAPTERS, IMAGE_EXTENSIONS, SPLITS, VIDEO_EXTENSIONS, DatasetAdapter, ScanResult
 
 logger = logging.getLogger(__name__)

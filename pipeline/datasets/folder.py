@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import os
 
-from ..errors import UnsupportedInput
-from ..frames import is_video_path
+from pipeline.base.errors import UnsupportedInput
+from pipeline.io.frames import is_video_path
 from .base import (
     ADAPTERS,
     IMAGE_EXTENSIONS,

@@ -27,8 +27,8 @@ import os
 import re
 from dataclasses import dataclass
 
-from ..errors import DatasetLayoutError
-from ..items import WorkItem
+from pipeline.base.errors import DatasetLayoutError
+from pipeline.io.items import WorkItem
 from .base import ADAPTERS, VideoDatasetAdapter, layout_error, make_item, rel_parts
 
 NAME = "msu-mfsd"

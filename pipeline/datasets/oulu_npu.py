@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from ..items import WorkItem
+from pipeline.io.items import WorkItem
 from .base import ADAPTERS, VideoDatasetAdapter, layout_error, make_item, rel_parts
 
 NAME = "oulu-npu"

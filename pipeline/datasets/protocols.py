@@ -32,9 +32,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from ..errors import ConfigError, PipelineError
-from ..items import WorkItem
-from ..registry import Registry
+from pipeline.base.errors import ConfigError, PipelineError
+from pipeline.io.items import WorkItem
+from pipeline.base.registry import Registry
 from .base import attack_family, item_dataset
 
 logger = logging.getLogger(__name__)

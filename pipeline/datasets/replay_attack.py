@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import re
 
-from ..errors import ConfigError
-from ..items import WorkItem
+from pipeline.base.errors import ConfigError
+from pipeline.io.items import WorkItem
 from .base import ADAPTERS, VideoDatasetAdapter, layout_error, make_item, rel_parts
 
 NAME = "replay-attack"

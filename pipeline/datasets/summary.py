@@ -6,7 +6,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 
-from ..items import WorkItem
+from pipeline.io.items import WorkItem
 from .base import ScanResult, attack_family, scan_dataset
 from .protocols import (
     ProtocolSplit,

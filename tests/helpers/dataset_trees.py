@@ -15,7 +15,7 @@ def make_tiny_video(path: Path) -> Path:
     """A 4-frame 32x32 H.264 video of a shared portrait, slightly shifted per frame."""
     from PIL import Image
 
-    from pipeline.media import write_video
+    from pipeline.io.media import write_video
 
     face = np.asarray(Image.fromarray(load_rgb(FACES / "obama.jpg")).resize((40, 40)))
     frames = [np.ascontiguousarray(face[i : i + 32, i : i + 32]) for i in range(4)]

@@ -1,0 +1,167 @@
+"""Square face crops and the 2x3 affines that relate them to the frame.
+
+Conventions (see :mod:`pipeline.base.types`): pixel ``(row=i, col=j)`` has its centre at
+``x = j, y = i``; an affine ``A`` is ``(2, 3)`` float32 and maps a frame point to crop pixels,
+``[u, v] = A @ [x, y, 1]``. This is OpenCV's ``warpAffine`` convention, so the crop pixel
+``(v, u)`` holds the frame colour at ``invert_affine(A) @ [u, v, 1]``.
+
+:func:`crop_face` takes the square of side ``crop_scale * max(w, h)`` centred on the box centre
+and resamples it to ``size x size``: the box centre lands on the crop centre
+``((S - 1) / 2, (S - 1) / 2)``. Parts of the square outside the frame are filled with
+constant 0 by default (black, the background value of the depth labels; replicating border
+pixels would smear edge structure such as screen bezels, a spoofing cue, into the crop);
+``border="replicate"`` is available.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline.base.errors import ConfigError
+from pipeline.base.types import Crop, FaceBox
+
+_BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Crop geometry: output side ``size`` px, square side ``crop_scale * max(box w, h)``.
+
+    ``border`` is ``"constant"`` (0) or ``"replicate"``. With ``antialias`` (default) a crop that
+    shrinks the frame by more than 1.5x is first area-averaged down, so the final bilinear warp
+    does not alias fine texture (moire, print dots) into the crop.
+    """
+
+    size: int = 256
+    crop_scale: float = 1.3
+    border: str = "constant"
+    antialias: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.size) != self.size or self.size < 1:
+            raise ConfigError(f"size must be a positive integer, got {self.size!r}")
+        if not (self.crop_scale > 0 and math.isfinite(self.crop_scale)):
+            raise ConfigError(f"crop_scale must be > 0, got {self.crop_scale!r}")
+        if self.border not in _BORDERS:
+            raise ConfigError(f"border must be one of {sorted(_BORDERS)}, got {self.border!r}")
+
+
+def square_affine(cx: float, cy: float, side: float, size: int) -> np.ndarray:
+    """Affine mapping the frame square of side ``side`` centred on ``(cx, cy)`` onto
+    ``size x size`` crop pixels (edges to edges: the centre goes to ``(size - 1) / 2``).
+
+    Returns ``(2, 3)`` float32.
+    """
+    if side <= 0:
+        raise ValueError(f"square side must be > 0, got {side}")
+    s = size / side
+    half = (size - 1) / 2.0
+    return np.array([[s, 0.0, half - s * cx], [0.0, s, half - s * cy]], dtype=np.float32)
+
+
+def invert_affine(affine: np.ndarray) -> np.ndarray:
+    """Inverse of a ``(..., 2, 3)`` affine (crop -> frame for a frame -> crop affine)."""
+    a = np.asarray(affine, dtype=np.float64)
+    lin = a[..., :2]
+    inv = np.linalg.inv(lin)
+    t = -np.einsum("...ij,...j->...i", inv, a[..., 2])
+    return np.concatenate([inv, t[..., None]], axis=-1).astype(np.float32)
+
+
+def transform_points(affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Apply ``(..., 2, 3)`` affine(s) to ``(..., N, 2)`` points; returns float32 ``(..., N, 2)``.
+
+    Leading dimensions broadcast, so a batch of affines ``(B, 2, 3)`` maps a batch of point
+    sets ``(B, N, 2)`` at once.
+    """
+    a = np.asarray(affine, dtype=np.float64)
+    p = np.asarray(pts, dtype=np.float64)
+    out = np.einsum("...ij,...nj->...ni", a[..., :2], p) + a[..., None, :, 2]
+    return out.astype(np.float32)
+
+
+def box_square(box: FaceBox, crop_scale: float) -> tuple[float, float, float]:
+    """``(cx, cy, side)`` of the square crop region of ``box``: centred on the box centre, side
+    ``crop_scale * max(w, h)``."""
+    return (
+        (box.x0 + box.x1) / 2.0,
+        (box.y0 + box.y1) / 2.0,
+        crop_scale * max(box.width, box.height),
+    )
+
+
+def warp_square(
+    image: np.ndarray,
+    affine: np.ndarray,
+    size: int,
+    *,
+    border: str = "constant",
+    antialias: bool = True,
+) -> np.ndarray:
+    """Resample ``image`` through a similarity ``affine`` (no shear) into ``size x size``.
+
+    Bilinear (``cv2.INTER_LINEAR``) with the given border. With ``antialias``, when the affine
+    shrinks by more than 1.5x the needed frame region is area-averaged first; the result is
+    still exactly the image of ``affine`` (only the sampling differs).
+    """
+    border_mode = _BORDERS[border]
+    a = np.asarray(affine, dtype=np.float64)
+    scale = math.sqrt(abs(np.linalg.det(a[:, :2])))
+    if antialias and scale < 1.0 / 1.5:
+        inv = invert_affine(a).astype(np.float64)
+        corners = np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]])
+        src = corners @ inv[:, :2].T + inv[:, 2]
+        h, w = image.shape[:2]
+        x0 = max(int(math.floor(src[:, 0].min())) - 2, 0)
+        y0 = max(int(math.floor(src[:, 1].min())) - 2, 0)
+        x1 = min(int(math.ceil(src[:, 0].max())) + 3, w)
+        y1 = min(int(math.ceil(src[:, 1].max())) + 3, h)
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            roi = image[y0:y1, x0:x1]
+            nw = max(2, int(round((x1 - x0) * scale)))
+            nh = max(2, int(round((y1 - y0) * scale)))
+            small = cv2.resize(roi, (nw, nh), interpolation=cv2.INTER_AREA)
+            rx, ry = nw / (x1 - x0), nh / (y1 - y0)
+            # frame -> small pixels (pixel-centre convention of cv2.resize)
+            to_small = np.array(
+                [[rx, 0.0, (0.5 - x0) * rx - 0.5], [0.0, ry, (0.5 - y0) * ry - 0.5]]
+            )
+            small_to_frame = invert_affine(to_small).astype(np.float64)
+            combined = a[:, :2] @ small_to_frame[:, :2]
+            combined_t = a[:, :2] @ small_to_frame[:, 2] + a[:, 2]
+            m = np.concatenate([combined, combined_t[:, None]], axis=1)
+            # the ROI keeps a margin round the sampled region and is clamped only at the frame's
+            # own edges, so either border mode behaves as on the full frame
+            return cv2.warpAffine(
+                small, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border_mode, borderValue=0
+            )
+    return cv2.warpAffine(
+        image, a, (size, size), flags=cv2.INTER_LINEAR, borderMode=border_mode, borderValue=0
+    )
+
+
+def crop_face(image: np.ndarray, box: FaceBox, cfg: CropConfig | None = None) -> Crop:
+    """Square ``(S, S, 3)`` uint8 crop of ``box`` enlarged by ``cfg.crop_scale`` about its centre,
+    with the ``(2, 3)`` float32 frame -> crop affine."""
+    cfg = cfg or CropConfig()
+    cx, cy, side = box_square(box, cfg.crop_scale)
+    if not side > 0:
+        raise ValueError(f"cannot crop an empty box {box}")
+    affine = square_affine(cx, cy, side, cfg.size)
+    out = warp_square(image, affine, cfg.size, border=cfg.border, antialias=cfg.antialias)
+    return Crop(image=out, affine=affine)
+
+
+__all__ = [
+    "CropConfig",
+    "crop_face",
+    "square_affine",
+    "box_square",
+    "warp_square",
+    "invert_affine",
+    "transform_points",
+]

@@ -1,0 +1,416 @@
+"""68-point facial landmark backends behind one small interface.
+
+Every backend returns :class:`~pipeline.base.types.Landmarks`: ``(68, 2)`` float32 ``(x, y)`` in
+frame pixels (pixel centres at integer coordinates), iBUG-68 order, for one face box.
+
+Backends (``create_landmarker(name, ...)``; unknown names raise a KeyError listing these):
+
+``dlib68``
+    dlib's ERT shape predictor ``shape_predictor_68_face_landmarks.dat`` from the
+    face-recognition-models package's data folder (integer-pixel output).
+``fan2d`` / ``fan3d``
+    face-alignment's FAN (4 hourglass stacks) with user-supplied weights from the model
+    directory: ``fan/2DFAN4-*.pth.tar`` / ``fan/3DFAN4-*.pth.tar`` (state dicts, as
+    face-alignment 1.5 downloads them) or the TorchScript ``fan/2DFAN4-*.zip`` /
+    ``fan/3DFAN4-*.zip`` of face-alignment 1.3/1.4; option ``weights`` names another file.
+    The face is cropped as face-alignment does (box centre moved up by 12% of the height,
+    square side ``200 * (w + h) / 195``) to 256 px; heatmaps are decoded with its
+    quarter-pixel rule; ``flip=True`` averages with the mirrored input. ``fan3d`` gives the
+    image projection (x, y) of the 3D landmarks (its depth network is not needed for that).
+``insightface68``
+    insightface's ``1k3d68.onnx`` from ``insightface/<pack>/`` (option ``pack``, default
+    ``buffalo_l``): 68 3D points of which x, y are kept; crop as insightface does (side
+    ``1.5 * max(w, h)`` to 192 px).
+
+The FAN and insightface backends run many faces per call (:meth:`landmarks_batch`), batched
+by ``LandmarkConfig.batch_size``. Each backend imports its library (face_alignment, dlib,
+insightface - an optional extra) when built or run, so a run loads only the one it selected.
+Nothing here downloads anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+import torch
+
+from pipeline.base.assets import asset_path, resolve_model_dir
+from pipeline.base.errors import ConfigError, LandmarkError
+from pipeline.base.registry import Registry
+from pipeline.base.types import FaceBox, Landmarks
+from pipeline.face.crop import invert_affine, square_affine, transform_points
+from pipeline.face.detect import face_recognition_models_file, insightface_model, split_stage_kwargs
+
+logger = logging.getLogger(__name__)
+
+NUM_LANDMARKS = 68
+
+
+@dataclass(frozen=True)
+class LandmarkConfig:
+    """Settings of the landmark stage: backend ``name``, torch/onnx ``device``, ``model_dir``
+    (None: the default model directory), ``batch_size`` (faces per network call) and
+    backend-specific ``options`` (e.g. ``{"flip": True}`` for FAN)."""
+
+    name: str = "dlib68"
+    device: str = "cpu"
+    model_dir: str | None = None
+    batch_size: int = 16
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if int(self.batch_size) != self.batch_size or self.batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not any(k in str(self.device) for k in ("cpu", "cuda", "mps")):
+            raise ConfigError(f"device must be cpu, cuda[:N] or mps, got {self.device!r}")
+
+
+@runtime_checkable
+class LandmarkDetector(Protocol):
+    """What every landmark backend offers (see :func:`landmarks_batch` for the batched form)."""
+
+    name: str
+
+    def landmarks(self, image: np.ndarray, box: FaceBox) -> Landmarks:
+        """68 landmarks of the face in ``box`` of one ``(H, W, 3)`` uint8 RGB image."""
+        ...
+
+
+def landmarks_batch(
+    detector: LandmarkDetector, images: Sequence[np.ndarray], boxes: Sequence[FaceBox]
+) -> list[Landmarks]:
+    """Landmarks of ``boxes[i]`` in ``images[i]``, through the batched path when there is one."""
+    if len(images) != len(boxes):
+        raise ValueError(f"{len(images)} images but {len(boxes)} boxes")
+    batched = getattr(detector, "landmarks_batch", None)
+    if callable(batched):
+        return batched(images, boxes)
+    return [detector.landmarks(im, b) for im, b in zip(images, boxes)]
+
+
+class LandmarkerBase:
+    """Shared plumbing: ``landmarks`` is ``landmarks_batch`` of one face; batching by
+    ``cfg.batch_size``; subclasses implement :meth:`_run` on one chunk."""
+
+    name = "base"
+
+    def __init__(self, cfg: LandmarkConfig):
+        self.cfg = cfg
+
+    def landmarks(self, image: np.ndarray, box: FaceBox) -> Landmarks:
+        """68 landmarks of the face in ``box`` of one ``(H, W, 3)`` uint8 RGB image."""
+        return self.landmarks_batch([image], [box])[0]
+
+    def landmarks_batch(self, images: Sequence[np.ndarray], boxes: Sequence[FaceBox]) -> list[Landmarks]:
+        """Landmarks of ``boxes[i]`` in ``images[i]`` (images may differ in size)."""
+        if len(images) != len(boxes):
+            raise ValueError(f"{len(images)} images but {len(boxes)} boxes")
+        for im in images:
+            if not isinstance(im, np.ndarray) or im.ndim != 3 or im.shape[2] != 3 or im.dtype != np.uint8:
+                raise ValueError(f"expected (H, W, 3) uint8 RGB images, got {getattr(im, 'shape', type(im))}")
+        for b in boxes:
+            if not (b.width > 0 and b.height > 0):
+                raise LandmarkError(f"empty face box {b}")
+        out: list[Landmarks] = []
+        n = self.cfg.batch_size
+        for start in range(0, len(images), n):
+            pts, scores = self._run(list(images[start : start + n]), list(boxes[start : start + n]))
+            if not np.all(np.isfinite(pts)):
+                raise LandmarkError(f"{self.name} produced non-finite landmarks")
+            for i in range(len(pts)):
+                out.append(
+                    Landmarks(
+                        points=np.ascontiguousarray(pts[i], dtype=np.float32),
+                        scores=None if scores is None else np.asarray(scores[i], dtype=np.float32),
+                    )
+                )
+        return out
+
+    def _run(self, images: list[np.ndarray], boxes: list[FaceBox]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(B, 68, 2)`` frame-pixel points and optional ``(B, 68)`` scores for one chunk."""
+        raise NotImplementedError
+
+
+LANDMARKERS: Registry[LandmarkDetector] = Registry("landmark detector")
+
+
+def create_landmarker(name: str, cfg: LandmarkConfig | None = None, **kwargs: Any) -> LandmarkDetector:
+    """Build the landmark backend ``name``.
+
+    ``kwargs`` that are :class:`LandmarkConfig` fields override ``cfg``; the others are backend
+    options (merged over ``cfg.options``). Unknown names raise a KeyError listing valid ones.
+    """
+    cfg, options = split_stage_kwargs(cfg or LandmarkConfig(), name, kwargs)
+    return LANDMARKERS.create(name, cfg=cfg, **options)
+
+
+# --------------------------------------------------------------------------- dlib
+
+
+class Dlib68Landmarker(LandmarkerBase):
+    """dlib's 68-point shape predictor on the given box (as a dlib rectangle)."""
+
+    name = "dlib68"
+
+    def __init__(self, cfg: LandmarkConfig, *, predictor: Any = None):
+        super().__init__(cfg)
+        if predictor is None:
+            import dlib  # backend library (module doc)
+
+            predictor = dlib.shape_predictor(str(face_recognition_models_file("shape_predictor_68_face_landmarks.dat")))
+        self.predictor = predictor
+
+    def _run(self, images, boxes):
+        import dlib  # backend library (module doc)
+
+        pts = np.empty((len(images), NUM_LANDMARKS, 2), np.float32)
+        for i, (im, b) in enumerate(zip(images, boxes)):
+            # inverse of the detector's inclusive-pixel conversion (edges half a pixel outside)
+            rect = dlib.rectangle(
+                int(round(b.x0 + 0.5)), int(round(b.y0 + 0.5)), int(round(b.x1 - 0.5)), int(round(b.y1 - 0.5))
+            )
+            shape = self.predictor(np.ascontiguousarray(im), rect)
+            if shape.num_parts != NUM_LANDMARKS:
+                raise LandmarkError(f"dlib predictor gave {shape.num_parts} points, expected 68")
+            pts[i] = [(p.x, p.y) for p in shape.parts()]
+        return pts, None
+
+
+LANDMARKERS.register("dlib68")(lambda cfg, **opts: Dlib68Landmarker(cfg, **opts))
+
+
+# --------------------------------------------------------------------------- FAN
+
+FAN_RESOLUTION = 256
+FAN_HEATMAP = 64
+FAN_REFERENCE_SCALE = 195.0  # face-alignment's REFERENCE_SCALE
+FAN_CENTER_Y_OFFSET = 0.12  # face-alignment's CENTER_Y_OFFSET
+#: face-alignment's left/right landmark permutation for the mirrored input
+FAN_FLIP_PAIRS = (
+    16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+    17, 27, 28, 29, 30, 35, 34, 33, 32, 31, 45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40, 54, 53,
+    52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65,
+)
+#: file names face-alignment uses (1.5: state dicts; 1.3/1.4: TorchScript zips), newest first
+FAN_WEIGHTS = {
+    "fan2d": ("fan/2DFAN4-11f355bf06.pth.tar", "fan/2DFAN4-cd938726ad.zip"),
+    "fan3d": ("fan/3DFAN4-7835d9f11d.pth.tar", "fan/3DFAN4-4a694010b9.zip"),
+}
+
+
+def fan_crop_affine(box: FaceBox) -> np.ndarray:
+    """Frame -> 256 px FAN input affine for ``box``, with face-alignment's centre and scale."""
+    cx = (box.x0 + box.x1) / 2.0
+    cy = (box.y0 + box.y1) / 2.0 - box.height * FAN_CENTER_Y_OFFSET
+    side = 200.0 * (box.width + box.height) / FAN_REFERENCE_SCALE
+    return square_affine(cx, cy, side, FAN_RESOLUTION)
+
+
+def decode_heatmaps(heatmaps) -> tuple[np.ndarray, np.ndarray]:
+    """Peak positions of ``(B, 68, h, w)`` heatmaps, batched in torch.
+
+    Returns ``(B, 68, 2)`` float32 ``(x, y)`` in heatmap pixel-centre coordinates (argmax moved
+    a quarter pixel towards the larger neighbour, face-alignment's rule, for interior peaks) and
+    ``(B, 68)`` peak values.
+    """
+    hm = torch.as_tensor(heatmaps).float()
+    b, c, h, w = hm.shape
+    flat = hm.reshape(b, c, h * w)
+    score, idx = flat.max(dim=-1)
+    px = (idx % w).long()
+    py = torch.div(idx, w, rounding_mode="floor").long()
+    inner = (px > 0) & (px < w - 1) & (py > 0) & (py < h - 1)
+
+    def at(dx: int, dy: int):
+        xi = (px + dx).clamp(0, w - 1)
+        yi = (py + dy).clamp(0, h - 1)
+        return flat.gather(-1, (yi * w + xi).unsqueeze(-1)).squeeze(-1)
+
+    off_x = torch.sign(at(1, 0) - at(-1, 0)) * 0.25 * inner
+    off_y = torch.sign(at(0, 1) - at(0, -1)) * 0.25 * inner
+    pts = torch.stack([px.float() + off_x, py.float() + off_y], dim=-1)
+    return pts.cpu().numpy().astype(np.float32), score.cpu().numpy().astype(np.float32)
+
+
+def load_fan(path: str | Path, device: str):
+    """A FAN network from a user-given file: a TorchScript ``.zip`` (``torch.jit.load``) or a
+    state dict (``torch.load(weights_only=True)``, optionally under ``"state_dict"`` with
+    ``module.`` prefixes) loaded into face-alignment's ``FAN(4)``. Eval mode, on ``device``."""
+    path = Path(path)
+    dev = torch.device(device)
+    if path.suffix == ".zip":
+        net = torch.jit.load(str(path), map_location=dev)
+    else:
+        from face_alignment.models import FAN  # backend library (module doc)
+
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if isinstance(state, Mapping) and "state_dict" in state:
+            state = state["state_dict"]
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+        net = FAN(4)
+        net.load_state_dict(state)
+        net.to(dev)
+    return net.eval()
+
+
+class FanLandmarker(LandmarkerBase):
+    """face-alignment's FAN on batches of face crops.
+
+    ``net`` is a FAN module (from :func:`load_fan`) or any callable mapping a float
+    ``(B, 3, 256, 256)`` RGB tensor in ``[0, 1]`` to ``(B, 68, 64, 64)`` heatmaps (or a list whose
+    last item is), already on ``cfg.device``.
+    """
+
+    def __init__(self, net: Any, cfg: LandmarkConfig, *, flip: bool = False, name: str = "fan2d"):
+        super().__init__(cfg)
+        self.net = net
+        self.flip = bool(flip)
+        self.name = name
+
+    def _forward(self, x):
+        out = self.net(x)
+        return out[-1] if isinstance(out, (list, tuple)) else out
+
+    def _run(self, images, boxes):
+        affines = np.stack([fan_crop_affine(b) for b in boxes])
+        crops = np.stack(
+            [
+                cv2.warpAffine(im, a, (FAN_RESOLUTION, FAN_RESOLUTION), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                for im, a in zip(images, affines)
+            ]
+        )
+        dev = torch.device(self.cfg.device)
+        x = torch.from_numpy(crops).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.inference_mode():
+            hm = self._forward(x).float()
+            if self.flip:
+                hm_f = self._forward(x.flip(-1)).float()
+                hm = hm + hm_f[:, list(FAN_FLIP_PAIRS)].flip(-1)
+        pts_hm, scores = decode_heatmaps(hm)
+        if self.flip:
+            scores = scores / 2.0
+        stride = FAN_RESOLUTION / hm.shape[-1]
+        pts_crop = (pts_hm + 0.5) * stride - 0.5  # heatmap pixel centre -> crop pixel centre
+        return transform_points(invert_affine(affines), pts_crop), scores
+
+
+def find_fan_weights(kind: str, model_dir: str | None, weights: str | None = None) -> Path:
+    """The FAN weights file for ``kind`` (``fan2d``/``fan3d``): ``weights`` when given (absolute,
+    or relative to the model directory), else face-alignment's file names, else any
+    ``fan/2DFAN4*`` / ``fan/3DFAN4*`` file. Raises :class:`ModelAssetMissing` naming the file."""
+    if weights:
+        p = Path(weights).expanduser()
+        return p if p.is_absolute() and p.is_file() else asset_path(str(weights), model_dir, source_key="fan")
+    root = resolve_model_dir(model_dir)
+    for rel in FAN_WEIGHTS[kind]:
+        if (root / rel).is_file():
+            return root / rel
+    prefix = "2DFAN4" if kind == "fan2d" else "3DFAN4"
+    found = sorted((root / "fan").glob(f"{prefix}*")) if (root / "fan").is_dir() else []
+    found = [p for p in found if p.is_file()]
+    if found:
+        return found[0]
+    return asset_path(FAN_WEIGHTS[kind][0], model_dir, source_key="fan")  # raises, naming the file
+
+
+def _fan_factory(kind: str):
+    def make(cfg: LandmarkConfig, *, weights: str | None = None, flip: bool = False) -> FanLandmarker:
+        path = find_fan_weights(kind, cfg.model_dir, weights)
+        return FanLandmarker(load_fan(path, cfg.device), cfg, flip=flip, name=kind)
+
+    return make
+
+
+LANDMARKERS.register("fan2d")(_fan_factory("fan2d"))
+LANDMARKERS.register("fan3d")(_fan_factory("fan3d"))
+
+
+# --------------------------------------------------------------------------- insightface
+
+
+def insightface_crop_affine(box: FaceBox, size: int) -> np.ndarray:
+    """Frame -> ``size`` px input affine of insightface's landmark models (its
+    ``face_align.transform``: scale ``size / (1.5 max(w, h))``, box centre to ``size / 2``)."""
+    cx = (box.x0 + box.x1) / 2.0
+    cy = (box.y0 + box.y1) / 2.0
+    s = size / (1.5 * max(box.width, box.height))
+    return np.array([[s, 0.0, size / 2.0 - s * cx], [0.0, s, size / 2.0 - s * cy]], dtype=np.float32)
+
+
+class InsightFace68Landmarker(LandmarkerBase):
+    """insightface ``1k3d68`` on batches of 192 px crops through an onnxruntime session.
+
+    ``session`` is an ``onnxruntime.InferenceSession`` (or any object with ``get_inputs()`` and
+    ``run(None, {name: blob})``) whose output is ``(B, 3 * K)`` with the last 68 of the ``K``
+    3D points the iBUG landmarks in ``[-1, 1]`` crop units. Its input is RGB float
+    ``(pixel - input_mean) / input_std``, as insightface prepares it.
+    """
+
+    name = "insightface68"
+
+    def __init__(self, session: Any, cfg: LandmarkConfig, *, input_size: int = 192,
+                 input_mean: float = 127.5, input_std: float = 128.0):
+        super().__init__(cfg)
+        self.session = session
+        self.input_size = int(input_size)
+        self.input_mean = float(input_mean)
+        self.input_std = float(input_std)
+        inp = session.get_inputs()[0]
+        self.input_name = inp.name
+        batch_dim = inp.shape[0] if inp.shape else 1
+        self.fixed_batch = isinstance(batch_dim, int) and batch_dim > 0
+
+    def _run(self, images, boxes):
+        size = self.input_size
+        affines = np.stack([insightface_crop_affine(b, size) for b in boxes])
+        crops = np.stack(
+            [cv2.warpAffine(im, a, (size, size), borderValue=0) for im, a in zip(images, affines)]
+        ).astype(np.float32)
+        blob = np.ascontiguousarray(((crops - self.input_mean) / self.input_std).transpose(0, 3, 1, 2))
+        if self.fixed_batch:
+            preds = np.concatenate([self.session.run(None, {self.input_name: blob[i : i + 1]})[0] for i in range(len(blob))])
+        else:
+            preds = self.session.run(None, {self.input_name: blob})[0]
+        preds = np.asarray(preds, dtype=np.float64).reshape(len(boxes), -1)
+        dim = 3 if preds.shape[1] >= 3000 else 2
+        pts = preds.reshape(len(boxes), -1, dim)[:, -NUM_LANDMARKS:, :2]
+        pts_crop = (pts + 1.0) * (size // 2)
+        return transform_points(invert_affine(affines), pts_crop), None
+
+
+def _insightface68_factory(cfg: LandmarkConfig, *, pack: str = "buffalo_l") -> InsightFace68Landmarker:
+    model = insightface_model(f"insightface/{pack}/1k3d68.onnx", cfg.model_dir, cfg.device, "landmark")
+    if getattr(model, "lmk_num", NUM_LANDMARKS) != NUM_LANDMARKS:
+        raise ConfigError(f"{model.model_file}: gives {model.lmk_num} landmarks, expected 68")
+    return InsightFace68Landmarker(
+        model.session, cfg, input_size=model.input_size[0], input_mean=model.input_mean, input_std=model.input_std
+    )
+
+
+LANDMARKERS.register("insightface68")(_insightface68_factory)
+
+
+__all__ = [
+    "LandmarkConfig",
+    "LandmarkDetector",
+    "LandmarkerBase",
+    "LANDMARKERS",
+    "create_landmarker",
+    "landmarks_batch",
+    "Dlib68Landmarker",
+    "FanLandmarker",
+    "InsightFace68Landmarker",
+    "load_fan",
+    "find_fan_weights",
+    "decode_heatmaps",
+    "fan_crop_affine",
+    "insightface_crop_affine",
+    "FAN_WEIGHTS",
+]

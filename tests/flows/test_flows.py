@@ -1,0 +1,120 @@
+"""The Prefect flows under prefect_test_harness (a temporary local API + SQLite)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("prefect")
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+
+import storage  # noqa: E402
+from tests.conftest import load_rgb  # noqa: E402
+from tests.helpers.media import make_face_video  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def harness():
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, portraits):
+    root = tmp_path_factory.mktemp("clips")
+    face = load_rgb(next(p for p in portraits if p.name == "obama.jpg"))
+    for i in range(3):
+        make_face_video(root / f"clip{i}.mp4", face, n=8, gap=(8, 8))
+    return root
+
+
+def _params(clips: Path, out: Path, **kw) -> dict:
+    return {"input": str(clips), "output": str(out), "size": 64, "max_frames": 4, **kw}
+
+
+@pytest.mark.slow  # two flow runs under the test harness (~50 s loaded)
+def test_preprocess_flow_then_cached_rerun(harness, clips, tmp_path):
+    from flows.preprocess import preprocess
+
+    out = tmp_path / "store.zarr"
+    res = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    assert res["counts"]["written"] == 3 and res["counts"]["failed"] == 0
+    ds = storage.open_dataset(str(out))
+    assert len(ds) == 12
+    before = {p.part_id: p for p in ds.parts}
+    res2 = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    assert res2["counts"]["skipped"] == 3 and res2["counts"]["written"] == 0
+    after = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
+    assert after == before
+    report = json.loads(Path(res2["report"]).read_text())
+    assert all("cached" in u["message"] or u["status"] == "skipped" for u in report["units"])
+
+
+@pytest.mark.slow  # a process pool per run (~90 s loaded)
+def test_preprocess_flow_process_pool(harness, clips, tmp_path):
+    from flows.preprocess import preprocess
+
+    out = tmp_path / "pp.zarr"
+    res = preprocess(params=_params(clips, out, task_runner="process", max_workers=2, items_per_task=2))
+    assert res["counts"]["written"] == 3
+    assert len(storage.open_dataset(str(out))) == 12
+
+
+@pytest.mark.slow  # a local dask cluster (~100 s loaded)
+def test_preprocess_flow_dask(harness, clips, tmp_path):
+    pytest.importorskip("prefect_dask")
+    from flows.preprocess import preprocess
+
+    out = tmp_path / "dask.zarr"
+    res = preprocess(params=_params(clips, out, task_runner="dask", max_workers=2))
+    assert res["counts"]["written"] == 3
+    assert storage.verify(str(out)) == []
+
+
+@pytest.mark.parametrize(
+    "bad, name",
+    [({"input": "/no/such/folder"}, "input"), ({"detector": "mtcnn-nope"}, "detector"), ({"batch_size": -4}, "batch_size")],
+)
+def test_bad_parameter_fails_at_once_naming_it(harness, clips, tmp_path, bad, name):
+    from flows.preprocess import preprocess
+
+    params = {**_params(clips, tmp_path / "bad.zarr"), **bad}
+    with pytest.raises(Exception) as err:
+        preprocess(params=params)
+    assert name in str(err.value)
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp_path):
+    """Issue 11 item 7: the task cache must not report a part written that the manifest lacks."""
+    from flows.preprocess import preprocess
+    from storage.layout import Location, read_manifest, write_manifest
+
+    out = tmp_path / "dropped.zarr"
+    res = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    assert res["counts"]["written"] == 3
+    before = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
+    dropped = sorted(before)[0]
+    # drop one committed part between runs (its manifest entry and its folder)
+    loc = Location.parse(str(out))
+    manifest = read_manifest(loc)
+    entry = manifest["parts"].pop(dropped)
+    write_manifest(loc, manifest)
+    shutil.rmtree(out / entry["path"])
+    assert dropped not in {p.part_id for p in storage.open_dataset(str(out)).parts}
+
+    res2 = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    report = json.loads(Path(res2["report"]).read_text())
+    units = {u["part_id"]: u for u in report["units"]}
+    assert units[dropped]["status"] == "written" and units[dropped]["frames_stored"] == before[dropped].frames
+    assert res2["counts"]["written"] == 1 and res2["counts"]["skipped"] == 2
+    after = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
+    assert sorted(after) == sorted(before)  # the part is back, really in the store
+    assert after[dropped].input_checksum == before[dropped].input_checksum
+    assert storage.verify(str(out)) == []
+    # every part the report calls written or skipped is in the manifest with its input's checksum
+    for u in report["units"]:
+        assert u["status"] in ("written", "skipped") and after[u["part_id"]].input_checksum == u["input_checksum"]
