@@ -47,7 +47,8 @@ MUTATION = st.one_of(
     st.tuples(st.just("replace"), st.integers(0, 999), st.integers(0, len(DTYPES) - 1), SHAPES, st.booleans()),
     st.tuples(st.just("group"), st.integers(0, 999), NAMES),
     st.tuples(st.just("attr"), st.integers(0, 999), ATTR_NAMES, ATTR_VALUES),
-    st.tuples(st.just("link"), st.integers(0, 999), st.sampled_from(["soft", "dangling", "external", "external-missing"])),
+    st.tuples(st.just("link"), st.integers(0, 999),
+              st.sampled_from(["soft", "dangling", "external", "external-missing"])),
     st.tuples(st.just("external"), st.integers(0, 999)),
     st.tuples(st.just("flip"), st.integers(0, 999), st.integers(0, 10**6)),
 )
