@@ -30,7 +30,7 @@ import zarr
 import zarr.api.asynchronous as zarr_async
 from zarr.core.sync import sync as zarr_sync
 
-from . import colpack
+from .colpack import load as load_packed_columns
 from .errors import IntegrityError, StoreError
 from .errors import RepairNeeded
 from .fastread import FrameReader
@@ -153,7 +153,7 @@ class DatasetReader(Sequence):
     def _load_columns(self) -> list[dict[str, np.ndarray]]:
         """Every part's per-frame columns: packed in its ``zarr.json`` (:mod:`storage.colpack`),
         else (parts written before that) read from its arrays concurrently on zarr's event loop."""
-        packed = colpack.load(self._loc, self.parts, [list(_column_paths(p, self.schema_version)) for p in self.parts])
+        packed = load_packed_columns(self._loc, self.parts, [list(_column_paths(p, self.schema_version)) for p in self.parts])
         limit = asyncio.Semaphore(64)
 
         async def read(store: Any, path: str) -> np.ndarray:

@@ -48,7 +48,7 @@ import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
-from . import colpack
+from .colpack import ATTR as PACKED_COLUMNS, pack, read_back
 from .errors import (ConfigMismatch, IntegrityError, PartConflict, PartExists, RepairNeeded, SchemaTooOld,
                      StoreError, StoreLocked)
 from .layout import (
@@ -720,7 +720,7 @@ class PartBuilder:
         try:
             try:
                 self._group.attrs.update({"frames": info.frames, "extra": info.extra,
-                                          colpack.ATTR: colpack.pack(colpack.read_back(self._arrays))})
+                                          PACKED_COLUMNS: pack(read_back(self._arrays))})
             except Exception as e:
                 raise StoreError(f"{writer.url}: writing part {self.part_id} failed: {e!r}") from e
             if writer._loc.local:

@@ -223,7 +223,8 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
                 except PipelineError as exc:
                     send(("failed", idx, exc.reason, str(exc), timer.as_dict()))
                 except (OSError, ValueError, RuntimeError) as exc:
-                    log.exception("%s failed", item.path)
+                    log.warning("%s failed: %s: %s", item.path, type(exc).__name__, exc)  # one line; the run goes on
+                    log.debug("%s failed", item.path, exc_info=True)
                     send(("failed", idx, "error", f"{item.path}: {type(exc).__name__}: {exc}", timer.as_dict()))
                 else:
                     send(("done", idx, dict(counts), timer.as_dict()))

@@ -490,7 +490,8 @@ def preprocess_unit(
         if isinstance(exc, StoreError):
             raise
         res.reason, res.message = "error", f"{item.path}: {type(exc).__name__}: {exc}"
-        log.exception("%s failed", item.path)
+        log.warning("%s failed: %s: %s", item.path, type(exc).__name__, exc)  # one line; the run goes on
+        log.debug("%s failed", item.path, exc_info=True)
     finally:
         res.seconds = timer.as_dict()
     return res
