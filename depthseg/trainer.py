@@ -361,7 +361,7 @@ def _tensorboard(out: Path):
 
 def _load_failure(exc: Exception) -> str:
     """The gist of a torch.load failure: for a file the safe unpickler refuses, its reason alone,
-    without torch's advice to retry with ``weights_only=False`` (which would run the file's code)."""
+    without torch's advice to retry with the weights-only guard switched off (which would run the file's code)."""
     text = " ".join(str(exc).split())
     if "WeightsUnpickler error:" in text:
         text = "refused by the weights-only unpickler: " + text.split("WeightsUnpickler error:", 1)[1].strip()

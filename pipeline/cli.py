@@ -290,7 +290,7 @@ def error_message(exc: BaseException, args: argparse.Namespace | None = None) ->
     """
     from storage import StoreError
 
-    from .errors import PipelineError
+    from pipeline.base.errors import PipelineError
 
     if isinstance(exc, KeyboardInterrupt):
         detail = getattr(exc, "detail", "")

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 import storage
+import storage.reader
 from depthseg.data import FrameDataset, make_loader
 from storage import colpack
 from storage.fastread import FrameReader
@@ -189,7 +190,7 @@ def test_packed_columns(tmp_path, monkeypatch):
     write_store(path)
     r = storage.open_dataset(path)
     with monkeypatch.context() as m:
-        m.setattr(colpack, "load", lambda loc, parts, names: [None] * len(parts))
+        m.setattr(storage.reader, "load_packed_columns", lambda loc, parts, names: [None] * len(parts))
         slow = storage.open_dataset(path)  # every part from its arrays, as before
     assert r.columns == slow.columns
     for name in r.columns:
@@ -204,7 +205,7 @@ def test_packed_columns(tmp_path, monkeypatch):
         calls.append(real(*args))
         return calls[-1]
 
-    monkeypatch.setattr(colpack, "load", spy)
+    monkeypatch.setattr(storage.reader, "load_packed_columns", spy)
     again = storage.open_dataset(path)
     assert [c is None for c in calls[0]] == [True, False, False]  # parts sorted: vid-a, vid-b, vid-c
     for name in r.columns:

@@ -133,6 +133,7 @@ def test_manifest_entry_of_wrong_type_is_one_line(tmp_path, capsys):
         assert rc in (1, 2), (rc, line)
 
 
+@pytest.mark.slow  # CLI subprocesses importing torch (~6 s idle)
 def test_real_stderr_is_one_line(bad_checkpoints, trained, tmp_path):
     """The console script as a user runs it: stderr is exactly one line, exit status 2."""
     store, _ = trained

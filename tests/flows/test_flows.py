@@ -88,6 +88,7 @@ def test_bad_parameter_fails_at_once_naming_it(harness, clips, tmp_path, bad, na
     assert not (tmp_path / "bad.zarr").exists()
 
 
+@pytest.mark.slow  # two flow runs under the test harness (~10 s idle)
 def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp_path):
     """Issue 11 item 7: the task cache must not report a part written that the manifest lacks."""
     from flows.preprocess import preprocess
