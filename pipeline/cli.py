@@ -160,7 +160,7 @@ def _add_inspect(sub) -> None:
     p.add_argument("--grid", help="write a PNG grid of samples here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--repair", action="store_true",
-                   help="rebuild a lost or unreadable manifest from the parts' own part.json "
+                   help="rebuild a lost or unreadable manifest from the parts' own commit records "
                         "(each part verified; damaged ones reported and left out, never deleted)")
     p.set_defaults(func=cmd_inspect)
 

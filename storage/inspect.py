@@ -2,7 +2,7 @@
 
 :func:`verify` recomputes each part's checksum and, for schema >= 2, reads every chunk through
 the same strict store the reader uses (a missing chunk or a crc32c mismatch is a problem).
-:func:`repair` rebuilds a lost or unreadable manifest from the parts' own ``part.json``.
+:func:`repair` rebuilds a lost or unreadable manifest from the parts' own records (``commit/zarr.json``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import time
-import warnings
 from typing import Any
 
 import numpy as np
@@ -55,9 +54,7 @@ def _schema(loc: Location) -> int:
 def _read_every_chunk(loc: Location, rel: str) -> None:
     """Read every array of a part through the strict store, a shard's worth of frames at a time."""
     group = zarr.open_group(loc.zarr_store(*rel.split("/"), read_only=True, strict=True), mode="r")
-    with warnings.catch_warnings():  # part.json "is not a zarr node": known, ours
-        warnings.simplefilter("ignore")
-        members = list(group.members(max_depth=None))
+    members = list(group.members(max_depth=None))
     for _, node in members:
         if isinstance(node, zarr.Array):
             for start in range(0, node.shape[0], FRAMES_PER_SHARD):
@@ -115,12 +112,13 @@ def verify(url: str | os.PathLike, storage_options: dict | None = None) -> list[
 
 
 def _part_record(loc: Location, name: str) -> tuple[dict | None, str]:
-    """(record, "") of a sound part folder ``parts/<name>`` per its ``part.json``, else (None, why)."""
+    """(record, "") of a sound part folder ``parts/<name>`` per its ``commit`` record, else (None, why)."""
     rel = f"{PARTS}/{name}"
     try:
         path = part_dir(loc, rel)
         with loc.fs.open(loc.path(PARTS, name, PART_META), "rb") as fh:
             record = json.loads(fh.read())
+            record = record.get("attributes") if isinstance(record, dict) else None
         if not isinstance(record, dict):
             raise IntegrityError(f"{PART_META} is not a JSON object")
         entry = check_entry(record.get("part_id"), {**record, "path": rel})  # path of its own id
@@ -135,9 +133,9 @@ def _part_record(loc: Location, name: str) -> tuple[dict | None, str]:
 
 
 def repair(url: str | os.PathLike, storage_options: dict | None = None) -> dict[str, list[str]]:
-    """Rebuild the manifest from the parts' own ``part.json`` (schema >= 2), under the commit lock.
+    """Rebuild the manifest from the parts' own ``commit`` records (schema >= 2), under the commit lock.
 
-    Every folder of ``parts/`` is checked: its ``part.json`` must validate and the folder's
+    Every folder of ``parts/`` is checked: its record must validate and the folder's
     checksum must match it. Of several sound folders of one part id the latest committed is
     the part, the others are recorded as superseded. A folder that fails is reported and
     recorded as quarantined (left in place, never removed automatically). An existing manifest

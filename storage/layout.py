@@ -12,10 +12,11 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
       parts/<part_id>/       one work unit (a video, or a batch of images), N frames:
         zarr.json            attributes: part_id, input_checksum, config_hash, frames,
                              versions (package versions), extra (free JSON dict), created
-        part.json            (schema >= 2) the part's own record, written at commit: its
-                             manifest entry without ``path``, plus schema_version and
-                             ``committed`` (ISO time, microseconds). Lets ``inspect --repair``
-                             rebuild a lost manifest and verify each part.
+        commit/zarr.json     (schema >= 2) the part's own record, written at commit: an empty
+                             zarr group whose attributes are its manifest entry without
+                             ``path``, plus part_id, schema_version and ``committed`` (ISO time,
+                             microseconds). Lets ``inspect --repair`` rebuild a lost manifest
+                             and verify each part; a zarr node, so zarr tools list it quietly.
         image                (N, S, S, 3) uint8 RGB crops     dims frame, y, x, channel
         depth                (N, S, S)    uint8 pseudo-depth  dims frame, y, x
         landmarks            (N, 68, 2)   float32 frame px    dims frame, point, xy
@@ -38,7 +39,7 @@ Schema 2 (damage detection): every chunk carries a ``crc32c`` codec after zstd (
 index has its own) and is written even when all zeros (``write_empty_chunks``), so a missing
 chunk file is always damage; readers of schema-2 parts use :class:`StrictLocalStore`, which
 raises on a missing chunk. Schema-1 stores (no crc32c, no chunk for an all-zero array, no
-``part.json``) are read with a warning and never written to.
+``commit`` record) are read with a warning and never written to.
 
 ``image`` and ``depth`` have one frame per chunk and up to 512 frames per shard; the other
 arrays have unsharded chunks of up to 1024 frames (a part written whole gets ``min(N, 512)``
@@ -63,7 +64,7 @@ type (:func:`check_manifest`); anything else is an IntegrityError. ``superseded`
 replaced parts, removed by a writer opened after a grace period (an open reader keeps reading
 them meanwhile). ``quarantined``: damaged folders ``inspect --repair`` left out; never removed
 automatically. The part checksum (:func:`part_checksum`) is :func:`file_checksum` of the part
-folder without its ``part.json`` (which cannot contain its own checksum).
+folder without its ``commit/zarr.json`` (which cannot contain its own checksum).
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ from .errors import IntegrityError
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
-#: first schema whose parts carry crc32c codecs, every chunk written and a ``part.json``
+#: first schema whose parts carry crc32c codecs, every chunk written and a ``commit`` record
 DAMAGE_DETECTION_SCHEMA = 2
 PACKAGE = "depthseg-fas"
 
@@ -100,8 +101,9 @@ PARTS = "parts"
 STAGING = ".staging"
 COMMIT_LOCK = "commit.lock"
 RUN_LOCK = "run.lock"
-#: a part's own record, inside its folder (see the module docstring)
-PART_META = "part.json"
+#: a part's own record, inside its folder: the attributes of the zarr group ``commit`` (see the
+#: module docstring)
+PART_META = "commit/zarr.json"
 
 #: frames per shard of the image/depth arrays (one frame per chunk)
 FRAMES_PER_SHARD = 512
@@ -315,7 +317,7 @@ class PartInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# validating what the store's JSON files say (the manifest and part.json are untrusted input)
+# validating what the store's JSON files say (the manifest and part records are untrusted input)
 
 _TOKEN = r"~[A-Za-z0-9]{1,64}"
 #: the only folders a manifest may point at: ``parts/<part_id>`` and ``parts/<part_id>~<token>``
@@ -609,9 +611,8 @@ def file_checksum(path: str | os.PathLike, storage_options: dict | None = None) 
 
 
 def part_checksum(fs: Any, path: str, *, fsync: bool = False) -> str:
-    """The checksum of a part folder: every file but its own ``part.json`` (which records it).
-
-    A schema-1 part has no ``part.json``, so this is also the checksum schema 1 recorded.
+    """The checksum of a part folder: every file but its own record ``commit/zarr.json`` (which
+    holds the checksum). A schema-1 part has no record, so this is also the checksum schema 1 recorded.
     """
     return _tree_checksum(fs, path, fsync=fsync, exclude=(PART_META,))
 

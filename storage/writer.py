@@ -8,7 +8,7 @@ a crash at any point leaves nothing partial visible. Replacing a committed part 
 version to ``parts/<part_id>~<token>`` and swaps the manifest entry; the old folder is only
 recorded as ``superseded`` (a reader may still have it open) and removed by a writer opened
 more than :attr:`DatasetWriter.superseded_grace_s` seconds later. At commit each part gets its
-own ``part.json`` (its record and checksum), from which ``inspect --repair`` rebuilds a lost
+own record ``commit/zarr.json`` (its manifest entry and checksum), from which ``inspect --repair`` rebuilds a lost
 manifest.
 
 Remote fsspec URLs: the part is written in place under ``parts/<part_id>`` (or a suffixed folder
@@ -165,16 +165,19 @@ def _rm(loc: Location, rel: str) -> None:
 
 
 def _write_part_meta(loc: Location, folder: str, info: PartInfo) -> None:
-    """Write ``part.json`` (the part's record, without ``path``) into the part folder ``folder``
-    (local: a filesystem path; remote: relative to the store root)."""
+    """Write the part's record (its manifest entry without ``path``) as the attributes of the
+    zarr group ``commit`` in the part folder ``folder`` (local: a filesystem path; remote:
+    relative to the store root)."""
     record = {k: v for k, v in info.to_manifest().items() if k != "path"}
     record.update(part_id=info.part_id, schema_version=SCHEMA_VERSION,
                   committed=now_iso("microseconds"))
-    data = json.dumps(record, sort_keys=True).encode("utf-8")
+    data = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": record},
+                      sort_keys=True).encode("utf-8")
     if not loc.local:  # ``folder``: relative to the root
         path = loc.path(*folder.split("/"), PART_META)
         loc.fs.pipe_file(path, data)
         return
+    os.makedirs(os.path.dirname(os.path.join(folder, PART_META)), exist_ok=True)
     with open(os.path.join(folder, PART_META), "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -500,7 +503,7 @@ class DatasetWriter:
         return manifest
 
     def _commit_local(self, info: PartInfo, staged_rel: str, overwrite: bool, replace: bool = False) -> PartInfo:
-        """Checksum + fsync a staged part, write its ``part.json``, rename it into ``parts/``
+        """Checksum + fsync a staged part, write its record, rename it into ``parts/``
         and replace the manifest (the old folder of a replaced part stays, as superseded)."""
         loc = self._loc
         staged = loc.path(*staged_rel.split("/"))
@@ -526,7 +529,7 @@ class DatasetWriter:
         return info
 
     def _commit_remote(self, info: PartInfo, target: str, overwrite: bool, replace: bool = False) -> PartInfo:
-        """Checksum a part written in place at ``target``, write its ``part.json``, rewrite the manifest."""
+        """Checksum a part written in place at ``target``, write its record, rewrite the manifest."""
         loc = self._loc
         try:
             info.checksum = part_checksum(loc.fs, loc.path(target))

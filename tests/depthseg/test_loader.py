@@ -26,6 +26,7 @@ from depthseg.data import FrameDataset, make_loader
 from storage import colpack
 from storage.fastread import FrameReader
 from storage.layout import ARRAYS
+from tests.conftest import REPO
 from tests.helpers.old_store import extract_schema1_store
 from tests.helpers.stores import write_store
 from tests.helpers.train_store import make_store
@@ -183,6 +184,19 @@ def test_plain_dataloader_and_make_loader(tmp_path):
     assert (~ds.is_live).any() and ds.is_live.any()
     for batch in plain + fast:
         _check_batch(reader, ds, batch)
+
+
+def test_readme_plain_pytorch_example_runs(tmp_path):
+    """The README's plain-PyTorch block, run as written on a real store (only its path swapped)."""
+    readme = (REPO / "README.md").read_text()
+    block = next(b.split("\n", 1)[1] for b in readme.split("```python")[1:]
+                 if "from torch.utils.data import DataLoader" in b).split("```")[0]
+    store = make_store(tmp_path)
+    scope: dict = {}
+    exec(compile(block.replace("runs/sample/store.zarr", store), "README.md", "exec"), scope)
+    batch, ds = scope["batch"], scope["ds"]
+    assert batch["image"].shape == (8, 128, 128, 3) and batch["depth"].shape == (8, 128, 128)
+    assert len(list(scope["fast"])) == -(-len(ds) // 64)
 
 
 def test_packed_columns(tmp_path, monkeypatch):

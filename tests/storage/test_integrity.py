@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+import zarr
 
 import storage
 from pipeline import cli
@@ -94,7 +95,7 @@ def test_repair_rebuilds_verifies_and_quarantines(tmp_path, capsys):
     np.testing.assert_array_equal(r.filter(video_id="vid-c").read_batch(range(4))["depth"], written["vid-c"].depth)
     assert storage.verify(path) == []
     storage.DatasetWriter.open(path, CONFIG)  # the damaged folder is kept, not cleaned as an orphan
-    assert (path / "parts" / "vid-b" / "part.json").is_file()
+    assert (path / "parts" / "vid-b" / "commit" / "zarr.json").is_file()
 
 
 # -- item 3 + item 8: manifest paths and field types are validated; deletes stay inside ---------
@@ -247,7 +248,7 @@ def test_new_stores_are_schema_2(tmp_path):
     assert storage.SCHEMA_VERSION == 2
     assert json.loads((path / "zarr.json").read_text())["attributes"]["schema_version"] == 2
     assert _manifest(path)["schema_version"] == 2
-    record = json.loads((path / "parts" / "vid-a" / "part.json").read_text())
+    record = zarr.open_group(path / "parts" / "vid-a" / "commit", mode="r").attrs  # a plain zarr group
     assert record["checksum"] == _manifest(path)["parts"]["vid-a"]["checksum"] and record["frames"] == 5
 
 
