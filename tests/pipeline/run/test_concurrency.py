@@ -38,6 +38,24 @@ def preprocess_cmd(data: Path, store: Path, size: int = SIZE) -> list[str]:
             "--size", str(size)]
 
 
+def _run_during(a: subprocess.Popen, *cmds: list[str]) -> list[tuple[subprocess.CompletedProcess, bool]]:
+    """Run ``cmds`` at the same time; for each, its result and whether ``a`` still ran when it ended."""
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in cmds]
+    ended: dict[int, bool] = {}
+    deadline = time.time() + 120
+    while len(ended) < len(procs) and time.time() < deadline:
+        for i, proc in enumerate(procs):
+            if i not in ended and proc.poll() is not None:
+                ended[i] = a.poll() is None
+        time.sleep(0.02)
+    out = []
+    for i, proc in enumerate(procs):
+        stdout, stderr = proc.communicate(timeout=60)
+        out.append((subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), ended.get(i, False)))
+    return out
+
+
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory, portraits) -> Path:
     root = tmp_path_factory.mktemp("conc")
@@ -60,14 +78,11 @@ def test_second_run_on_locked_store_fails_fast_and_nothing_is_lost(tmp_path, vid
         holder = json.loads(lock.read_text())
         assert holder["pid"] == a.pid and holder["owner"] == "depthseg-fas preprocess"
 
-        # C: same store, another config, while A works (likely before A's first commit): refused,
-        # and it must not re-stamp the store's config under A's feet
-        c = subprocess.run(preprocess_cmd(videos, store, size=96), cwd=REPO, capture_output=True, text=True,
-                           timeout=120)
-        a_running_after_c = a.poll() is None
-        # B: same store, same config, while A works
-        b = subprocess.run(preprocess_cmd(videos, store), cwd=REPO, capture_output=True, text=True, timeout=120)
-        a_running_after_b = a.poll() is None
+        # started together while A works (so both land inside A's run, however fast the machine):
+        # C: same store, another config (likely before A's first commit): refused, and it must not
+        # re-stamp the store's config under A's feet; B: same store, same config
+        (c, a_running_after_c), (b, a_running_after_b) = _run_during(
+            a, preprocess_cmd(videos, store, size=96), preprocess_cmd(videos, store))
 
         a_out, a_err = a.communicate(timeout=240)
     finally:
