@@ -6,7 +6,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from depthseg.evaluate import evaluate
-from depthseg.trainer import TrainConfig, train
+from depthseg import trainer  # module import: this module's flow is also named `train`
 from flows.params import TrainParams
 
 
@@ -14,7 +14,7 @@ from flows.params import TrainParams
 def train_model(params: dict) -> dict:
     """Train (resuming from out_dir/last.pt when asked); returns checkpoint paths and metrics."""
     fields = {k: v for k, v in params.items() if k not in ("test_split", "resume")}
-    res = train(TrainConfig(progress=False, **fields), resume=params["resume"])
+    res = trainer.train(trainer.TrainConfig(progress=False, **fields), resume=params["resume"])
     return {
         "best_checkpoint": str(res.best_checkpoint),
         "last_checkpoint": str(res.last_checkpoint),

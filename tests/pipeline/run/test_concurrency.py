@@ -78,12 +78,16 @@ def test_second_run_on_locked_store_fails_fast_and_nothing_is_lost(tmp_path, vid
         holder = json.loads(lock.read_text())
         assert holder["pid"] == a.pid and holder["owner"] == "depthseg-fas preprocess"
 
-        # started together while A works (so both land inside A's run, however fast the machine):
-        # C: same store, another config (likely before A's first commit): refused, and it must not
-        # re-stamp the store's config under A's feet; B: same store, same config
-        (c, a_running_after_c), (b, a_running_after_b) = _run_during(
-            a, preprocess_cmd(videos, store, size=96), preprocess_cmd(videos, store))
-
+        # A is paused (SIGSTOP: alive, holding its lock, mid-run) while B and C run, so that they
+        # land inside A's run however slow their start-up is next to A's work (a single core)
+        os.killpg(a.pid, signal.SIGSTOP)
+        try:
+            # C: same store, another config (likely before A's first commit): refused, and it must
+            # not re-stamp the store's config under A's feet; B: same store, same config
+            (c, a_running_after_c), (b, a_running_after_b) = _run_during(
+                a, preprocess_cmd(videos, store, size=96), preprocess_cmd(videos, store))
+        finally:
+            os.killpg(a.pid, signal.SIGCONT)
         a_out, a_err = a.communicate(timeout=240)
     finally:
         if a.poll() is None:
@@ -93,7 +97,7 @@ def test_second_run_on_locked_store_fails_fast_and_nothing_is_lost(tmp_path, vid
     for name, proc, running in (("B", b, a_running_after_b), ("C", c, a_running_after_c)):
         assert proc.returncode == 2, (name, proc.stdout, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-        # "at once": the refused run ended while A was still working (it did not wait for A)
+        # "at once": the refused run ended while A was still holding the store (it did not wait)
         assert running, f"run {name} only ended after run A had finished"
         if name == "C" and "refusing to add parts made with config" in proc.stderr:
             continue  # A had committed a part already: the config mismatch is named instead
