@@ -74,6 +74,7 @@ def test_preprocess_flow_dask(harness, clips, tmp_path):
     assert storage.verify(str(out)) == []
 
 
+@pytest.mark.slow  # starts Prefect's test server (~15 s idle)
 @pytest.mark.parametrize(
     "bad, name",
     [({"input": "/no/such/folder"}, "input"), ({"detector": "mtcnn-nope"}, "detector"), ({"batch_size": -4}, "batch_size")],
