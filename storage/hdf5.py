@@ -115,11 +115,11 @@ def _put(dst: h5py.Dataset, start: int, values: np.ndarray) -> None:
     dst[start:start + len(values)] = values.astype(object) if values.dtype.kind == "U" else values
 
 
-def _export_part(reader: Any, p: int, columns: dict[str, np.ndarray], start: int, rows: np.ndarray,
-                 dst: h5py.Group, compression: str) -> None:
-    """Write frames ``rows`` (local) of part ``p`` into ``dst``, big arrays in bounded blocks."""
+def _export_part(reader: Any, p: int, group: Any, columns: dict[str, np.ndarray], start: int,
+                 rows: np.ndarray, dst: h5py.Group, compression: str) -> None:
+    """Write frames ``rows`` (local) of part ``p`` (zarr group ``group``) into ``dst``, big arrays
+    in bounded blocks."""
     info = reader.parts[p]
-    group = reader._part_group(info)
     missing = [name for name in BIG_ARRAYS if name not in group]
     if missing:
         raise IntegrityError(f"{reader.url}: part {info.part_id}: arrays {', '.join(missing)} are missing "
@@ -161,13 +161,14 @@ def _write_export(f: h5py.File, reader: Any, root_attrs: dict, split: str | None
             rows = np.flatnonzero(columns[p]["split"] == split)
         if split is None or rows.size:
             dst = parts.create_group(info.part_id)
-            attrs = reader._part_group(info).attrs.asdict()
+            group = reader._part_group(info)
+            attrs = group.attrs.asdict()
             for key in ("part_id", "input_checksum", "config_hash", "created"):
                 dst.attrs[key] = str(attrs[key])
             dst.attrs["frames"] = int(rows.size)
             dst.attrs["versions"] = json.dumps(attrs["versions"])
             dst.attrs["extra"] = json.dumps(attrs["extra"])
-            _export_part(reader, p, columns[p], start, rows, dst, compression)
+            _export_part(reader, p, group, columns[p], start, rows, dst, compression)
             exported.append(PartInfo(**{**info.__dict__, "frames": int(rows.size)}))
         start += info.frames
     return exported
