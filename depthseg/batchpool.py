@@ -64,7 +64,7 @@ class BatchPool:
             return False
         busy = self.busy.numpy()
         busy[...] = 0  # slots that stopped workers took but never delivered
-        for w, k in self._leased:
+        for w, k in tuple(self._leased):  # tuple: a pin-memory thread may drop a lease meanwhile
             busy[w, k] = 1
         self._holder = None
         return True
