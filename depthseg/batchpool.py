@@ -14,7 +14,8 @@ tensor (or view, or numpy array) of that batch is gone, so a batch the user keep
 intact. When a worker finds no free slot (batches kept) or a batch larger than a slot, it
 falls back to a fresh segment: slower, never wrong. One iteration at a time uses the pool (the
 workers of a second live iteration would write the same slots); another one started while it
-runs takes the fallback path.
+runs takes the fallback path. Memory: workers x (prefetch_factor + 2) slots of batch_size + 1
+frames (the sampler may merge a last single frame), e.g. 136 MB for 2 workers, batch 64, 256².
 """
 
 from __future__ import annotations
