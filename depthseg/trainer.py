@@ -55,7 +55,7 @@ import torch
 import torch.nn as nn
 
 import storage
-from pipeline.base.errors import ConfigError, PipelineError
+from pipeline.base.errors import ConfigError, FasError
 
 from .augment import AugmentConfig
 from .data import FrameDataset, make_loader, prepare_batch
@@ -73,7 +73,7 @@ CHECKPOINT_VERSION = 1
 RESUME_MUTABLE = frozenset({"device", "num_workers", "out_dir", "progress", "eval_batch_size", "store"})
 
 
-class CheckpointError(PipelineError, ValueError):
+class CheckpointError(FasError, ValueError):
     """A checkpoint file that is missing, unreadable, not a DepthSeg checkpoint or not of this
     code's models, or one that could not be written (the message names the file)."""
 
@@ -87,7 +87,7 @@ class CheckpointWriteError(CheckpointError):
     exit_code = 1
 
 
-class TrainingError(PipelineError, RuntimeError):
+class TrainingError(FasError, RuntimeError):
     """Training cannot go on (diverged loss, nothing to train)."""
 
     reason = "training-failed"
@@ -300,7 +300,7 @@ def _temp_beside(path: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         # torch's zip writer reports a failed write (disk full) as a RuntimeError
-        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, PipelineError):
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, FasError):
             why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
             raise CheckpointWriteError(f"{path}: could not write the checkpoint ({why}); "
                                        f"the previous {path.name} (if any) is kept") from exc
@@ -393,7 +393,7 @@ def _checkpoint_contents(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        if isinstance(exc, PipelineError):
+        if isinstance(exc, FasError):
             raise
         raise CheckpointError(f"{path}: checkpoint does not match this code's models "
                               f"({type(exc).__name__}: {exc})") from exc

@@ -25,7 +25,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline.base.errors import ConfigError, NoFaceDetected, PipelineError, RunInterrupted
+from pipeline.base.errors import ConfigError, InputError, NoFaceDetected, RunInterrupted, SetupError
 from pipeline.face.qc import QCConfig, blur_measure, qc_flags
 from pipeline.io.items import WorkItem
 from pipeline.run.timing import StageTimer
@@ -261,7 +261,7 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
     Yields dicts of per-frame lists (keys ``FACE_FIELDS``); ``counts["decoded"]`` and
     ``counts["no_face"]`` are updated as frames go by. Only one chunk is held in memory.
     ``detect_frames`` frames go through the detector per call (its batched path gives each frame
-    the boxes it gives it alone). Raises a PipelineError for an unreadable input.
+    the boxes it gives it alone). Raises an InputError for an unreadable input.
     """
     from pipeline.face.detect import detect_batch, pick_face
     from pipeline.io.frames import iter_frames
@@ -293,7 +293,7 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
     if out["image"]:
         yield out
     if counts["decoded"] == 0:
-        raise PipelineError("no frame could be read", source=item.path)
+        raise InputError("no frame could be read", source=item.path)
 
 
 def extract_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer) -> dict:
@@ -478,7 +478,9 @@ def preprocess_unit(
         res.frames_no_face = counts["no_face"]
         res.frames_dropped_qc = counts.get("dropped_qc", 0)
         res.frames_flagged_qc = counts.get("flagged_qc", 0)
-    except PipelineError as exc:
+    except SetupError:  # a missing model file or a bad parameter: the run stops, in every entry point
+        raise
+    except InputError as exc:
         res.reason, res.message = exc.reason, str(exc)
         log.warning("%s failed: %s", item.path, exc)
     except PartConflict as exc:  # this item's id is another input's part: the item fails, the run goes on
