@@ -231,11 +231,12 @@ def flow_parameters(cls: type, *, exclude: tuple[str, ...] = ()) -> list[inspect
         if not fl.opt.flow or fl.name in exclude:
             continue
         tp, optional = _inner(fl.type)
-        if typing.get_origin(tp) is tuple:
-            tp = list[typing.get_args(tp)[0]]
         extra = _schema_extra(fl.opt)
         if extra.get("enum") and not optional:
             extra["enum"] = extra["enum"][:-1]
+        if typing.get_origin(tp) is tuple:  # a list of choices: the choices constrain its items
+            tp = list[typing.get_args(tp)[0]]
+            extra = {"items": {"type": "string", "enum": extra.pop("enum")}, **extra} if "enum" in extra else extra
         ann = Union[tp, None] if optional else tp
         default = list(fl.default) if isinstance(fl.default, tuple) else fl.default
         # Prefect reads a parameter's description from a pydantic Field given as its default

@@ -15,18 +15,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-import math
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from pipeline.base.errors import ConfigError, InputError, NoFaceDetected, RunInterrupted, SetupError
-from pipeline.face.qc import QCConfig, blur_measure, qc_flags
+from pipeline.face.qc import blur_measure, qc_flags
 from pipeline.io.items import WorkItem
 from pipeline.run.config import PreprocessConfig  # noqa: F401 - re-exported (its old home)
 from pipeline.run.timing import StageTimer

@@ -140,3 +140,20 @@ def test_store_config_hash_unchanged():
     assert set(out) == {"detector", "landmarks", "every_n", "fps", "max_frames", "size", "crop_scale",
                         "score_threshold", "min_face_size", "fit_iterations", "depth_far_value", "qc", "kind"}
     assert PreprocessConfig.from_dict({**out, "model_dir": None}) == PreprocessConfig()
+
+
+def test_deployment_defaults_fit_the_flat_flow_parameters():
+    """prefect.yaml's parameters are flat and valid for each flow's schema (what the server enforces)."""
+    import jsonschema
+    import yaml
+
+    from tests.conftest import REPO
+
+    flows = {"preprocess": preprocess_flow, "train": train_flow, "evaluate": evaluate_flow}
+    deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
+    assert len(deployments) == 3
+    for dep in deployments:
+        flow = flows[dep["entrypoint"].rsplit(":", 1)[1]]
+        jsonschema.validate(dep["parameters"], flow.parameters.model_dump())
+        build({"preprocess": PreprocessRun, "train": TrainRun, "evaluate": EvaluateConfig}[flow.name],
+              dep["parameters"])  # the config accepts them too
