@@ -37,13 +37,13 @@ worker, blocking when full); the main process holds, per item in progress, fewer
 frames not yet appended. At most ``1 + prefetch`` items are assigned to a worker at a time.
 
 Failures, as in the sequential path: an item whose input is bad (unreadable, corrupt, no face)
-or whose processing raises ``PipelineError``/``OSError``/``ValueError``/``RuntimeError`` is
+or whose processing raises ``InputError``/``OSError``/``ValueError``/``RuntimeError`` is
 reported as ``status="failed"`` with its reason and the run goes on; its part is aborted, so
 nothing half-written becomes visible. A worker process that dies (killed, crashed) fails the
 item it was processing (reason ``"worker-died"``) and is replaced; the items queued for it go to
 the others. Errors of the store (``StoreError``), a config/model problem found when a worker
 loads its backends, and any other exception end the run (open parts aborted, workers stopped),
-as they do in the sequential path. Items already committed with the same input checksum and
+as they do in the sequential path (a ``SetupError`` at any point too). Items already committed with the same input checksum and
 config are skipped. Ctrl-C (SIGINT to the main process or the whole process group; workers
 ignore it) ends the run the same way and raises ``RunInterrupted`` with the report of the items
 finished so far.
@@ -67,7 +67,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from pipeline.base.errors import ConfigError, InputNotFound, NoFaceDetected, PipelineError
+from pipeline.base.errors import ConfigError, InputError, InputNotFound, NoFaceDetected, SetupError, WorkerError
 from pipeline.io.items import WorkItem
 from pipeline.run.process import (
     FACE_FIELDS,
@@ -147,10 +147,6 @@ class ParallelConfig:
             raise ConfigError(f"parameter 'max_restarts': must be >= 0 or None, got {self.max_restarts}")
 
 
-class WorkerError(RuntimeError):
-    """A worker process failed in a way that concerns the whole run (not one item)."""
-
-
 # ============================================================================ worker side
 
 
@@ -220,7 +216,9 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
                     for chunk in iter_face_chunks(item, cfg, eng, timer, counts, pcfg.chunk_frames,
                                                    detect_frames=pcfg.detect_batch):
                         send(("faces", idx, chunk))
-                except PipelineError as exc:
+                except SetupError:
+                    raise  # ends the run (reported as fatal below)
+                except InputError as exc:
                     send(("failed", idx, exc.reason, str(exc), timer.as_dict()))
                 except (OSError, ValueError, RuntimeError) as exc:
                     log.warning("%s failed: %s: %s", item.path, type(exc).__name__, exc)  # one line; the run goes on
@@ -503,7 +501,7 @@ class _Runner:
                     if not Path(item.path).exists():
                         raise InputNotFound("input path does not exist", source=item.path)
                     checksum = res.input_checksum = file_checksum(item.path)
-            except PipelineError as exc:
+            except InputError as exc:
                 res.reason, res.message = exc.reason, str(exc)
                 log.warning("%s failed: %s", item.path, exc)
                 self._finish(idx, res, timer)
@@ -752,7 +750,7 @@ class _Runner:
     def _render(self, call: list[tuple[int, int, dict]]) -> dict[int, tuple]:
         """One ``fit_and_render`` over the faces of ``call`` ((position, item index, faces)...);
         returns ``{position: (depth, measures)}`` and charges the time to the items by faces.
-        A batch that fails with a PipelineError returns nothing: ``finish_chunk`` then renders
+        A batch that fails with an InputError returns nothing: ``finish_chunk`` then renders
         each group alone, so only the culprit item fails."""
         from pipeline.face.crop import transform_points
 
@@ -761,7 +759,7 @@ class _Runner:
         timer = StageTimer()
         try:
             depth, meas = fit_and_render(lm, self.cfg, self.eng, timer)
-        except PipelineError as exc:
+        except InputError as exc:
             log.warning("fit+render of a batch of %d faces failed (%s); rendering item by item", len(lm), exc)
             return {}
         out = {}
@@ -832,13 +830,13 @@ class _Runner:
         """Sequential semantics: bad input fails the item; store errors and bugs end the run."""
         from storage import PartConflict, StoreError
 
-        if isinstance(exc, PipelineError):
+        if isinstance(exc, InputError):
             log.warning("%s failed: %s", unit.item.path, exc)
             self._fail(unit, exc.reason, str(exc))
         elif isinstance(exc, PartConflict):  # committed from another input meanwhile
             log.warning("%s failed: %s", unit.item.path, exc)
             self._fail(unit, exc.reason, f"{unit.item.path}: {exc}")
-        elif isinstance(exc, (OSError, ValueError, RuntimeError)) and not isinstance(exc, StoreError):
+        elif isinstance(exc, (OSError, ValueError, RuntimeError)) and not isinstance(exc, (StoreError, SetupError)):
             log.error("%s failed", unit.item.path, exc_info=exc)
             self._fail(unit, "error", f"{unit.item.path}: {type(exc).__name__}: {exc}")
         else:

@@ -167,7 +167,7 @@ def test_run_drops_perturbed_frames_when_asked(tmp_path, face_video, monkeypatch
     extra = ds.parts[0].extra
     assert extra["dropped_qc"] == 3 and extra["decoded"] == 9
     # a drop list with an unknown flag is a config error naming the valid ones
-    with pytest.raises(ValueError, match="unknown flag.*valid"):
+    with pytest.raises(ValueError, match="unknown value.*valid"):
         PreprocessConfig(qc=QCConfig(drop=("wobbly",)))
     assert set(FLAG_NAMES.values()) >= {"high-residual"}
 
