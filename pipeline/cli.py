@@ -89,7 +89,8 @@ def cmd_preprocess(args) -> int:
 
     from pipeline.base.errors import RunInterrupted
     from pipeline.io.inputs import collect_items
-    from pipeline.run.process import PreprocessConfig, run_preprocess
+    from pipeline.run.process import PreprocessConfig
+    from pipeline.run.runners import run_preprocess
 
     cfg = PreprocessConfig(
         detector=args.detector, landmarks=args.landmarks, every_n=args.every_n, fps=args.fps,
