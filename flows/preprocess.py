@@ -1,6 +1,6 @@
 """Prefect ``preprocess`` flow: plan units → process them in parallel → commit parts → report.
 
-A thin wrapper over :mod:`pipeline.run.process`; tasks pass paths, ids and small summaries.
+A thin wrapper over :mod:`pipeline.run.runners`; tasks pass paths, ids and small summaries.
 
 The task cache (input checksums + config + store identity) only says what an earlier run did;
 the store's manifest says what is there now. Every result that claims a part (``written`` or
@@ -78,12 +78,11 @@ def preprocess_units(
     replace: bool = False,
 ) -> list[dict]:
     """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
-    from pipeline.io.items import WorkItem
-    from pipeline.run.process import PreprocessConfig, preprocess_unit
+    from pipeline.run.config import PreprocessConfig
+    from pipeline.run.runners import run_units
 
     cfg = PreprocessConfig.from_dict({**config, **execution})
-    return [preprocess_unit(WorkItem(**it), output, cfg, input_root=input_root, replace=replace).to_dict()
-            for it in items]
+    return run_units(items, output, cfg, input_root=input_root, replace=replace)
 
 
 def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
@@ -149,7 +148,8 @@ def preprocess(**params) -> dict:
 
     Flat parameters (:mod:`flows.params`); a bad one fails the run before any work."""
     from pipeline.io.inputs import collect_items
-    from pipeline.run.process import RunReport, UnitResult
+    from pipeline.run.report import RunReport
+    from pipeline.run.unit import UnitResult
     from storage import run_lock
 
     run, runner_opts = build(PreprocessRun, params), build(RunnerOptions, params)

@@ -37,7 +37,7 @@ def cmd_preprocess(args) -> int:
 
     from pipeline.base.errors import RunInterrupted
     from pipeline.io.inputs import collect_items
-    from pipeline.run.process import run_preprocess
+    from pipeline.run.runners import run_preprocess
 
     run = build(PreprocessRun, vars(args))
     cfg = run.config

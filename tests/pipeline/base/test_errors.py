@@ -18,7 +18,7 @@ from pipeline.console import error_message
 from pipeline.face.detect import DETECTORS
 from pipeline.io.items import WorkItem
 from pipeline.run.config import PreprocessConfig
-from pipeline.run.process import preprocess_unit
+from pipeline.run.unit import preprocess_unit
 from tests.conftest import load_rgb
 from tests.helpers.media import make_face_video
 

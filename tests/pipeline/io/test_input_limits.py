@@ -20,7 +20,7 @@ from PIL import Image
 from pipeline.cli import main as cli
 from pipeline.base.errors import ConfigError, ImageTooLarge
 from pipeline.io.frames import read_image
-from pipeline.run.process import PreprocessConfig
+from pipeline.run.config import PreprocessConfig
 from tests.conftest import FACES
 
 
