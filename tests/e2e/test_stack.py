@@ -69,7 +69,8 @@ def sample_input(tmp_path_factory, portraits):
 
 def test_preprocess_and_train_deployments(stack, sample_input, tmp_path):
     store = tmp_path / "store.zarr"
-    params = {"input": str(sample_input), "output": str(store), "size": 64, "task_runner": "process",
+    # flat parameters merge into the deployment's (every_n 3 there): give every field the test relies on
+    params = {"input": str(sample_input), "output": str(store), "size": 64, "every_n": 1, "task_runner": "process",
               "max_workers": 2, "items_per_task": 2}
     first = run_deployment(stack, "preprocess/sample", params)
     assert first.returncode == 0 and "Completed" in first.stdout, first.stdout + first.stderr
