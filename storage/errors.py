@@ -73,6 +73,16 @@ class SchemaTooOld(StoreError):
     """A writer was opened on a store of a schema it may not add parts to (schema 1)."""
 
     reason = "schema-too-old"
+
+
+class MigrationNeeded(SchemaTooOld):
+    """A writer was opened on a store of the legacy layout (schema <= 2: ``manifest.json`` and
+    ``.staging/`` in the root); migrate it in place first with ``depthseg-fas inspect STORE
+    --migrate`` (:func:`storage.inspect.migrate`)."""
+
+    reason = "migration-needed"
+
+
 class PartConflict(StoreError):
     """The part id is committed from another input (another input checksum); not replaced unless asked."""
 
