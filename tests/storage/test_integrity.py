@@ -18,15 +18,15 @@ from pipeline import cli
 from storage.layout import Location
 from tests.helpers.old_store import extract_schema1_store
 from tests.helpers.sandbox import tree_snapshot
-from tests.helpers.stores import CONFIG, make_part, write_store
+from tests.helpers.stores import CONFIG, make_part, manifest_file, read_manifest, write_store
 
 
 def _manifest(path):
-    return json.loads((path / "manifest.json").read_text())
+    return read_manifest(path)
 
 
 def _set_manifest(path, manifest):
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    manifest_file(path).write_text(json.dumps(manifest))
 
 
 def _chunk(path, part_id, *rel):
@@ -40,8 +40,8 @@ def _flip(file, at=None):
 
 
 def _outside_staging(path):
-    """The store's tree but ``.staging/`` (where a writer takes its commit lock, even to refuse)."""
-    return {k: v for k, v in tree_snapshot(path).items() if not k.startswith(".staging")}
+    """The store's tree but ``staging/`` (where a writer takes its commit lock, even to refuse)."""
+    return {k: v for k, v in tree_snapshot(path).items() if not k.startswith("staging")}
 
 
 def _one_line_error(capsys, argv, *needles):
@@ -59,12 +59,12 @@ def _one_line_error(capsys, argv, *needles):
 def test_missing_manifest_refused_and_nothing_removed(tmp_path, capsys):
     path = tmp_path / "s.zarr"
     write_store(path)
-    (path / "manifest.json").unlink()
+    manifest_file(path).unlink()
     before = tree_snapshot(path)
     with pytest.raises(storage.StoreError, match="--repair") as exc:  # main: cleaned every part
         storage.DatasetWriter.open(path, CONFIG)
     assert exc.type.__name__ == "RepairNeeded"
-    with pytest.raises(storage.StoreError, match="manifest.json is missing") as exc:
+    with pytest.raises(storage.StoreError, match=r"manifest \(manifest/zarr.json\) is missing") as exc:
         storage.open_dataset(path)
     assert exc.type.__name__ == "RepairNeeded"
     _one_line_error(capsys, ["inspect", str(path)], "--repair")
@@ -79,7 +79,7 @@ def test_repair_rebuilds_verifies_and_quarantines(tmp_path, capsys):
     new = w.write_part("vid-a", replacement, input_checksum="changed", replace=True)  # parts/vid-a is superseded
     expected = _manifest(path)["parts"]
     _flip(_chunk(path, "vid-b", "image", "c", "0", "0", "0", "0"))
-    (path / "manifest.json").write_text("{broken")
+    manifest_file(path).write_text("{broken")
     assert cli.main(["inspect", str(path), "--repair"]) == 2  # a damaged part was left out
     out, err = capsys.readouterr()
     assert "rebuilt with 2 part(s), 1 superseded" in out and "vid-b" in err and "checksum mismatch" in err
@@ -242,12 +242,12 @@ def test_open_reader_keeps_reading_a_replaced_part(tmp_path):
 # -- item 11: schema 2; schema-1 stores read with a warning and never written --------------------
 
 
-def test_new_stores_are_schema_2(tmp_path):
+def test_new_stores_are_schema_3(tmp_path):
     path = tmp_path / "s.zarr"
     write_store(path)
-    assert storage.SCHEMA_VERSION == 2
-    assert json.loads((path / "zarr.json").read_text())["attributes"]["schema_version"] == 2
-    assert _manifest(path)["schema_version"] == 2
+    assert storage.SCHEMA_VERSION == 3
+    assert json.loads((path / "zarr.json").read_text())["attributes"]["schema_version"] == 3
+    assert _manifest(path)["schema_version"] == 3
     record = zarr.open_group(path / "parts" / "vid-a" / "commit", mode="r").attrs  # a plain zarr group
     assert record["checksum"] == _manifest(path)["parts"]["vid-a"]["checksum"] and record["frames"] == 5
 
@@ -271,7 +271,7 @@ def test_schema1_store_read_with_warning_and_refused_for_writing(tmp_path, caplo
     assert _outside_staging(path) == before
     new = tmp_path / "new.zarr"  # the migration the warning names
     assert cli.main(["import-hdf5", str(h5), str(new)]) == 0
-    assert storage.open_dataset(new).schema_version == 2 and storage.verify(new) == []
+    assert storage.open_dataset(new).schema_version == 3 and storage.verify(new) == []
     migrated = storage.open_dataset(new).read_batch(range(5))["image"]
     np.testing.assert_array_equal(migrated, r.read_batch(range(5))["image"])
     assert "source" in storage.open_dataset(new).columns  # schema 2 column, filled on migration
