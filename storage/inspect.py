@@ -254,7 +254,6 @@ def migrate(url: str | os.PathLike, storage_options: dict | None = None) -> dict
         return {"schema": version, "parts": len((read_manifest(loc) or {"parts": {}})["parts"]), "moved": []}
     with contextlib.ExitStack() as stack:
         stack.enter_context(legacy_commit_lock(loc))
-        stack.enter_context(commit_lock(loc))
         for fd in _legacy_writers(loc) if loc.local else []:
             stack.callback(os.close, fd)
         manifest = read_manifest(loc)
@@ -262,6 +261,7 @@ def migrate(url: str | os.PathLike, storage_options: dict | None = None) -> dict
             raise RepairNeeded(manifest_lost(loc) or f"{loc.url}: no manifest (not a dataset store)")
         if version < DAMAGE_DETECTION_SCHEMA and manifest["parts"]:
             raise SchemaTooOld(schema1_refusal(loc, version))
+        stack.enter_context(commit_lock(loc))  # creates staging/: only once the store can be migrated
         write_manifest(loc, dict(manifest, schema_version=SCHEMA_VERSION))
         zarr.open_group(loc.zarr_store(), mode="r+").attrs.update({"schema_version": SCHEMA_VERSION})
         if loc.fs.exists(loc.path(LEGACY_MANIFEST)):

@@ -25,7 +25,7 @@ import storage
 from depthseg.trainer import CheckpointError, TrainConfig, train
 from pipeline.cli import main as cli
 from tests.conftest import REPO, load_rgb
-from tests.helpers.stores import manifest_file, read_manifest, staging_dir, write_store
+from tests.helpers.stores import manifest_file, read_manifest, staging_dir, write_manifest, write_store
 from tests.helpers.train_store import make_store
 from tests.helpers.media import make_face_video
 
@@ -126,7 +126,7 @@ def test_manifest_entry_of_wrong_type_is_one_line(tmp_path, capsys):
     write_store(str(store))
     manifest = read_manifest(store)
     manifest["parts"][sorted(manifest["parts"])[0]] = "parts/oops"
-    manifest_file(store).write_text(json.dumps(manifest))
+    write_manifest(store, manifest)
     for argv in (["inspect", str(store)], ["export-hdf5", str(store), str(tmp_path / "x.h5")]):
         rc = cli(argv)
         line = _one_line(capsys, argv[0], rc, rc, store)
