@@ -12,7 +12,6 @@ import os
 import pickle
 import shutil
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
