@@ -703,12 +703,16 @@ _STAGING_META = json.dumps({
 
 
 def ensure_staging(loc: Location) -> str:
-    """Create the housekeeping array ``staging/`` if it is missing (local stores; remote stores
-    have none); returns its path. Its ``zarr.json`` appears whole (temp file + ``os.replace``),
-    so concurrent callers are fine."""
+    """Create the housekeeping array ``staging/`` if it is missing; returns its path. Locally its
+    ``zarr.json`` appears whole (temp file + ``os.replace``), so concurrent callers are fine
+    (remote stores use it only for ``inspect --repair``'s manifest backup)."""
     path = loc.path(STAGING)
+    if not loc.local:
+        if not loc.fs.exists(f"{path}/zarr.json"):
+            loc.fs.pipe_file(f"{path}/zarr.json", _STAGING_META)
+        return path
     meta = os.path.join(path, "zarr.json")
-    if loc.local and not os.path.exists(meta):
+    if not os.path.exists(meta):
         os.makedirs(path, exist_ok=True)
         tmp = os.path.join(path, f"zarr.json.{token()}.new")  # not *.tmp: the cleaner leaves it alone
         with open(tmp, "wb") as fh:
@@ -799,6 +803,7 @@ def write_manifest(loc: Location, manifest: dict) -> None:
     if not loc.local:
         loc.fs.pipe_file(target, data)
         return
+    created = not os.path.isdir(loc.path(MANIFEST))
     os.makedirs(loc.path(MANIFEST), exist_ok=True)
     tmp = os.path.join(ensure_staging(loc), f"{MANIFEST}.{token()}.tmp")
     try:
@@ -812,6 +817,8 @@ def write_manifest(loc: Location, manifest: dict) -> None:
             os.unlink(tmp)
     try:
         fsync_dir(loc.path(MANIFEST))
+        if created:
+            fsync_dir(loc.root)
     except OSError as e:  # committed already; only durability across a power cut is in doubt
         log.warning("%s: could not fsync the manifest folder after updating the manifest: %s", loc.url, e)
 
