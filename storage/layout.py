@@ -36,7 +36,9 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
         run.lock             run-level lock (JSON: pid, host, owner, time), see locks.run_lock
         <part_id>.<token>/   a part being written (whole, or streamed chunk by chunk); its
                              writer holds flock on the folder
-        manifest.<token>.tmp / .bak   a manifest being replaced; one ``inspect --repair`` replaced
+        manifest.<token>.tmp a manifest being written (replaces ``manifest/zarr.json``)
+        manifest.<token>.bak the manifest ``inspect --repair`` replaced (``manifest.json.<token>.bak``:
+                             a legacy one)
 
 Schema 3 (zarr-tool friendly layout): every entry of the root is a zarr node, so
 ``zarr.open_group(root).tree()``, ``members(max_depth=None)`` and ``xarray.open_zarr`` on the root
@@ -45,6 +47,7 @@ of schema <= 2 have the legacy layout, ``manifest.json`` (the same dict, plain J
 ``.staging/`` in the root: they are read as they are, and written only after
 ``depthseg-fas inspect STORE --migrate`` (:func:`storage.inspect.migrate`). While a legacy
 ``manifest.json`` exists it is the commit record (a migration that stopped half way leaves both).
+Older packages refuse to open a schema-3 store, so they never write a ``manifest.json`` into one.
 
 Schema 2 (damage detection): every chunk carries a ``crc32c`` codec after zstd (the sharding
 index has its own) and is written even when all zeros (``write_empty_chunks``), so a missing
