@@ -104,7 +104,7 @@ def test_repair_rebuilds_verifies_and_quarantines(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad", ["../outside", "/tmp/x", "parts/vid-c", "parts/vid-a/../../outside",
-                                 "parts/vid-a/image", "parts/vid-a~../x", ".staging/vid-a"])
+                                 "parts/vid-a/image", "parts/vid-a~../x", ".staging/vid-a", "staging/vid-a.0"])
 def test_hostile_manifest_path_refused_everywhere(tmp_path, capsys, bad):
     path = tmp_path / "s.zarr"
     write_store(path)
@@ -140,7 +140,8 @@ def test_symlinked_part_folder_is_not_followed(tmp_path):
     from storage.layout import safe_remove  # here: on the code of main the module has none
 
     loc = Location.parse(path)
-    for rel in ("../outside", "parts/..", "parts/vid-a", "parts/a/b", "zarr.json"):
+    for rel in ("../outside", "parts/..", "parts/vid-a", "parts/a/b", "zarr.json", "manifest", "staging/zarr.json",
+                "staging/c"):  # the last two: the housekeeping array itself
         with pytest.raises(storage.IntegrityError):
             safe_remove(loc, rel)
     assert tree_snapshot(tmp_path) == before
