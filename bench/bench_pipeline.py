@@ -240,8 +240,10 @@ def stores_identical(a: Path, b: Path) -> bool:
     """Every array of every part of two stores equal (NaN == NaN)."""
     import zarr
 
-    ma = json.loads((a / "manifest.json").read_text())["parts"]
-    mb = json.loads((b / "manifest.json").read_text())["parts"]
+    from storage.layout import Location, read_manifest
+
+    ma = read_manifest(Location.parse(a))["parts"]
+    mb = read_manifest(Location.parse(b))["parts"]
     if sorted(ma) != sorted(mb):
         return False
     for pid in ma:

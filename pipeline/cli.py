@@ -107,6 +107,9 @@ def _add_inspect(sub) -> None:
     p.add_argument("--repair", action="store_true",
                    help="rebuild a lost or unreadable manifest from the parts' own commit records "
                         "(each part verified; damaged ones reported and left out, never deleted)")
+    p.add_argument("--migrate", action="store_true",
+                   help="move a store of the legacy layout (schema <= 2: manifest.json, .staging/) to "
+                        "schema 3 in place (after --repair when both are given)")
     p.set_defaults(func=cmd_inspect)
 
 
@@ -125,6 +128,9 @@ def cmd_inspect(args) -> int:
     import storage
 
     repaired = _repair(args.store) if args.repair else 0
+    if args.migrate:
+        done = storage.migrate(args.store)
+        echo(f"migrate: schema {done['schema']} -> {storage.SCHEMA_VERSION}, {done['parts']} part(s)")
     summ = storage.summary(args.store)
     if args.json:
         echo(json.dumps(summ, indent=2, default=str))
@@ -132,6 +138,9 @@ def cmd_inspect(args) -> int:
         from storage.inspect import format_summary
 
         echo(format_summary(summ))
+    note = storage.inspect.layout_note(args.store)
+    if note:
+        echo(f"layout: {note}", err=args.json)
     problems = storage.verify(args.store)
     if args.grid:
         from pipeline.run.html_report import sample_grid_png

@@ -5,9 +5,9 @@ locks: :mod:`storage.locks`; reading: :mod:`storage.reader`; integrity checks:
 :mod:`storage.inspect`; HDF5 interchange: :mod:`storage.hdf5` (imported on demand).
 """
 
-from .errors import (ConfigMismatch, IntegrityError, PartConflict, PartExists, RepairNeeded, SchemaTooOld,
-                     StoreError, StoreLocked)
-from .inspect import format_summary, repair, summary, verify
+from .errors import (ConfigMismatch, IntegrityError, MigrationNeeded, PartConflict, PartExists, RepairNeeded,
+                     SchemaTooOld, StoreError, StoreLocked)
+from .inspect import format_summary, migrate, repair, summary, verify
 from .layout import SCHEMA_VERSION, PartData, PartInfo, config_hash, file_checksum
 from .locks import run_lock
 from .reader import DatasetReader, open_dataset
@@ -19,6 +19,7 @@ __all__ = [
     "DatasetReader",
     "DatasetWriter",
     "IntegrityError",
+    "MigrationNeeded",
     "PartBuilder",
     "PartConflict",
     "PartData",
@@ -31,6 +32,7 @@ __all__ = [
     "config_hash",
     "file_checksum",
     "format_summary",
+    "migrate",
     "open_dataset",
     "repair",
     "run_lock",

@@ -79,6 +79,14 @@ class SchemaTooOld(StoreError):
     reason = "schema-too-old"
 
 
+class MigrationNeeded(SchemaTooOld):
+    """A writer was opened on a store of the legacy layout (schema <= 2: ``manifest.json`` and
+    ``.staging/`` in the root); migrate it in place first with ``depthseg-fas inspect STORE
+    --migrate`` (:func:`storage.inspect.migrate`)."""
+
+    reason = "migration-needed"
+
+
 class PartConflict(StoreError):
     """The part id is committed from another input (another input checksum); not replaced unless asked."""
 

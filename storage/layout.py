@@ -5,9 +5,10 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
     <root>/
       zarr.json              root group; attributes: schema_version, config (the JSON config
                              dict), config_hash, created (ISO-8601 UTC), package ("depthseg-fas")
-      manifest.json          the commit record: which parts exist (see below). A part folder
-                             that the manifest does not list is invisible and gets cleaned
-                             (only while the manifest exists: without it nothing is cleaned)
+      manifest/zarr.json     the commit record (schema >= 3): an empty zarr group whose attributes
+                             are the manifest (see below), which parts exist. A part folder that
+                             the manifest does not list is invisible and gets cleaned (only while
+                             the manifest exists: without it nothing is cleaned)
       parts/zarr.json        group holding one subgroup per committed part
       parts/<part_id>/       one work unit (a video, or a batch of images), N frames:
         zarr.json            attributes: part_id, input_checksum, config_hash, frames,
@@ -28,12 +29,25 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
                              source (the frame's file, relative to the input root: the video,
                              or the image of an image-folder part) (zarr v3 variable-length
                              UTF-8 strings), frame_index int64, timestamp float64
-      .staging/              housekeeping, not a zarr node (zarr warns "not recognized" about it
-                             and about manifest.json when iterating the root, and goes on):
+      staging/               housekeeping (schema >= 3): a zero-size zarr array (dimension
+                             ``entry``), so zarr and xarray list it quietly and never look inside;
+                             every name in it holds a dot (never the array's ``c/`` or a node):
         commit.lock          flock(2) target serialising manifest updates between processes
         run.lock             run-level lock (JSON: pid, host, owner, time), see locks.run_lock
         <part_id>.<token>/   a part being written (whole, or streamed chunk by chunk); its
                              writer holds flock on the folder
+        manifest.<token>.tmp a manifest being written (replaces ``manifest/zarr.json``)
+        manifest.<token>.bak the manifest ``inspect --repair`` replaced (``manifest.json.<token>.bak``:
+                             a legacy one)
+
+Schema 3 (zarr-tool friendly layout): every entry of the root is a zarr node, so
+``zarr.open_group(root).tree()``, ``members(max_depth=None)`` and ``xarray.open_zarr`` on the root
+or a part are silent (zarr warns about every file it does not know, dot-files included). Stores
+of schema <= 2 have the legacy layout, ``manifest.json`` (the same dict, plain JSON) and
+``.staging/`` in the root: they are read as they are, and written only after
+``depthseg-fas inspect STORE --migrate`` (:func:`storage.inspect.migrate`). While a legacy
+``manifest.json`` exists it is the commit record (a migration that stopped half way leaves both).
+Older packages refuse to open a schema-3 store, so they never write a ``manifest.json`` into one.
 
 Schema 2 (damage detection): every chunk carries a ``crc32c`` codec after zstd (the sharding
 index has its own) and is written even when all zeros (``write_empty_chunks``), so a missing
@@ -48,9 +62,9 @@ and ``min(N, 1024)``; a streamed part, whose N is unknown when its arrays are cr
 ``dimension_names``. Part ids are folder names: ``[A-Za-z0-9][A-Za-z0-9._-]*``. The folder of a part that replaced an older
 version is ``parts/<part_id>~<token>`` (the manifest's ``path`` says which folder is current).
 
-``manifest.json``::
+The manifest (attributes of ``manifest/``; ``manifest.json`` in a legacy store)::
 
-    {"schema_version": 2, "config_hash": "...", "updated": "...",
+    {"schema_version": 3, "config_hash": "...", "updated": "...",
      "parts": {"<part_id>": {"path": "parts/<part_id>", "frames": N, "input_checksum": "...",
                              "config_hash": "...", "checksum": "<sha256 of the part's files>",
                              "versions": {...}, "created": "...", "extra": {...},
@@ -85,20 +99,29 @@ from typing import Any
 
 import fsspec
 import numpy as np
+import zarr
 from zarr.storage import FsspecStore, LocalStore
 
 from .errors import IntegrityError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: first schema whose parts carry crc32c codecs, every chunk written and a ``commit`` record
 DAMAGE_DETECTION_SCHEMA = 2
+#: first schema whose manifest and staging folder are zarr nodes (``manifest/``, ``staging/``)
+NODE_LAYOUT_SCHEMA = 3
 PACKAGE = "depthseg-fas"
 
-MANIFEST = "manifest.json"
+#: the manifest group; the manifest is its attributes (``manifest/zarr.json``)
+MANIFEST = "manifest"
+MANIFEST_META = "manifest/zarr.json"
 PARTS = "parts"
-STAGING = ".staging"
+#: the housekeeping array (see the module docstring)
+STAGING = "staging"
+#: the legacy layout (schema <= 2): plain files zarr warns about
+LEGACY_MANIFEST = "manifest.json"
+LEGACY_STAGING = ".staging"
 COMMIT_LOCK = "commit.lock"
 RUN_LOCK = "run.lock"
 #: a part's own record, inside its folder: the attributes of the zarr group ``commit`` (see the
@@ -403,7 +426,7 @@ def _check_path_list(loc_url: str, manifest: dict, key: str) -> None:
 def check_manifest(loc_url: str, manifest: Any) -> dict:
     """Validate a parsed manifest (every entry, ``superseded``, ``quarantined``); return it."""
     if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), dict):
-        raise IntegrityError(f"{loc_url}: manifest {MANIFEST} is unreadable: no 'parts' mapping")
+        raise IntegrityError(f"{loc_url}: the manifest is unreadable: no 'parts' mapping")
     version = manifest.get("schema_version", 1)
     if not isinstance(version, int) or isinstance(version, bool):
         raise IntegrityError(f"{loc_url}: manifest field 'schema_version' must be an int, got {version!r}")
@@ -638,15 +661,16 @@ def _check_inside(loc: Location, path: str, rel: str) -> None:
 
 
 def safe_remove(loc: Location, rel: str) -> None:
-    """Remove ``rel`` (a folder or file directly inside ``parts/`` or ``.staging/``), proven
-    to be inside the store: the one way the storage package deletes anything.
+    """Remove ``rel`` (a folder or file directly inside ``parts/``, ``staging/`` or a legacy
+    ``.staging/``), proven to be inside the store: the one way the storage package deletes anything.
 
-    Refuses (IntegrityError) any other path, ``.``/``..``, a symlink, or a target whose real
-    path is outside the store root. A target that is already gone is fine. ``shutil.rmtree``
-    does not follow links inside the folder.
+    Refuses (IntegrityError) any other path, ``.``/``..``, the staging array's own ``zarr.json``
+    and ``c``, a symlink, or a target whose real path is outside the store root. A target that
+    is already gone is fine. ``shutil.rmtree`` does not follow links inside the folder.
     """
     top, _, name = rel.partition("/")
-    if top not in (PARTS, STAGING) or name in ("", ".", "..") or "/" in name or "\0" in name:
+    if (top not in (PARTS, STAGING, LEGACY_STAGING) or name in ("", ".", "..") or "/" in name or "\0" in name
+            or (top == STAGING and name in ("zarr.json", "c"))):
         raise IntegrityError(f"{loc.url}: refusing to remove {rel!r}: not an entry of {PARTS}/ or {STAGING}/")
     path = loc.path(top, name)
     if not loc.local:
@@ -671,14 +695,72 @@ def list_names(loc: Location, rel: str = "") -> list[str]:
         return []
 
 
+#: ``staging/zarr.json``: a zero-size uint8 array; ``dimension_names`` so that xarray opens the root
+_STAGING_META = json.dumps({
+    "zarr_format": 3, "node_type": "array", "shape": [0], "data_type": "uint8",
+    "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1]}},
+    "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+    "fill_value": 0, "codecs": [{"name": "bytes"}], "dimension_names": ["entry"],
+    "attributes": {"description": f"{PACKAGE} housekeeping (locks, parts being written); no data"},
+}, indent=2).encode("utf-8")
+
+
+def ensure_staging(loc: Location) -> str:
+    """Create the housekeeping array ``staging/`` if it is missing; returns its path. Locally its
+    ``zarr.json`` appears whole (temp file + ``os.replace``), so concurrent callers are fine
+    (remote stores use it only for ``inspect --repair``'s manifest backup)."""
+    path = loc.path(STAGING)
+    if not loc.local:
+        if not loc.fs.exists(f"{path}/zarr.json"):
+            loc.fs.pipe_file(f"{path}/zarr.json", _STAGING_META)
+        return path
+    meta = os.path.join(path, "zarr.json")
+    if not os.path.exists(meta):
+        os.makedirs(path, exist_ok=True)
+        tmp = os.path.join(path, f"zarr.json.{token()}.new")  # not *.tmp: the cleaner leaves it alone
+        with open(tmp, "wb") as fh:
+            fh.write(_STAGING_META)
+        os.replace(tmp, meta)
+    return path
+
+
+def legacy_entries(loc: Location) -> list[str]:
+    """The legacy-layout entries (schema <= 2) present in the root: ``manifest.json``, ``.staging``."""
+    return [n for n in (LEGACY_MANIFEST, LEGACY_STAGING) if loc.fs.exists(loc.path(n))]
+
+
+def root_schema(loc: Location) -> int:
+    """The ``schema_version`` of the root group (0 if it has none); IntegrityError if unreadable."""
+    try:
+        version = zarr.open_group(loc.zarr_store(read_only=True), mode="r").attrs.get("schema_version", 0)
+    except Exception as e:  # noqa: BLE001 - missing or damaged root metadata
+        raise IntegrityError(f"{loc.url}: root zarr.json is unreadable: {e!r}") from e
+    return version if isinstance(version, int) and not isinstance(version, bool) else 0
+
+
+def migration_hint(loc: Location, version: int) -> str:
+    """One line: the store has the legacy layout (schema <= 2), and the command that migrates it."""
+    entries = legacy_entries(loc)
+    where = f" ({' and '.join(entries)} in the root, which zarr tools warn about)" if entries else ""
+    return (f"{loc.url}: store has the legacy layout of schema {version}{where}; migrate it in place with: "
+            f"depthseg-fas inspect {loc.url} --migrate")
+
+
+def schema1_refusal(loc: Location, version: int) -> str:
+    """Why parts cannot be added to a store with parts of a schema before damage detection."""
+    return (f"{loc.url}: store was written with schema {version}, before schema {DAMAGE_DETECTION_SCHEMA} "
+            f"(damage detection); refusing to add parts to it. Migrate it to a new store with: "
+            f"depthseg-fas export-hdf5 {loc.url} OLD.h5 && depthseg-fas import-hdf5 OLD.h5 NEW_STORE")
+
+
 def manifest_lost(loc: Location) -> str | None:
     """Why the store needs ``inspect --repair`` when it has no manifest: ``parts/`` holds part
     folders (a lost manifest; cleaning would delete every committed part). None if it is empty."""
     names = sorted(n for n in list_names(loc, PARTS) if n != "zarr.json")
     if not names:
         return None
-    return (f"{loc.url}: {MANIFEST} is missing but {PARTS}/ holds {len(names)} folder(s) (e.g. {names[0]}); "
-            f"refusing to use the store. Rebuild the manifest with: depthseg-fas inspect {loc.url} --repair")
+    return (f"{loc.url}: the manifest ({MANIFEST_META}) is missing but {PARTS}/ holds {len(names)} folder(s) "
+            f"(e.g. {names[0]}); refusing to use the store. Rebuild it with: depthseg-fas inspect {loc.url} --repair")
 
 
 def empty_manifest(cfg_hash: str) -> dict:
@@ -687,45 +769,61 @@ def empty_manifest(cfg_hash: str) -> dict:
 
 def read_manifest(loc: Location) -> dict | None:
     """The store's manifest, or None if it has none; IntegrityError if it cannot be parsed or
-    does not validate (:func:`check_manifest`: hostile paths, wrong field types)."""
-    path = loc.path(MANIFEST)
-    try:
-        with loc.fs.open(path, "rb") as fh:
-            raw = fh.read()
-    except FileNotFoundError:
-        return None
-    try:
-        manifest = json.loads(raw)
-    except ValueError as e:
-        raise IntegrityError(f"{loc.url}: manifest {MANIFEST} is unreadable: {e}") from e
-    return check_manifest(loc.url, manifest)
+    does not validate (:func:`check_manifest`: hostile paths, wrong field types).
+
+    A legacy ``manifest.json`` wins while it exists (it stays the commit record until a
+    migration removes it, see the module docstring); else the attributes of ``manifest/``.
+    """
+    for rel in (LEGACY_MANIFEST, MANIFEST_META):
+        try:
+            with loc.fs.open(loc.path(*rel.split("/")), "rb") as fh:
+                raw = fh.read()
+        except FileNotFoundError:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError as e:
+            raise IntegrityError(f"{loc.url}: manifest {rel} is unreadable: {e}") from e
+        if rel == MANIFEST_META:
+            if not isinstance(doc, dict) or doc.get("node_type") != "group" or not isinstance(doc.get("attributes"), dict):
+                raise IntegrityError(f"{loc.url}: manifest {rel} is unreadable: not a zarr group with attributes")
+            doc = doc["attributes"]
+        return check_manifest(loc.url, doc)
+    return None
 
 
 def write_manifest(loc: Location, manifest: dict) -> None:
-    """Replace the manifest atomically (local: temp file + fsync + os.replace + dir fsync).
+    """Replace the manifest (``manifest/zarr.json``) atomically (local: temp file in ``staging/``
+    + fsync + os.replace + dir fsync).
 
     An error before ``os.replace`` leaves the old manifest in place; once it is replaced the
     new manifest counts as committed.
     """
     manifest = dict(manifest, updated=now_iso())
-    data = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    data = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": manifest},
+                      sort_keys=True, separators=(",", ":")).encode("utf-8")
+    target = loc.path(*MANIFEST_META.split("/"))
     if not loc.local:
-        loc.fs.pipe_file(loc.path(MANIFEST), data)
+        loc.fs.pipe_file(target, data)
         return
-    tmp = loc.path(STAGING, f"{MANIFEST}.{token()}.tmp")
+    created = not os.path.isdir(loc.path(MANIFEST))
+    os.makedirs(loc.path(MANIFEST), exist_ok=True)
+    tmp = os.path.join(ensure_staging(loc), f"{MANIFEST}.{token()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, loc.path(MANIFEST))  # the commit point
+        os.replace(tmp, target)  # the commit point
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     try:
-        fsync_dir(loc.root)
+        fsync_dir(loc.path(MANIFEST))
+        if created:
+            fsync_dir(loc.root)
     except OSError as e:  # committed already; only durability across a power cut is in doubt
-        log.warning("%s: could not fsync the store folder after updating the manifest: %s", loc.url, e)
+        log.warning("%s: could not fsync the manifest folder after updating the manifest: %s", loc.url, e)
 
 
 def fsync_dir(path: str) -> None:

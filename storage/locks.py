@@ -1,4 +1,5 @@
-"""Locks of a local store (both live in ``<root>/.staging/``).
+"""Locks of a local store (both live in the housekeeping array ``<root>/staging/``, where zarr
+never looks; a legacy store (schema <= 2) has them in ``.staging/``, see :func:`legacy_commit_lock`).
 
 * ``commit.lock``: a short ``fcntl.flock`` held while the manifest is read-modified-replaced, a
   staged part is renamed into ``parts/`` or orphans are cleaned. It lets several processes of one
@@ -23,24 +24,33 @@ import socket
 from collections.abc import Iterator
 
 from .errors import StoreLocked
-from .layout import COMMIT_LOCK, RUN_LOCK, STAGING, Location, now_iso, token
+from .layout import COMMIT_LOCK, LEGACY_STAGING, RUN_LOCK, STAGING, Location, ensure_staging, now_iso, token
 
 log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def commit_lock(loc: Location) -> Iterator[None]:
+def commit_lock(loc: Location, folder: str = STAGING) -> Iterator[None]:
     """Hold the store's inter-process commit lock (blocking); no-op for remote stores."""
     if not loc.local:
         yield
         return
-    os.makedirs(loc.path(STAGING), exist_ok=True)
-    fd = os.open(loc.path(STAGING, COMMIT_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    if folder == STAGING:
+        ensure_staging(loc)
+    else:
+        os.makedirs(loc.path(folder), exist_ok=True)
+    fd = os.open(loc.path(folder, COMMIT_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def legacy_commit_lock(loc: Location) -> contextlib.AbstractContextManager[None]:
+    """The commit lock writers of the legacy layout take (``.staging/commit.lock``): a migration
+    holds it so that no writer of an older package commits meanwhile."""
+    return commit_lock(loc, LEGACY_STAGING)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -70,14 +80,15 @@ def _describe(holder: dict) -> str:
             f"since {holder.get('time')})")
 
 
-def other_run_holder(loc: Location) -> dict | None:
+def other_run_holder(loc: Location, folder: str = STAGING) -> dict | None:
     """The run lock's record when another live process holds it (``{}``: unreadable lock), else None.
 
     Call it under :func:`commit_lock` (run locks are taken under it). Remote stores: None.
+    ``folder``: ``LEGACY_STAGING`` for the run lock of a legacy store's writers.
     """
     if not loc.local:
         return None
-    holder = _read_holder(loc.path(STAGING, RUN_LOCK))
+    holder = _read_holder(loc.path(folder, RUN_LOCK))
     if holder is None:
         return None
     if holder and holder.get("host") == socket.gethostname():
@@ -106,8 +117,7 @@ def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | No
                     "writes this store", loc.url)
         yield {}
         return
-    os.makedirs(loc.path(STAGING), exist_ok=True)
-    path = loc.path(STAGING, RUN_LOCK)
+    path = os.path.join(ensure_staging(loc), RUN_LOCK)
     record = {"pid": os.getpid(), "host": socket.gethostname(), "owner": owner, "time": now_iso(),
               "token": token()}
     data = json.dumps(record).encode("utf-8")

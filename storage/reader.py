@@ -94,7 +94,7 @@ class DatasetReader(Sequence):
             problem = manifest_lost(self._loc)
             if problem:
                 raise RepairNeeded(problem)
-            raise StoreError(f"{self._loc.url}: no dataset store here (no manifest.json)")
+            raise StoreError(f"{self._loc.url}: no dataset store here (no manifest)")
         attrs = self._root_attrs()
         self.config: dict = attrs.get("config", {})
         self.config_hash: str = attrs.get("config_hash", "")

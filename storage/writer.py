@@ -1,9 +1,9 @@
 """Writing a dataset store part by part, atomically (layout: see :mod:`storage.layout`).
 
 Commit protocol, local folders: a part is written as a standalone zarr group in
-``<root>/.staging/<part_id>.<token>/`` (its writer holds ``flock`` on that folder), checksummed
+``<root>/staging/<part_id>.<token>/`` (its writer holds ``flock`` on that folder), checksummed
 and fsync'ed, then, under the store's commit lock, renamed into ``parts/<part_id>`` and added to
-``manifest.json`` (temp file + fsync + ``os.replace``). Readers only see manifest-listed parts, so
+the manifest ``manifest/zarr.json`` (temp file + fsync + ``os.replace``). Readers only see manifest-listed parts, so
 a crash at any point leaves nothing partial visible. Replacing a committed part writes the new
 version to ``parts/<part_id>~<token>`` and swaps the manifest entry; the old folder is only
 recorded as ``superseded`` (a reader may still have it open) and removed by a writer opened
@@ -17,8 +17,10 @@ but there is no locking, so only one process may write a remote store at a time.
 
 Opening a writer cleans orphans: part folders the manifest does not list (neither as parts nor
 as superseded or quarantined) and staging folders whose writer is gone. It refuses (never
-cleans) a store whose manifest is missing while ``parts/`` holds folders (:class:`RepairNeeded`)
-and a schema-1 store with parts (:class:`SchemaTooOld`). Every removal goes through
+cleans) a store whose manifest is missing while ``parts/`` holds folders (:class:`RepairNeeded`),
+a schema-1 store with parts (:class:`SchemaTooOld`) and any other store of the legacy layout
+(schema <= 2, :class:`MigrationNeeded`: ``inspect --migrate`` moves it to schema 3 in place; a
+writer never rewrites a store's layout on its own, another package version may be using it). Every removal goes through
 :func:`storage.layout.safe_remove`, which proves the target is inside the store.
 
 Streaming: ``write_part`` takes a whole part in memory; ``begin_part`` returns a
@@ -49,14 +51,15 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from .colpack import ATTR as PACKED_COLUMNS, pack, read_back
-from .errors import (ConfigMismatch, IntegrityError, PartConflict, PartExists, RepairNeeded, SchemaTooOld,
-                     StoreError, StoreLocked)
+from .errors import (ConfigMismatch, IntegrityError, MigrationNeeded, PartConflict, PartExists, RepairNeeded,
+                     SchemaTooOld, StoreError, StoreLocked)
 from .layout import (
     ARRAYS,
     FRAMES_PER_CHUNK,
+    DAMAGE_DETECTION_SCHEMA,
     FRAMES_PER_SHARD,
-    MANIFEST,
     META_COLUMNS,
+    NODE_LAYOUT_SCHEMA,
     PACKAGE,
     PART_META,
     PARTS,
@@ -73,15 +76,19 @@ from .layout import (
     config_hash,
     empty_manifest,
     fsync_dir,
+    legacy_entries,
     list_names,
     manifest_lost,
+    migration_hint,
     normalize_json,
     now_iso,
     package_versions,
     part_checksum,
     part_dir,
     read_manifest,
+    root_schema,
     safe_remove,
+    schema1_refusal,
     token,
     write_manifest,
 )
@@ -160,7 +167,7 @@ def _write_rows(arrays: dict[str, Any], data: PartData, start: int) -> None:
 
 
 def _rm(loc: Location, rel: str) -> None:
-    """Remove a folder of ``parts/`` or ``.staging/`` (:func:`safe_remove`: proven inside the store)."""
+    """Remove a folder of ``parts/`` or ``staging/`` (:func:`safe_remove`: proven inside the store)."""
     safe_remove(loc, rel)
 
 
@@ -188,8 +195,8 @@ def _clean_staging(loc: Location) -> None:
     """Remove manifest temp files and staging folders whose writer is gone (local stores)."""
     for entry in os.scandir(loc.path(STAGING)):
         rel = f"{STAGING}/{entry.name}"
-        if entry.is_symlink():
-            continue  # not ours: never followed, never removed
+        if entry.is_symlink() or entry.name in ("zarr.json", "c"):
+            continue  # a link is not ours (never followed, never removed); the other two: the array
         if entry.is_file() and entry.name.endswith(".tmp"):  # manifest temp of a dead writer
             _rm(loc, rel)
         elif entry.is_dir():
@@ -216,17 +223,18 @@ def _manifest_lost(loc: Location, cfg_hash: str) -> dict:
     return manifest
 
 
-def _upgrade_empty(loc: Location, root: Any, manifest: dict, version: int) -> dict:
-    """Stamp a store of an older schema with the current one if it has no parts, else refuse."""
-    if manifest["parts"]:
-        raise SchemaTooOld(
-            f"{loc.url}: store was written with schema {version}, before schema {SCHEMA_VERSION} "
-            f"(damage detection); refusing to add parts to it. Migrate it to a new store with: "
-            f"depthseg-fas export-hdf5 {loc.url} OLD.h5 && depthseg-fas import-hdf5 OLD.h5 NEW_STORE")
-    root.attrs.update({"schema_version": SCHEMA_VERSION})
-    manifest = dict(manifest, schema_version=SCHEMA_VERSION)
-    write_manifest(loc, manifest)
-    return manifest
+def _refuse_legacy(loc: Location) -> None:
+    """Refuse a store of the legacy layout (schema <= 2, or ``manifest.json``/``.staging`` left in
+    the root by a migration that stopped): :class:`SchemaTooOld` if it has parts of schema 1 (no
+    damage detection: export/import them), else :class:`MigrationNeeded` (``inspect --migrate``).
+    Checked before taking the commit lock, so a refused store is left exactly as it was."""
+    version = root_schema(loc)
+    if not 0 < version <= SCHEMA_VERSION or (version >= NODE_LAYOUT_SCHEMA and not legacy_entries(loc)):
+        return  # not one of our stores, or a newer one: _check_existing says so
+    manifest = read_manifest(loc)
+    if version < DAMAGE_DETECTION_SCHEMA and manifest and manifest["parts"]:
+        raise SchemaTooOld(schema1_refusal(loc, version))
+    raise MigrationNeeded(migration_hint(loc, version))
 
 
 def _list_dirs(loc: Location, rel: str) -> list[str]:
@@ -276,6 +284,8 @@ class DatasetWriter:
         new_hash = config_hash(config)
         if not create and not loc.fs.exists(loc.path("zarr.json")):
             raise StoreError(f"{loc.url}: no dataset store here (create=False)")
+        if loc.fs.exists(loc.path("zarr.json")):
+            _refuse_legacy(loc)
         with commit_lock(loc):
             if loc.fs.exists(loc.path("zarr.json")):
                 manifest = cls._check_existing(loc, config, new_hash)
@@ -315,10 +325,10 @@ class DatasetWriter:
             raise StoreError(f"{loc.url}: store schema version {version!r} is not one this "
                              f"package knows (<= {SCHEMA_VERSION}); upgrade {PACKAGE}")
         manifest = read_manifest(loc)
+        if version < NODE_LAYOUT_SCHEMA:  # made legacy since _refuse_legacy: cannot happen, but never write it
+            raise MigrationNeeded(migration_hint(loc, version))
         if manifest is None:
             manifest = _manifest_lost(loc, attrs["config_hash"])
-        if version < SCHEMA_VERSION:
-            manifest = _upgrade_empty(loc, root, manifest, version)
         for entry in manifest["parts"].values():
             part_dir(loc, entry["path"])  # a listed folder that is a link or leads out: refuse
         if attrs["config_hash"] != cfg_hash:
@@ -379,7 +389,7 @@ class DatasetWriter:
         """Re-read the manifest (to see parts other processes committed since)."""
         manifest = read_manifest(self._loc)
         if manifest is None:
-            raise RepairNeeded(f"{self.url}: {MANIFEST} vanished while this writer was open; refusing "
+            raise RepairNeeded(f"{self.url}: the manifest vanished while this writer was open; refusing "
                                f"to write. Rebuild it with: depthseg-fas inspect {self.url} --repair")
         self._manifest = manifest
 
@@ -575,7 +585,7 @@ class PartBuilder:
     discards everything. Used as a context manager, leaving the block without ``commit()``
     (by an exception or normally) aborts. Not thread-safe: one thread appends.
 
-    Local stores write into ``.staging/<part_id>.<token>/`` (flock'ed, so a writer opened after
+    Local stores write into ``staging/<part_id>.<token>/`` (flock'ed, so a writer opened after
     a crash removes it); remote stores write in place into an unlisted ``parts/`` folder.
 
     Memory and I/O: ``image``/``depth`` hold one frame per chunk in shards of 512 frames, the

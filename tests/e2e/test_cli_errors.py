@@ -25,7 +25,7 @@ import storage
 from depthseg.trainer import CheckpointError, TrainConfig, train
 from pipeline.cli import main as cli
 from tests.conftest import REPO, load_rgb
-from tests.helpers.stores import write_store
+from tests.helpers.stores import manifest_file, read_manifest, staging_dir, write_manifest, write_store
 from tests.helpers.train_store import make_store
 from tests.helpers.media import make_face_video
 
@@ -116,7 +116,7 @@ def test_hdf5_errors_are_one_line(tmp_path, capsys):
     for h5 in (garbage, tmp_path / "absent.h5"):
         rc = cli(["import-hdf5", str(h5), str(tmp_path / "new.zarr")])
         _one_line(capsys, "import-hdf5", rc, 2, h5)
-    assert not (tmp_path / "new.zarr" / "manifest.json").exists()
+    assert not manifest_file(tmp_path / "new.zarr").exists()
 
 
 def test_manifest_entry_of_wrong_type_is_one_line(tmp_path, capsys):
@@ -124,9 +124,9 @@ def test_manifest_entry_of_wrong_type_is_one_line(tmp_path, capsys):
     names the store (exit 1 or 2: the storage layer types it as a store error)."""
     store = tmp_path / "s.zarr"
     write_store(str(store))
-    manifest = json.loads((store / "manifest.json").read_text())
+    manifest = read_manifest(store)
     manifest["parts"][sorted(manifest["parts"])[0]] = "parts/oops"
-    (store / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(store, manifest)
     for argv in (["inspect", str(store)], ["export-hdf5", str(store), str(tmp_path / "x.h5")]):
         rc = cli(argv)
         line = _one_line(capsys, argv[0], rc, rc, store)
@@ -160,7 +160,7 @@ def videos(tmp_path_factory, portraits) -> Path:
 
 def _committed(store: Path) -> set[str]:
     try:
-        return set(json.loads((store / "manifest.json").read_text())["parts"])
+        return set(read_manifest(store)["parts"])
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return set()
 
@@ -212,7 +212,7 @@ def test_ctrl_c_preprocess_reports_and_resumes(workers, videos, tmp_path):
     assert written == committed, (written, committed)  # the report tells exactly what is in the store
     assert report["counts"]["written"] == len(committed)
     assert storage.verify(str(store)) == []
-    assert not (store / ".staging" / "run.lock").exists()  # the run lock was released
+    assert not (staging_dir(store) / "run.lock").exists()  # the run lock was released
 
     rerun = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=ENV,
                            capture_output=True, text=True, timeout=600)

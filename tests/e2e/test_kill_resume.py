@@ -36,6 +36,7 @@ from depthseg.trainer import TIMING_KEYS
 from tests.conftest import REPO, load_rgb
 from tests.helpers.media import make_face_video
 from tests.helpers.train_store import make_store
+from tests.helpers.stores import manifest_file, staging_dir
 
 # slow: SIGKILLed preprocess / flow / training runs, rerun to the end
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -67,9 +68,9 @@ def _kill_group(proc: subprocess.Popen) -> bool:
 
 
 def _committed(store: Path) -> dict:
-    manifest = store / "manifest.json"
+    manifest = manifest_file(store)
     try:
-        return json.loads(manifest.read_text()).get("parts", {}) if manifest.exists() else {}
+        return json.loads(manifest.read_text())["attributes"].get("parts", {}) if manifest.exists() else {}
     except json.JSONDecodeError:  # never expected: the manifest is replaced atomically
         raise AssertionError(f"{manifest} is not valid JSON after a kill") from None
 
@@ -90,7 +91,7 @@ def _parts(store: Path) -> dict[str, dict[str, np.ndarray]]:
 
 def _assert_clean(store: Path) -> None:
     assert storage.verify(str(store)) == []
-    staging = store / ".staging"
+    staging = staging_dir(store)
     staged = [p for p in staging.iterdir() if p.is_dir()] if staging.exists() else []
     assert not staged, f"staged part folders left behind: {staged}"
     listed = {Path(e["path"]).name for e in _committed(store).values()}
@@ -195,7 +196,7 @@ def _kill_twice(args, store, expected, t_first, t_total, rng, tmp_path) -> list[
         while proc.poll() is None and time.monotonic() - start < at:
             time.sleep(0.02)
         hit = _kill_group(proc)
-        seen = _parts(store) if (store / "manifest.json").exists() else {}
+        seen = _parts(store) if manifest_file(store).exists() else {}
         kills.append({"at_s": round(at, 2), "killed_running": hit, "parts_committed": len(seen)})
         # what readers see right after the kill: committed parts only, each complete and exact
         if seen:

@@ -19,6 +19,7 @@ from pipeline.cli import main as cli
 from tests.conftest import load_rgb
 from tests.helpers.media import make_face_video
 from tests.helpers.csv_manifest import write_manifest
+from tests.helpers.stores import manifest_file, staging_dir
 
 SIZE = 128
 
@@ -136,10 +137,10 @@ def test_killed_run_leaves_no_partial_part_and_completes(tmp_path, video_set):
     cmd = [sys.executable, "-m", "pipeline.cli", "preprocess", "--input", str(data), "--output", str(store),
            "--size", "64"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    manifest = store / "manifest.json"
+    manifest = manifest_file(store)
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
-        if manifest.exists() and len(json.loads(manifest.read_text()).get("parts", {})) >= 1:
+        if manifest.exists() and len(json.loads(manifest.read_text())["attributes"].get("parts", {})) >= 1:
             break
         time.sleep(0.2)
     time.sleep(0.5)
@@ -155,7 +156,7 @@ def test_killed_run_leaves_no_partial_part_and_completes(tmp_path, video_set):
     assert len(final) == 4 * 24
     assert storage.verify(str(store)) == []
     # no staged part left behind, and no part folder the manifest does not list
-    staged = [p for p in (store / ".staging").iterdir() if p.is_dir()]
+    staged = [p for p in staging_dir(store).iterdir() if p.is_dir()]
     assert not staged, staged
     on_disk = {p.name for p in (store / "parts").iterdir() if p.is_dir()}
     assert on_disk == {Path(info.path).name for info in final.parts}

@@ -18,6 +18,7 @@ import storage
 from tests.conftest import REPO, load_rgb
 from tests.helpers.media import make_face_video
 from tests.helpers.csv_manifest import write_manifest
+from tests.helpers.stores import manifest_file
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1200)]
 
@@ -77,7 +78,7 @@ def test_preprocess_and_train_deployments(stack, sample_input, tmp_path):
     assert storage.verify(str(store)) == []
     ds = storage.open_dataset(str(store))
     assert len(ds.parts) == 8 and set(ds.meta["split"]) == {"train", "dev"}
-    manifest = (store / "manifest.json").read_bytes()
+    manifest = manifest_file(store).read_bytes()
     report = json.loads(Path(f"{store}.report.json").read_text())
     assert report["counts"]["written"] == 8
 
@@ -85,7 +86,7 @@ def test_preprocess_and_train_deployments(stack, sample_input, tmp_path):
     assert second.returncode == 0 and "Completed" in second.stdout, second.stdout + second.stderr
     report2 = json.loads(Path(f"{store}.report.json").read_text())
     assert report2["counts"]["skipped"] == 8 and report2["counts"]["written"] == 0
-    assert (store / "manifest.json").read_bytes() == manifest, "a re-run must leave the store unchanged"
+    assert manifest_file(store).read_bytes() == manifest, "a re-run must leave the store unchanged"
     log = (Path(stack["PREFECT_HOME"]) / "worker.log").read_text()
     assert "Cached" in log or "skipped" in log
 

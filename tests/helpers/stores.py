@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -11,6 +14,31 @@ from tests.conftest import FACES
 
 
 S = 64
+
+
+def manifest_file(store) -> Path:
+    """The file holding a (schema-3) store's manifest: the zarr metadata of its ``manifest`` group."""
+    return Path(store) / "manifest" / "zarr.json"
+
+
+def read_manifest(store) -> dict:
+    """A store's manifest as it lies on disk (the attributes of ``manifest/``), unvalidated."""
+    return json.loads(manifest_file(store).read_text())["attributes"]
+
+
+def write_manifest(store, manifest: dict) -> None:
+    """Overwrite a store's manifest in place (as a hostile or damaging edit would)."""
+    manifest_file(store).write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": manifest}))
+
+
+def staging_dir(store) -> Path:
+    """A store's housekeeping folder (the zarr array ``staging``: locks, parts being written)."""
+    return Path(store) / "staging"
+
+
+def staged(store) -> list[str]:
+    """What a store's staging folder holds besides its own ``zarr.json`` and the commit lock."""
+    return sorted(p.name for p in staging_dir(store).iterdir() if p.name not in ("zarr.json", "commit.lock"))
 
 
 CONFIG = {"crop": {"size": S, "margin": 0.25}, "depth": {"levels": 256}, "detector": "blazeface"}

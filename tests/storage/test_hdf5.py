@@ -11,7 +11,7 @@ import zarr
 
 import storage
 from storage.hdf5 import export_hdf5, import_hdf5
-from tests.helpers.stores import PARTS, write_store
+from tests.helpers.stores import PARTS, read_manifest, write_store
 
 
 def _arrays(group: zarr.Group) -> dict[str, np.ndarray]:
@@ -32,8 +32,8 @@ def test_roundtrip_is_lossless(tmp_path, compression):
 
     a, b = zarr.open_group(src, mode="r"), zarr.open_group(dst, mode="r")
     assert a.attrs.asdict() == b.attrs.asdict()
-    ma = json.loads((src / "manifest.json").read_text())["parts"]
-    mb = json.loads((dst / "manifest.json").read_text())["parts"]
+    ma = read_manifest(src)["parts"]
+    mb = read_manifest(dst)["parts"]
     assert ma.keys() == mb.keys()
     for pid in ma:
         pa, pb = a[ma[pid]["path"]], b[mb[pid]["path"]]

@@ -4,10 +4,12 @@ writer (tests.helpers.stores) or is the real schema-1 store the old writer wrote
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -16,17 +18,17 @@ import zarr
 import storage
 from pipeline import cli
 from storage.layout import Location
-from tests.helpers.old_store import extract_schema1_store
+from tests.helpers.old_store import SCHEMA2_PARTS, extract_schema1_store, extract_schema2_store
 from tests.helpers.sandbox import tree_snapshot
-from tests.helpers.stores import CONFIG, make_part, write_store
+from tests.helpers.stores import CONFIG, make_part, manifest_file, read_manifest, write_manifest, write_store
 
 
 def _manifest(path):
-    return json.loads((path / "manifest.json").read_text())
+    return read_manifest(path)
 
 
 def _set_manifest(path, manifest):
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(path, manifest)
 
 
 def _chunk(path, part_id, *rel):
@@ -40,8 +42,8 @@ def _flip(file, at=None):
 
 
 def _outside_staging(path):
-    """The store's tree but ``.staging/`` (where a writer takes its commit lock, even to refuse)."""
-    return {k: v for k, v in tree_snapshot(path).items() if not k.startswith(".staging")}
+    """The store's tree but ``staging/`` (where a writer takes its commit lock, even to refuse)."""
+    return {k: v for k, v in tree_snapshot(path).items() if not k.startswith(("staging", ".staging"))}
 
 
 def _one_line_error(capsys, argv, *needles):
@@ -59,12 +61,12 @@ def _one_line_error(capsys, argv, *needles):
 def test_missing_manifest_refused_and_nothing_removed(tmp_path, capsys):
     path = tmp_path / "s.zarr"
     write_store(path)
-    (path / "manifest.json").unlink()
+    manifest_file(path).unlink()
     before = tree_snapshot(path)
     with pytest.raises(storage.StoreError, match="--repair") as exc:  # main: cleaned every part
         storage.DatasetWriter.open(path, CONFIG)
     assert exc.type.__name__ == "RepairNeeded"
-    with pytest.raises(storage.StoreError, match="manifest.json is missing") as exc:
+    with pytest.raises(storage.StoreError, match=r"manifest \(manifest/zarr.json\) is missing") as exc:
         storage.open_dataset(path)
     assert exc.type.__name__ == "RepairNeeded"
     _one_line_error(capsys, ["inspect", str(path)], "--repair")
@@ -79,7 +81,7 @@ def test_repair_rebuilds_verifies_and_quarantines(tmp_path, capsys):
     new = w.write_part("vid-a", replacement, input_checksum="changed", replace=True)  # parts/vid-a is superseded
     expected = _manifest(path)["parts"]
     _flip(_chunk(path, "vid-b", "image", "c", "0", "0", "0", "0"))
-    (path / "manifest.json").write_text("{broken")
+    manifest_file(path).write_text("{broken")
     assert cli.main(["inspect", str(path), "--repair"]) == 2  # a damaged part was left out
     out, err = capsys.readouterr()
     assert "rebuilt with 2 part(s), 1 superseded" in out and "vid-b" in err and "checksum mismatch" in err
@@ -102,7 +104,7 @@ def test_repair_rebuilds_verifies_and_quarantines(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad", ["../outside", "/tmp/x", "parts/vid-c", "parts/vid-a/../../outside",
-                                 "parts/vid-a/image", "parts/vid-a~../x", ".staging/vid-a"])
+                                 "parts/vid-a/image", "parts/vid-a~../x", ".staging/vid-a", "staging/vid-a.0"])
 def test_hostile_manifest_path_refused_everywhere(tmp_path, capsys, bad):
     path = tmp_path / "s.zarr"
     write_store(path)
@@ -138,7 +140,8 @@ def test_symlinked_part_folder_is_not_followed(tmp_path):
     from storage.layout import safe_remove  # here: on the code of main the module has none
 
     loc = Location.parse(path)
-    for rel in ("../outside", "parts/..", "parts/vid-a", "parts/a/b", "zarr.json"):
+    for rel in ("../outside", "parts/..", "parts/vid-a", "parts/a/b", "zarr.json", "manifest", "staging/zarr.json",
+                "staging/c"):  # the last two: the housekeeping array itself
         with pytest.raises(storage.IntegrityError):
             safe_remove(loc, rel)
     assert tree_snapshot(tmp_path) == before
@@ -242,12 +245,12 @@ def test_open_reader_keeps_reading_a_replaced_part(tmp_path):
 # -- item 11: schema 2; schema-1 stores read with a warning and never written --------------------
 
 
-def test_new_stores_are_schema_2(tmp_path):
+def test_new_stores_are_schema_3(tmp_path):
     path = tmp_path / "s.zarr"
     write_store(path)
-    assert storage.SCHEMA_VERSION == 2
-    assert json.loads((path / "zarr.json").read_text())["attributes"]["schema_version"] == 2
-    assert _manifest(path)["schema_version"] == 2
+    assert storage.SCHEMA_VERSION == 3
+    assert json.loads((path / "zarr.json").read_text())["attributes"]["schema_version"] == 3
+    assert _manifest(path)["schema_version"] == 3
     record = zarr.open_group(path / "parts" / "vid-a" / "commit", mode="r").attrs  # a plain zarr group
     assert record["checksum"] == _manifest(path)["parts"]["vid-a"]["checksum"] and record["frames"] == 5
 
@@ -264,6 +267,8 @@ def test_schema1_store_read_with_warning_and_refused_for_writing(tmp_path, caplo
     assert len(spoof) == 3 and not spoof.read_batch(range(3))["depth"].any()  # no chunk, fill value: fine
     with pytest.raises(storage.SchemaTooOld, match="schema 1"):
         storage.DatasetWriter.open(path, CONFIG)
+    with pytest.raises(storage.SchemaTooOld, match="export-hdf5"):  # parts without crc32c: not stamped 3
+        storage.migrate(path)
     assert storage.verify(path) == []
     h5 = tmp_path / "old.h5"
     assert cli.main(["export-hdf5", str(path), str(h5)]) == 0
@@ -271,7 +276,96 @@ def test_schema1_store_read_with_warning_and_refused_for_writing(tmp_path, caplo
     assert _outside_staging(path) == before
     new = tmp_path / "new.zarr"  # the migration the warning names
     assert cli.main(["import-hdf5", str(h5), str(new)]) == 0
-    assert storage.open_dataset(new).schema_version == 2 and storage.verify(new) == []
+    assert storage.open_dataset(new).schema_version == 3 and storage.verify(new) == []
     migrated = storage.open_dataset(new).read_batch(range(5))["image"]
     np.testing.assert_array_equal(migrated, r.read_batch(range(5))["image"])
     assert "source" in storage.open_dataset(new).columns  # schema 2 column, filled on migration
+
+
+# -- schema 3: manifest and housekeeping are zarr nodes; schema-2 stores read, migrated on demand -----
+
+
+def _legacy_store(tmp_path):
+    """The real schema-2 store main's writer wrote, with a staging folder a crashed writer left."""
+    path = extract_schema2_store(tmp_path)
+    (path / ".staging" / "old-x.deadbeef").mkdir()
+    (path / ".staging" / "old-x.deadbeef" / "zarr.json").write_text("{}")
+    return path
+
+
+def _fixture_frames():
+    return {pid: make_part(n, seed=i, label=label, video_id=pid, face=face, splits=splits)
+            for i, (pid, n, label, splits, face) in enumerate(SCHEMA2_PARTS)}
+
+
+def test_schema2_store_read_as_is_and_refused_for_writing(tmp_path, caplog, capsys):
+    path = _legacy_store(tmp_path)
+    before = tree_snapshot(path)
+    with caplog.at_level(logging.WARNING, logger="storage"):
+        r = storage.open_dataset(path)
+    assert r.schema_version == 2 and len(r) == 5 and not caplog.messages  # damage detection: no warning
+    for pid, data in _fixture_frames().items():
+        view = r.filter(video_id=pid)
+        np.testing.assert_array_equal(view.read_batch(range(len(view)))["image"], data.image)
+    assert storage.verify(path) == []
+    with pytest.raises(storage.MigrationNeeded, match=f"inspect {path} --migrate"):
+        storage.DatasetWriter.open(path, CONFIG)
+    assert cli.main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "layout: " in out and "legacy layout of schema 2" in out and f"inspect {path} --migrate" in out
+    assert tree_snapshot(path) == before  # refused before any lock: nothing created, nothing cleaned
+
+
+def test_migrate_schema2_store_in_place(tmp_path, capsys):
+    path = _legacy_store(tmp_path)
+    old = json.loads((path / "manifest.json").read_text())
+    busy = os.open(path / ".staging" / "old-x.deadbeef", os.O_RDONLY)  # a legacy writer at work
+    fcntl.flock(busy, fcntl.LOCK_EX)
+    before = _outside_staging(path)
+    with pytest.raises(storage.StoreLocked, match="old-x.deadbeef"):
+        storage.migrate(path)
+    assert _outside_staging(path) == before and not (path / "staging").exists()
+    os.close(busy)  # that writer died: its folder is moved, then cleaned by the next writer
+    assert cli.main(["inspect", str(path), "--migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "migrate: schema 2 -> 3, 2 part(s)" in out and "layout:" not in out
+    assert sorted(os.listdir(path)) == ["manifest", "parts", "staging", "zarr.json"]
+    assert (path / "staging" / "old-x.deadbeef").is_dir()
+    manifest = _manifest(path)
+    assert manifest["parts"] == old["parts"] and manifest["schema_version"] == 3
+    assert json.loads((path / "zarr.json").read_text())["attributes"]["schema_version"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        root = zarr.open_group(path, mode="r")
+        str(root.tree()), dict(root.members(max_depth=None))
+        assert dict(root["manifest"].attrs) == manifest
+    r = storage.open_dataset(path)
+    for pid, data in _fixture_frames().items():
+        view = r.filter(video_id=pid)
+        np.testing.assert_array_equal(view.read_batch(range(len(view)))["depth"], data.depth)
+    w = storage.DatasetWriter.open(path, CONFIG)  # cleans the abandoned folder, then writes
+    assert not (path / "staging" / "old-x.deadbeef").exists()
+    w.write_part("new", make_part(2, seed=5, video_id="new"), input_checksum="sha-new")
+    assert storage.verify(path) == [] and len(storage.open_dataset(path)) == 7
+    assert storage.migrate(path)["moved"] == []  # schema 3: nothing to do
+
+
+def test_migration_stopped_half_way_is_refused_then_finished(tmp_path, monkeypatch):
+    path = _legacy_store(tmp_path)
+    old = json.loads((path / "manifest.json").read_text())
+
+    def stop(loc):
+        raise OSError("power cut")
+
+    monkeypatch.setattr(storage.inspect, "_move_legacy_staging", stop)
+    with pytest.raises(OSError, match="power cut"):
+        storage.migrate(path)
+    monkeypatch.undo()
+    assert not (path / "manifest.json").exists() and (path / ".staging").is_dir()  # schema 3 + a leftover
+    assert storage.open_dataset(path).schema_version == 3
+    with pytest.raises(storage.MigrationNeeded, match=r"\.staging"):
+        storage.DatasetWriter.open(path, CONFIG)
+    assert storage.inspect.layout_note(path) is not None
+    assert storage.migrate(path)["moved"] == ["old-x.deadbeef"]
+    assert storage.inspect.layout_note(path) is None and _manifest(path)["parts"] == old["parts"]
+    storage.DatasetWriter.open(path, CONFIG)

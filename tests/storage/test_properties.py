@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 import storage
 from storage.layout import read_manifest, Location
 from tests.helpers.sandbox import tree_snapshot
-from tests.helpers.stores import CONFIG, make_part, write_store
+from tests.helpers.stores import CONFIG, make_part, manifest_file, write_store
+from tests.helpers.stores import read_manifest as manifest_on_disk
 
 PART_IDS = ["vid-a", "vid-b", "vid-c"]
 FIELDS = ["path", "frames", "input_checksum", "config_hash", "checksum", "versions", "extra", "columns"]
@@ -38,7 +39,7 @@ json_values = st.recursive(
 hostile_paths = st.sampled_from([
     "../outside-part", "../../sibling-dir", "OUTSIDE", "SIBLING", "parts/..", "parts/../..",
     "parts/vid-a/../../../sibling-dir", "parts/vid-c", "parts/vid-a~tok", "parts/vid-a/image",
-    "parts/link-out", ".staging", "", "parts/vid-a~../../x", "parts/vid-a\x00",
+    "parts/link-out", ".staging", "staging", "staging/x.y", "", "parts/vid-a~../../x", "parts/vid-a\x00",
 ])
 mutation = st.one_of(
     st.tuples(st.just("entry-field"), st.sampled_from(PART_IDS), st.sampled_from(FIELDS),
@@ -143,17 +144,17 @@ def test_random_manifests_stay_inside_the_store(template, mutations, planted):
     with tempfile.TemporaryDirectory(prefix="depthseg-prop-") as tmp:
         where = _sandbox(Path(tmp), template)
         store = where["store"]
-        manifest = json.loads((store / "manifest.json").read_text())
+        manifest = manifest_on_disk(store)
         valid_entry = dict(manifest["parts"]["vid-c"])
         for kind, key, fld, value in mutations:
             manifest = _mutate(manifest, kind, key, fld, value, where, valid_entry)
             if not isinstance(manifest, dict) or not isinstance(manifest.get("parts"), dict):
                 break
         try:
-            text = json.dumps(manifest)
+            text = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": manifest})
         except (TypeError, ValueError):
             text = "{not json"
-        (store / "manifest.json").write_text(text)
+        manifest_file(store).write_text(text)
         for name, target in planted:
             link = store / "parts" / name
             if link.exists() or link.is_symlink():

@@ -12,7 +12,6 @@ import os
 import pickle
 import shutil
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +19,7 @@ import zarr
 
 import storage
 from storage.layout import META_COLUMNS, QC_COLUMNS
-from tests.helpers.stores import CONFIG, PARTS, S, expected_rows, make_part, write_store
+from tests.helpers.stores import CONFIG, PARTS, S, expected_rows, make_part, manifest_file, read_manifest, staged, staging_dir, write_store
 
 
 @pytest.fixture
@@ -207,20 +206,20 @@ def test_resume_exists_and_replace(tmp_path):
     finally:
         storage.DatasetWriter.superseded_grace_s = grace
     assert sorted(os.listdir(path / "parts")) == sorted([new.path.split("/")[1], "zarr.json"])
-    assert json.loads((path / "manifest.json").read_text())["superseded"] == []
+    assert read_manifest(path)["superseded"] == []
     assert storage.verify(path) == []
 
 
 def test_config_mismatch_names_hashes_and_keys(store):
     path, _ = store
-    manifest = (path / "manifest.json").read_bytes()
+    manifest = manifest_file(path).read_bytes()
     other = {**CONFIG, "crop": {"size": 128, "margin": 0.25}, "detector": "retinaface"}
     with pytest.raises(storage.ConfigMismatch) as exc:
         storage.DatasetWriter.open(path, other)
     msg = str(exc.value)
     assert storage.config_hash(CONFIG) in msg and storage.config_hash(other) in msg
     assert exc.value.keys == ["crop.size", "detector"] and "crop.size" in msg and "detector" in msg
-    assert (path / "manifest.json").read_bytes() == manifest
+    assert manifest_file(path).read_bytes() == manifest
     # a store without parts takes a new config
     empty = path.parent / "empty"
     storage.DatasetWriter.open(empty, CONFIG)
@@ -234,11 +233,11 @@ def test_orphans_invisible_and_cleaned(store):
     path, written = store
     n = len(storage.open_dataset(path))
     # a crashed writer's staging folder, a part folder that never reached the manifest
-    leftover = path / ".staging" / "vid-z.deadbeef"
+    leftover = staging_dir(path) / "vid-z.deadbeef"
     shutil.copytree(path / "parts" / "vid-a", leftover)
     shutil.copytree(path / "parts" / "vid-a", path / "parts" / "vid-orphan")
     # a staging folder whose writer is alive (holds the flock): must survive cleaning
-    busy = path / ".staging" / "vid-y.cafe"
+    busy = staging_dir(path) / "vid-y.cafe"
     busy.mkdir()
     fd = os.open(busy, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -272,14 +271,14 @@ def test_concurrent_commits_from_processes(tmp_path):
     for p in procs:
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0, 0]
-    manifest = json.loads(Path(path, "manifest.json").read_text())
+    manifest = read_manifest(path)
     want = {f"w{i}-p{k}" for i in range(3) for k in range(3)}
     assert set(manifest["parts"]) == want
     r = storage.open_dataset(path)
     assert len(r) == 3 * (3 + 4 + 5)
     assert set(r.meta["video_id"]) == want
     assert storage.verify(path) == []
-    assert [n for n in os.listdir(Path(path, ".staging")) if n != "commit.lock"] == []
+    assert staged(path) == []
 
 
 def _hold_lock(path: str, ready, release) -> None:
@@ -310,12 +309,12 @@ def test_run_lock(tmp_path, caplog):
     finally:
         release.set()
         p.join(60)
-    assert not (path / ".staging" / "run.lock").exists()
+    assert not (staging_dir(path) / "run.lock").exists()
     # a lock left by a dead process on this host is taken over with a warning
     dead = ctx.Process(target=os.getpid)
     dead.start()
     dead.join()
-    lock = path / ".staging" / "run.lock"
+    lock = staging_dir(path) / "run.lock"
     lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "owner": "crashed"}))
     with caplog.at_level(logging.WARNING, logger="storage.locks"):
         with storage.run_lock(path, owner="me") as rec:
@@ -330,7 +329,7 @@ def test_run_lock(tmp_path, caplog):
 
 def test_failing_write_leaves_nothing_visible(store, monkeypatch):
     path, written = store
-    manifest = (path / "manifest.json").read_bytes()
+    manifest = manifest_file(path).read_bytes()
     parts_before = sorted(os.listdir(path / "parts"))
     from zarr.storage import LocalStore
 
@@ -350,9 +349,9 @@ def test_failing_write_leaves_nothing_visible(store, monkeypatch):
         w.write_part("vid-new", make_part(6, seed=9), input_checksum="x")
     assert "vid-new" in str(exc.value) and "No space left" in str(exc.value)
     assert len(chunk_writes) >= 3
-    assert (path / "manifest.json").read_bytes() == manifest
+    assert manifest_file(path).read_bytes() == manifest
     assert sorted(os.listdir(path / "parts")) == parts_before
-    assert [n for n in os.listdir(path / ".staging") if n != "commit.lock"] == []
+    assert staged(path) == []
     r = storage.open_dataset(path)
     assert "vid-new" not in [p.part_id for p in r.parts] and len(r) == sum(d.frames for d in written.values())
     assert storage.verify(path) == []
@@ -363,7 +362,7 @@ def test_failing_write_leaves_nothing_visible(store, monkeypatch):
 
 def test_failing_manifest_update_leaves_nothing_visible(store, monkeypatch):
     path, written = store
-    manifest = (path / "manifest.json").read_bytes()
+    manifest = manifest_file(path).read_bytes()
     parts_before = sorted(os.listdir(path / "parts"))
     import storage.writer
 
@@ -374,7 +373,7 @@ def test_failing_manifest_update_leaves_nothing_visible(store, monkeypatch):
     w = storage.DatasetWriter.open(path, CONFIG)
     with pytest.raises(storage.StoreError, match="committing part vid-new.*No space left"):
         w.write_part("vid-new", make_part(3, seed=4), input_checksum="x")
-    assert (path / "manifest.json").read_bytes() == manifest
+    assert manifest_file(path).read_bytes() == manifest
     assert sorted(os.listdir(path / "parts")) == parts_before
     assert not w.has_part("vid-new", "x") and storage.verify(path) == []
 
@@ -415,7 +414,7 @@ def test_memory_url_failing_write_leaves_nothing(monkeypatch):
     fs = fsspec.filesystem("memory")
     try:
         write_store(url, parts=PARTS[:1])
-        manifest = fs.cat("/depthseg-fail/store.zarr/manifest.json")
+        manifest = fs.cat("/depthseg-fail/store.zarr/manifest/zarr.json")
         real_set = FsspecStore.set
         chunk_writes = []
 
@@ -430,7 +429,7 @@ def test_memory_url_failing_write_leaves_nothing(monkeypatch):
         w = storage.DatasetWriter.open(url, CONFIG)
         with pytest.raises(storage.StoreError, match="part vid-x.*No space left"):
             w.write_part("vid-x", make_part(4, seed=3), input_checksum="x")
-        assert fs.cat("/depthseg-fail/store.zarr/manifest.json") == manifest
+        assert fs.cat("/depthseg-fail/store.zarr/manifest/zarr.json") == manifest
         assert not fs.exists("/depthseg-fail/store.zarr/parts/vid-x")
         assert [p.part_id for p in storage.open_dataset(url).parts] == [PARTS[0][0]]
     finally:

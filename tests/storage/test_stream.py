@@ -26,7 +26,7 @@ from PIL import Image
 
 import storage
 from storage.layout import QC_COLUMNS, part_checksum
-from tests.helpers.stores import CONFIG, FACES, S, make_part
+from tests.helpers.stores import CONFIG, FACES, S, make_part, manifest_file, staged, staging_dir
 
 FIELDS = ("image", "depth", "landmarks", "bbox", "affine", "fit_residual")
 
@@ -53,12 +53,12 @@ def stream(writer: storage.DatasetWriter, part_id: str, data: storage.PartData, 
 
 
 def staging_entries(path: Path) -> list[str]:
-    return sorted(n for n in os.listdir(path / ".staging") if n != "commit.lock")
+    return staged(path)
 
 
 def snapshot(path: Path) -> tuple[bytes, list[str]]:
     """What a reader can see: the manifest's bytes and the part folders."""
-    return (path / "manifest.json").read_bytes(), sorted(os.listdir(path / "parts"))
+    return manifest_file(path).read_bytes(), sorted(os.listdir(path / "parts"))
 
 
 def array_paths(group: zarr.Group, prefix: str = "") -> list[str]:
@@ -341,10 +341,10 @@ def test_sigkill_mid_append_leaves_nothing_and_is_cleaned(tmp_path):
     assert snapshot(path) == before
     left = staging_entries(path)
     assert len(left) == 1 and left[0].startswith("killed.")
-    assert zarr.open_group(path / ".staging" / left[0], mode="r")["image"].shape[0] >= 3 * 64
+    assert zarr.open_group(staging_dir(path) / left[0], mode="r")["image"].shape[0] >= 3 * 64
     r = storage.open_dataset(path)
     assert [q.part_id for q in r.parts] == ["kept"] and len(r) == 6 and storage.verify(path) == []
-    assert json.loads(before[0])["parts"].keys() == {"kept"}
+    assert json.loads(before[0])["attributes"]["parts"].keys() == {"kept"}
     # the next writer removes the dead writer's staging folder, then the part can be written
     w2 = storage.DatasetWriter.open(path, CONFIG)
     assert staging_entries(path) == []
@@ -381,7 +381,7 @@ def test_append_touches_one_shard_not_the_whole_array(tmp_path, monkeypatch):
         io.update(read=0, written=0)
         b.append(face_chunk(k))
         per_append.append((io["read"], io["written"]))
-    staged = path / ".staging" / staging_entries(path)[0]
+    staged = staging_dir(path) / staging_entries(path)[0]
     sizes = {str(f.relative_to(staged)): f.stat().st_size for f in staged.rglob("*") if f.is_file()}
     part_bytes = sum(sizes.values())
     shard = {name: max(v for f, v in sizes.items() if f.startswith(f"{name}/c/")) for name in ("image", "depth")}
@@ -503,13 +503,13 @@ def test_stream_to_memory_url():
         assert info.path == "parts/v" and info.frames == 70
         r = storage.open_dataset(url)
         np.testing.assert_array_equal(r.read_batch(range(70), ("image",))["image"], data.image)
-        manifest = fs.cat("/depthseg-stream/store.zarr/manifest.json")
+        manifest = fs.cat("/depthseg-stream/store.zarr/manifest/zarr.json")
         b = w.begin_part("w", input_checksum="y")
         b.append(part_slice(data, 0, 10))
         assert fs.exists("/depthseg-stream/store.zarr/parts/w")
         b.abort()
         assert not fs.exists("/depthseg-stream/store.zarr/parts/w")
-        assert fs.cat("/depthseg-stream/store.zarr/manifest.json") == manifest
+        assert fs.cat("/depthseg-stream/store.zarr/manifest/zarr.json") == manifest
         again = stream(w, "v", make_part(5, seed=1), [5], input_checksum="z", replace=True)  # replaces v
         assert again.path != "parts/v" and fs.exists("/depthseg-stream/store.zarr/parts/v")  # superseded
         assert len(storage.open_dataset(url)) == 5 and storage.verify(url) == []

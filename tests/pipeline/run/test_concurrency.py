@@ -24,6 +24,7 @@ import storage
 from pipeline.run.config import PreprocessConfig
 from tests.conftest import REPO, load_rgb
 from tests.helpers.media import make_face_video
+from tests.helpers.stores import staging_dir
 
 SIZE = 64
 N_VIDEOS = 3
@@ -67,7 +68,7 @@ def videos(tmp_path_factory, portraits) -> Path:
 
 def test_second_run_on_locked_store_fails_fast_and_nothing_is_lost(tmp_path, videos):
     store = tmp_path / "c.zarr"
-    lock = store / ".staging" / "run.lock"
+    lock = staging_dir(store) / "run.lock"
     a = subprocess.Popen(preprocess_cmd(videos, store), cwd=REPO, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -125,7 +126,7 @@ def test_second_run_on_locked_store_fails_fast_and_nothing_is_lost(tmp_path, vid
     stamped = json.loads((store / "zarr.json").read_text())["attributes"]
     assert stamped["config_hash"] == storage.config_hash(cfg_a), "the refused run changed the store's config"
     assert not lock.exists(), "run A left its lock behind"
-    assert [p for p in (store / ".staging").iterdir() if p.is_dir()] == []
+    assert [p for p in staging_dir(store).iterdir() if p.is_dir()] == []
 
     # the lock is free again: the same command now runs and finds everything committed
     again = subprocess.run(preprocess_cmd(videos, store), cwd=REPO, capture_output=True, text=True, timeout=240)

@@ -8,7 +8,6 @@ partial in the store; a worker that cannot load its backends ends the run with t
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -30,6 +29,7 @@ from pipeline.run.runners import run_preprocess
 from pipeline.run.unit import part_id_for
 from tests.conftest import load_rgb
 from tests.helpers.media import make_face_video
+from tests.helpers.stores import read_manifest, staging_dir
 
 SIZE = 64
 # small batches and chunks, so that one fit+render batch mixes faces of several items and each
@@ -64,7 +64,7 @@ def items_of(media: dict[str, Path]) -> list[WorkItem]:
 
 
 def manifest(store: Path) -> dict:
-    return json.loads((store / "manifest.json").read_text())["parts"]
+    return read_manifest(store)["parts"]
 
 
 def part_arrays(store: Path, entry: dict) -> dict[str, np.ndarray]:
@@ -90,7 +90,7 @@ def assert_same_arrays(a: dict[str, np.ndarray], b: dict[str, np.ndarray], what:
 
 
 def staged_parts(store: Path) -> list[str]:
-    staging = store / ".staging"
+    staging = staging_dir(store)
     return sorted(e.name for e in staging.iterdir() if e.is_dir()) if staging.is_dir() else []
 
 
@@ -187,7 +187,7 @@ def test_parts_identical_to_sequential(tmp_path, media):
 def _kill_when_staged(store: Path, part_id: str, killed: dict, stop: threading.Event) -> None:
     """SIGKILL the worker process as soon as frames of ``part_id`` are being written."""
     while not stop.is_set():
-        staging = store / ".staging"
+        staging = staging_dir(store)
         if staging.is_dir() and any(e.name.startswith(part_id + ".") and (e / "image").exists()
                                     for e in staging.iterdir()):
             procs = [p for p in mp.active_children() if p.name.startswith("depthseg-preprocess-")]
@@ -250,7 +250,7 @@ def test_worker_that_cannot_load_its_models_ends_the_run(tmp_path, media, model_
         run_parallel([WorkItem(str(media["b"]), label="live")], str(store), cfg,
                      pcfg=ParallelConfig(workers=1))
     assert manifest(store) == {} and staged_parts(store) == []
-    assert not (store / ".staging" / "run.lock").exists()
+    assert not (staging_dir(store) / "run.lock").exists()
 
 
 @pytest.mark.cuda

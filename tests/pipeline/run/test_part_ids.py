@@ -18,6 +18,7 @@ from pipeline.cli import main as cli
 from pipeline.io.items import WorkItem
 from pipeline.run.unit import part_id_for
 from tests.conftest import FACES
+from tests.helpers.stores import read_manifest
 
 SIZE = 64
 
@@ -32,7 +33,7 @@ def frames_by_part(store: Path) -> dict[str, dict]:
     import zarr
 
     out: dict[str, dict] = {}
-    for pid, entry in json.loads((store / "manifest.json").read_text())["parts"].items():
+    for pid, entry in read_manifest(store)["parts"].items():
         g = zarr.open_group(str(store / entry["path"]), mode="r")
         out[pid] = {"image": g["image"][:], "source": [str(s) for s in g["meta/source"][:]],
                     "input_checksum": entry["input_checksum"]}
