@@ -13,7 +13,8 @@ from flows.train import evaluate_model, metrics_rows
 def evaluate(params: EvaluateParams) -> dict:
     tags = ["gpu"] if params.device.startswith("cuda") else []
     res = evaluate_model.with_options(tags=tags)(
-        params.checkpoint, params.store, params.split, params.dev_split, params.out_dir, params.device
+        params.checkpoint, params.store, params.split, params.dev_split, params.out_dir, params.device,
+        params.protocol,
     )
     create_table_artifact(metrics_rows(res), key="evaluate-metrics",
                           description=f"{params.checkpoint} on {params.store} [{params.split}]")

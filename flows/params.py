@@ -42,6 +42,7 @@ class PreprocessParams(RunnerParams):
     output: str = Field(..., description="store path or fsspec URL (s3://...)")
     manifest: Optional[str] = Field(None, description="CSV manifest (path,label,attack_type,...)")
     dataset: Optional[str] = Field(None, description="dataset adapter name for `input`")
+    protocol: Optional[str] = Field(None, description="only the items this protocol uses (oulu-npu-p3, siw-p1, ...)")
     detector: str = "blazeface"
     landmarks: str = "dlib68"
     every_n: PositiveInt = 1
@@ -135,6 +136,7 @@ class TrainParams(BaseModel):
     train_split: str = "train"
     dev_split: str = "dev"
     test_split: Optional[str] = Field("test", description="evaluated after training (None to skip)")
+    protocol: Optional[str] = Field(None, description="a protocol fold (oulu-npu-p3:fold=2): splits name its roles")
 
     @field_validator("store")
     @classmethod
@@ -152,6 +154,7 @@ class EvaluateParams(BaseModel):
     dev_split: Optional[str] = "dev"
     device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
     batch_size: PositiveInt = 32
+    protocol: Optional[str] = Field(None, description="a protocol fold (oulu-npu-p3:fold=2): splits name its roles")
 
     @model_validator(mode="after")
     def _paths_exist(self):

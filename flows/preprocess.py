@@ -152,7 +152,7 @@ def preprocess(params: PreprocessParams) -> dict:
     config = cfg.output_config()
     execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size,
                  "max_pixels": cfg.max_pixels}
-    inputs = collect_items(params.input, manifest=params.manifest, dataset=params.dataset)
+    inputs = collect_items(params.input, manifest=params.manifest, dataset=params.dataset, protocol=params.protocol)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
     store_key, committed = _store_state(params.output, config)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]

@@ -23,8 +23,10 @@ def train_model(params: dict) -> dict:
 
 
 @task(name="evaluate-model")
-def evaluate_model(checkpoint: str, store: str, split: str, dev_split: str | None, out_dir: str, device: str) -> dict:
-    return evaluate(checkpoint, store, split=split, dev_split=dev_split, out_dir=out_dir, device=device)
+def evaluate_model(checkpoint: str, store: str, split: str, dev_split: str | None, out_dir: str, device: str,
+                   protocol: str | None = None) -> dict:
+    return evaluate(checkpoint, store, split=split, dev_split=dev_split, out_dir=out_dir, device=device,
+                    protocol=protocol)
 
 
 def metrics_rows(metrics: dict, prefix: str = "") -> list[dict]:
@@ -48,7 +50,7 @@ def train(params: TrainParams) -> dict:
     if params.test_split:
         ev = evaluate_model.with_options(tags=tags)(
             res["best_checkpoint"], params.store, params.test_split, params.dev_split,
-            f"{params.out_dir}/eval-{params.test_split}", params.device,
+            f"{params.out_dir}/eval-{params.test_split}", params.device, params.protocol,
         )
         out["test_metrics"] = ev
     create_table_artifact(metrics_rows({"train": res["metrics"], "test": out.get("test_metrics", {})}),

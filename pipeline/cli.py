@@ -56,6 +56,8 @@ def _add_preprocess(sub) -> None:
     p.add_argument("--manifest", help="CSV: path,label,attack_type,subject,session,device,split")
     p.add_argument("--dataset", help="dataset adapter for --input (oulu-npu, siw, casia-fasd, ...)")
     p.add_argument("--allow-outside-root", action="store_true", help="accept CSV paths outside the input root")
+    p.add_argument("--protocol", help="only the items this protocol uses, all folds unless one is named "
+                                      "(oulu-npu-p3, siw-p1, cross-dataset:target=oulu-npu; see `datasets`)")
     p.add_argument("--detector", default="blazeface")
     p.add_argument("--landmarks", default="dlib68")
     p.add_argument("--every-n", type=_number(int, low=1), default=1)
@@ -97,7 +99,7 @@ def cmd_preprocess(args) -> int:
         model_dir=args.model_dir, batch_size=args.batch_size, workers=args.workers, max_pixels=args.max_pixels,
     )
     inputs = collect_items(args.input, manifest=args.manifest, dataset=args.dataset,
-                           allow_outside_root=args.allow_outside_root)
+                           allow_outside_root=args.allow_outside_root, protocol=args.protocol)
     bar = tqdm(total=len(inputs.items), unit="item", desc="preprocess")
 
     def on_unit(u) -> None:
