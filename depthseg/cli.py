@@ -45,6 +45,32 @@ def register(sub) -> None:
     e.add_argument("--protocol", help="a protocol fold (oulu-npu-p3:fold=2): --split/--dev-split name its roles")
     e.set_defaults(func=cmd_evaluate)
 
+    b = sub.add_parser("benchmark", help="every fold of a protocol: preprocess once, train, evaluate, "
+                                         "write the table (CSV + Markdown)")
+    b.add_argument("--dataset", action="append", required=True,
+                   help="dataset adapter (repeat with --root for cross-dataset: O, C, I, M)")
+    b.add_argument("--root", action="append", required=True, help="dataset root, one per --dataset")
+    b.add_argument("--protocol", required=True, help="oulu-npu-p3 (all folds), oulu-npu-p3:fold=2, cross-dataset, ...")
+    b.add_argument("--out", help="output folder (default runs/benchmark/<protocol>)")
+    b.add_argument("--epochs", type=int, default=30)
+    b.add_argument("--arch", default="pspnet", help="pspnet | deeplabv3plus | unet")
+    b.add_argument("--encoder", default="resnet18")
+    b.add_argument("--input-size", type=int, default=256)
+    b.add_argument("--label-size", type=int, default=32)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--lr", type=float, default=1e-3)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--max-steps-per-epoch", type=int)
+    b.add_argument("--device", default="auto")
+    b.add_argument("--size", type=int, default=256, help="preprocessing crop size")
+    b.add_argument("--detector", default="blazeface")
+    b.add_argument("--landmarks", default="dlib68")
+    b.add_argument("--every-n", type=int, default=1)
+    b.add_argument("--max-frames", type=int)
+    b.add_argument("--model-dir")
+    b.add_argument("--threads", type=int, help="torch threads per fold (default: all cores)")
+    b.set_defaults(func=cmd_benchmark)
+
     p = sub.add_parser("predict", help="score an image or video with a checkpoint")
     p.add_argument("input", help="image, image folder or video")
     p.add_argument("--checkpoint", required=True)
@@ -102,6 +128,29 @@ def cmd_evaluate(args) -> int:
                    out_dir=args.out_dir, dev_store=args.dev_store, device=args.device, protocol=args.protocol)
     _echo(json.dumps(res, indent=2, default=str))
     _echo(f"outputs: {Path(args.out_dir).resolve()}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark import BenchmarkConfig, benchmark
+
+    if len(args.dataset) != len(args.root):
+        from pipeline.base.errors import ConfigError
+
+        raise ConfigError(f"give one --root per --dataset (got {len(args.dataset)} and {len(args.root)})")
+    train = dict(arch=args.arch, encoder=args.encoder, input_size=args.input_size, label_size=args.label_size,
+                 epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                 max_steps_per_epoch=args.max_steps_per_epoch, device=args.device)
+    pre = dict(size=args.size, detector=args.detector, landmarks=args.landmarks, every_n=args.every_n,
+               max_frames=args.max_frames, model_dir=args.model_dir)
+    out = args.out or str(Path("runs/benchmark") / args.protocol.replace(":", "_").replace("=", ""))
+    cfg = BenchmarkConfig(args.protocol, list(zip(args.dataset, args.root)), out, preprocess=pre, train=train,
+                          threads=args.threads)
+    res = benchmark(cfg)
+    if res["skipped"]:
+        _echo(f"finished earlier, not rerun: {', '.join(res['skipped'])}")
+    _echo(Path(res["files"]["markdown"]).read_text())
+    _echo(f"table: {res['files']['csv']}, {res['files']['markdown']}")
     return 0
 
 

@@ -161,3 +161,48 @@ class EvaluateParams(BaseModel):
         _existing_path("checkpoint", self.checkpoint)
         _existing_path("store", self.store)
         return self
+
+
+class BenchmarkParams(RunnerParams):
+    """Every fold of a protocol: preprocess once, train and evaluate each fold (one task each)."""
+
+    datasets: list[str] = Field(..., min_length=1, description="dataset adapters (oulu-npu; four for cross-dataset)")
+    roots: list[str] = Field(..., min_length=1, description="dataset roots, one per dataset")
+    protocol: str = Field(..., description="oulu-npu-p3 (all folds), oulu-npu-p3:fold=2, cross-dataset, ...")
+    out_dir: str = Field(..., description="shared store, fold folders and the table go here")
+    epochs: PositiveInt = 30
+    arch: Literal["pspnet", "deeplabv3plus", "unet"] = "pspnet"
+    encoder: str = "resnet18"
+    input_size: int = Field(256, ge=32, le=512)
+    label_size: int = Field(32, ge=8, le=256)
+    batch_size: PositiveInt = 32
+    lr: float = Field(1e-3, gt=0)
+    seed: int = 0
+    max_steps_per_epoch: Optional[PositiveInt] = None
+    device: str = Field("cpu", pattern=r"^(cpu|cuda(:\d+)?)$")
+    size: int = Field(256, ge=16, le=1024, description="preprocessing crop size")
+    detector: str = "blazeface"
+    landmarks: str = "dlib68"
+    every_n: PositiveInt = 1
+    max_frames: Optional[PositiveInt] = None
+    model_dir: Optional[str] = None
+    threads: Optional[PositiveInt] = Field(None, description="torch threads per fold (default: cores / max_workers)")
+
+    @model_validator(mode="after")
+    def _roots(self):
+        if len(self.roots) != len(self.datasets):
+            raise ValueError(f"roots: give one per dataset ({len(self.datasets)} datasets, {len(self.roots)} roots)")
+        for r in self.roots:
+            _existing_path("roots", r)
+        return self
+
+    def benchmark_config(self):
+        from depthseg.benchmark import BenchmarkConfig
+
+        train = dict(arch=self.arch, encoder=self.encoder, input_size=self.input_size, label_size=self.label_size,
+                     epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
+                     max_steps_per_epoch=self.max_steps_per_epoch, device=self.device)
+        pre = dict(size=self.size, detector=self.detector, landmarks=self.landmarks, every_n=self.every_n,
+                   max_frames=self.max_frames, model_dir=self.model_dir)
+        return BenchmarkConfig(self.protocol, list(zip(self.datasets, self.roots)), self.out_dir, preprocess=pre,
+                               train=train, threads=self.threads, parallel=self.max_workers)

@@ -1,0 +1,54 @@
+"""Prefect ``benchmark`` flow: every fold of a protocol as its own task, then the paper table.
+
+A thin wrapper over :mod:`depthseg.benchmark`: one task preprocesses the shared store (skipped
+when every fold finished earlier), one task per fold trains and evaluates it (a finished fold
+returns its ``metrics.json`` at once), submitted together so the task runner runs them in
+parallel (``task_runner``/``max_workers``; ``gpu``-tagged on CUDA, so the ``gpu`` concurrency
+limit applies), each pinned to ``threads`` torch threads. The table is written as CSV and
+Markdown and published as a table artifact.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+
+from depthseg import benchmark as core
+from flows.params import BenchmarkParams
+from flows.runners import make_task_runner
+
+
+@task(name="benchmark-preprocess")
+def preprocess_store(config: dict) -> dict:
+    return core.prepare_store(core.BenchmarkConfig.from_dict(config))
+
+
+@task(name="benchmark-fold")
+def run_fold(config: dict, fold: str) -> dict:
+    return core.run_fold(core.BenchmarkConfig.from_dict(config), fold)
+
+
+@flow(name="benchmark-folds")
+def _run_folds(config: dict, folds: list[str], gpu: bool) -> list[dict]:
+    task_fn = run_fold.with_options(tags=["gpu"]) if gpu else run_fold
+    futures = [task_fn.submit(config, fold) for fold in folds]
+    return [f.result() for f in futures]
+
+
+@flow(name="benchmark")
+def benchmark(params: BenchmarkParams) -> dict:
+    """Every fold of ``params.protocol`` trained and evaluated; the table as papers print it."""
+    logger = get_run_logger()
+    cfg = params.benchmark_config()
+    config = cfg.to_dict()
+    pending = core.pending_folds(cfg)
+    logger.info("%d fold(s), %d to run: %s", len(cfg.folds), len(pending), ", ".join(pending) or "none")
+    counts = preprocess_store(config) if pending else {}
+    results = _run_folds.with_options(task_runner=make_task_runner(params))(
+        config, cfg.folds, params.device.startswith("cuda"))
+    rows = core.table_rows(cfg, list(zip(cfg.folds, results)))
+    files = core.write_table(cfg, rows)
+    create_table_artifact(rows, key="benchmark-table",
+                          description=f"{cfg.protocol}: fractions; {core.STD_NOTE}; {files['markdown']}")
+    skipped = [f for f in cfg.folds if f not in pending]
+    return {"files": files, "skipped": skipped, "rows": rows, "preprocess": counts}
