@@ -148,18 +148,24 @@ def finished(cfg: BenchmarkConfig, fold: str) -> dict[str, Any] | None:
     return metrics if done else None
 
 
+def check_folders(cfg: BenchmarkConfig, folds: Sequence[str]) -> None:
+    """Refuse (:class:`ConfigError`) when a fold's folder holds another configuration's run."""
+    for fold in folds:
+        marker = fold_dir(cfg.out_dir, fold) / "fold.json"
+        if marker.is_file():
+            have = json.loads(marker.read_text())
+            if have.get("config_hash") != fold_hash(cfg, fold):
+                raise ConfigError(f"{marker.parent}: holds fold {have.get('fold')} of another benchmark "
+                                  f"configuration; use another output folder (or remove that one)")
+
+
 def _claim(cfg: BenchmarkConfig, fold: str) -> None:
-    """Record the fold's configuration in its folder; refuse a folder of another configuration."""
+    """Record the fold's configuration in its folder (refusing a folder of another one)."""
+    check_folders(cfg, [fold])
     marker = fold_dir(cfg.out_dir, fold) / "fold.json"
-    want = {"fold": fold, "config_hash": fold_hash(cfg, fold)}
-    if marker.is_file():
-        have = json.loads(marker.read_text())
-        if have.get("config_hash") != want["config_hash"]:
-            raise ConfigError(f"{marker.parent}: holds fold {have.get('fold')} of another benchmark "
-                              f"configuration; use another output folder (or remove that one)")
-        return
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({**want, "config": cfg.to_dict()}, indent=2))
+    marker.write_text(json.dumps({"fold": fold, "config_hash": fold_hash(cfg, fold), "config": cfg.to_dict()},
+                                 indent=2))
 
 
 @contextlib.contextmanager
@@ -305,6 +311,7 @@ def benchmark(cfg: BenchmarkConfig, *, run: Callable[[BenchmarkConfig, str], dic
     "preprocess": counts}``."""
     folds, pending = cfg.folds, pending_folds(cfg)
     skipped = [f for f in folds if f not in pending]
+    check_folders(cfg, pending)
     counts = prepare_store(cfg) if pending else {}
     results = [(fold, run(cfg, fold)) for fold in folds]
     rows = table_rows(cfg, results)

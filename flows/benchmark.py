@@ -43,6 +43,7 @@ def benchmark(params: BenchmarkParams) -> dict:
     config = cfg.to_dict()
     pending = core.pending_folds(cfg)
     logger.info("%d fold(s), %d to run: %s", len(cfg.folds), len(pending), ", ".join(pending) or "none")
+    core.check_folders(cfg, pending)
     counts = preprocess_store(config) if pending else {}
     results = _run_folds.with_options(task_runner=make_task_runner(params))(
         config, cfg.folds, params.device.startswith("cuda"))

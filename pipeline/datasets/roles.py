@@ -112,13 +112,14 @@ def items_from_columns(columns: Mapping[str, np.ndarray], where: str) -> tuple[l
                           f"(preprocess the dataset with --dataset)")
     vids = np.asarray(columns["video_id"]).astype(str)
     names, first, inverse = np.unique(vids, return_index=True, return_inverse=True)
+    cols = {c: np.asarray(columns[c]).astype(str) for c in (*ITEM_COLUMNS, "dataset")}
+    for c, col in cols.items():
+        odd = np.flatnonzero(col != col[first][inverse])
+        if odd.size:
+            raise ConfigError(f"{where}: the frames of video {vids[odd[0]]} disagree on {c}")
     items = []
-    for k, (vid, row) in enumerate(zip(names, first)):
-        values = {c: str(columns[c][row]) for c in (*ITEM_COLUMNS, "dataset")}
-        rows = inverse == k
-        for c in (*ITEM_COLUMNS, "dataset"):
-            if np.any(np.asarray(columns[c])[rows].astype(str) != values[c]):
-                raise ConfigError(f"{where}: the frames of video {vid} disagree on {c}")
+    for vid, row in zip(names, first):
+        values = {c: str(col[row]) for c, col in cols.items()}
         dataset = values.pop("dataset")
         if values["label"] not in ("live", "spoof", "unknown"):
             raise ConfigError(f"{where}: video {vid} has label {values['label']!r}")
