@@ -170,7 +170,9 @@ def _claim(cfg: BenchmarkConfig, fold: str) -> None:
 
 @contextlib.contextmanager
 def pinned_threads(n: int) -> Iterator[None]:
-    """torch intra-op threads set to ``n`` for the block (process-wide), restored after."""
+    """torch intra-op threads set to ``n`` for the block, restored after. With torch's OpenMP
+    backend (the CPU wheels) the count belongs to the calling thread, so folds running on the
+    threads of one task runner each keep their own; in a process pool each process has its own."""
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     try:
@@ -271,7 +273,7 @@ def format_markdown(cfg: BenchmarkConfig, rows: Sequence[dict[str, Any]]) -> str
                   "|" + "---|" * (len(columns) + 1)]
         mine = [r for r in rows if r["level"] == level]
         for r in (r for r in mine if r["kind"] == "fold"):
-            cells = [_pct(r[c]) + (f" ({r['apcer_type']})" if c == "apcer" and r.get("apcer_type") else "")
+            cells = [_pct(r[c]) + (f" ({r['apcer_type']})" if c == "apcer" and r[c] > 0 else "")
                      for c, _, _ in columns]
             lines.append("| " + " | ".join([r["fold"], *cells]) + " |")
         mean = next(r for r in mine if r["kind"] == "mean")

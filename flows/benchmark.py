@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from depthseg import benchmark as core
+from depthseg.trainer import json_safe
 from flows.params import BenchmarkParams
 from flows.runners import make_task_runner
 
@@ -49,7 +50,7 @@ def benchmark(params: BenchmarkParams) -> dict:
         config, cfg.folds, params.device.startswith("cuda"))
     rows = core.table_rows(cfg, list(zip(cfg.folds, results)))
     files = core.write_table(cfg, rows)
-    create_table_artifact(rows, key="benchmark-table",
+    create_table_artifact(json_safe(rows), key="benchmark-table",  # NaN (std of one fold) -> null
                           description=f"{cfg.protocol}: fractions; {core.STD_NOTE}; {files['markdown']}")
     skipped = [f for f in cfg.folds if f not in pending]
-    return {"files": files, "skipped": skipped, "rows": rows, "preprocess": counts}
+    return {"files": files, "skipped": skipped, "rows": json_safe(rows), "preprocess": counts}
