@@ -62,7 +62,7 @@ class BenchmarkConfig:
     """One benchmark: the protocol (all its folds, or one), the datasets, and the settings.
 
     ``datasets``: ``[(adapter name, dataset root), ...]`` (cross-dataset needs all four).
-    ``preprocess``: :class:`pipeline.run.process.PreprocessConfig` fields; ``train``:
+    ``preprocess``: :class:`pipeline.run.config.PreprocessConfig` fields; ``train``:
     :class:`~depthseg.trainer.TrainConfig` fields (not ``store``/``out_dir``/``protocol``).
     """
 
@@ -107,7 +107,7 @@ class BenchmarkConfig:
         return cls(**{**d, "datasets": [tuple(x) for x in d["datasets"]]})
 
     def preprocess_config(self):
-        from pipeline.run.process import PreprocessConfig
+        from pipeline.run.config import PreprocessConfig
 
         return PreprocessConfig(**self.preprocess)
 
@@ -186,7 +186,7 @@ def prepare_store(cfg: BenchmarkConfig) -> dict[str, Any]:
     already committed are skipped). Returns counts per dataset."""
     from pipeline.datasets import scan_dataset
     from pipeline.datasets.roles import preprocess_items
-    from pipeline.run.process import run_preprocess
+    from pipeline.run.runners import run_preprocess
 
     scans = [(name, scan_dataset(name, root)) for name, root in cfg.datasets]
     where = ", ".join(f"{name} at {root}" for name, root in cfg.datasets)

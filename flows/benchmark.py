@@ -14,9 +14,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from depthseg import benchmark as core
+from depthseg.config import BenchmarkRun
 from depthseg.trainer import json_safe
-from flows.params import BenchmarkParams
+from flows.params import RunnerOptions, benchmark_parameters, check_paths
 from flows.runners import make_task_runner
+from pipeline.base.options import build
 
 
 @task(name="benchmark-preprocess")
@@ -37,17 +39,21 @@ def _run_folds(config: dict, folds: list[str], gpu: bool) -> list[dict]:
 
 
 @flow(name="benchmark")
-def benchmark(params: BenchmarkParams) -> dict:
-    """Every fold of ``params.protocol`` trained and evaluated; the table as papers print it."""
+@benchmark_parameters
+def benchmark(**params) -> dict:
+    """Every fold of ``protocol`` trained and evaluated; the table as papers print it (flat
+    parameters, :mod:`flows.params`; a bad one fails the run before any work)."""
+    run, runner_opts = build(BenchmarkRun, params), build(RunnerOptions, params)
+    check_paths(**{f"roots[{i}]": r for i, r in enumerate(run.roots)}, model_dir=run.model_dir)
+    cfg = run.benchmark_config(parallel=runner_opts.max_workers)
     logger = get_run_logger()
-    cfg = params.benchmark_config()
     config = cfg.to_dict()
     pending = core.pending_folds(cfg)
     logger.info("%d fold(s), %d to run: %s", len(cfg.folds), len(pending), ", ".join(pending) or "none")
     core.check_folders(cfg, pending)
     counts = preprocess_store(config) if pending else {}
-    results = _run_folds.with_options(task_runner=make_task_runner(params))(
-        config, cfg.folds, params.device.startswith("cuda"))
+    results = _run_folds.with_options(task_runner=make_task_runner(runner_opts))(
+        config, cfg.folds, run.device.startswith("cuda"))
     rows = core.table_rows(cfg, list(zip(cfg.folds, results)))
     files = core.write_table(cfg, rows)
     create_table_artifact(json_safe(rows), key="benchmark-table",  # NaN (std of one fold) -> null

@@ -36,8 +36,8 @@ def tree(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def bench(tree, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "p3"
-    code = main(["benchmark", "--dataset", "oulu-npu", "--root", str(tree), "--protocol", "oulu-npu-p3",
-                 "--out", str(out), *TINY])
+    code = main(["benchmark", "--datasets", "oulu-npu", "--roots", str(tree), "--protocol", "oulu-npu-p3",
+                 "--out-dir", str(out), *TINY])
     assert code == 0
     return out
 
@@ -82,8 +82,8 @@ def test_all_six_folds_and_the_table_are_what_the_folds_measured(bench):
 
 def test_rerun_skips_finished_folds(bench, tree, capsys):
     before = {p: p.stat().st_mtime_ns for p in bench.rglob("*") if p.is_file() and "table" not in p.name}
-    code = main(["benchmark", "--dataset", "oulu-npu", "--root", str(tree), "--protocol", "oulu-npu-p3",
-                 "--out", str(bench), *TINY])
+    code = main(["benchmark", "--datasets", "oulu-npu", "--roots", str(tree), "--protocol", "oulu-npu-p3",
+                 "--out-dir", str(bench), *TINY])
     assert code == 0
     assert "finished earlier, not rerun: " + ", ".join(f"oulu-npu-p3:fold={k}" for k in range(1, 7)) in capsys.readouterr().out
     after = {p: p.stat().st_mtime_ns for p in bench.rglob("*") if p.is_file() and "table" not in p.name}
@@ -91,8 +91,8 @@ def test_rerun_skips_finished_folds(bench, tree, capsys):
 
 
 def test_other_settings_in_the_same_folder_are_refused(bench, tree, capsys):
-    code = main(["benchmark", "--dataset", "oulu-npu", "--root", str(tree), "--protocol", "oulu-npu-p3",
-                 "--out", str(bench), *TINY, "--lr", "0.01"])
+    code = main(["benchmark", "--datasets", "oulu-npu", "--roots", str(tree), "--protocol", "oulu-npu-p3",
+                 "--out-dir", str(bench), *TINY, "--lr", "0.01"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1
     assert "another benchmark configuration" in err and "oulu-npu-p3_fold1" in err
@@ -112,7 +112,7 @@ def test_flow_reruns_only_the_fold_whose_metrics_are_gone(bench, tree, tmp_path)
               "epochs": 1, "size": 32, "max_frames": 2, "input_size": 32, "label_size": 8, "batch_size": 8,
               "device": "cpu", "threads": 1, "task_runner": "thread", "max_workers": 2}
     with prefect_test_harness(server_startup_timeout=120):
-        res = benchmark(params=params)
+        res = benchmark(**params)
     assert res["skipped"] == [f"oulu-npu-p3:fold={k}" for k in (1, 3, 4, 5, 6)]
     assert (out / "folds" / FOLDS[1] / "train" / "best.pt").is_file()
     # same settings, same pinned thread count: the rerun fold measures what the CLI's did
