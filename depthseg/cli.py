@@ -1,4 +1,4 @@
-"""``depthseg-fas train | evaluate | predict`` sub-commands (registered by :func:`pipeline.cli.build_parser`)."""
+"""``depthseg-fas train | evaluate | benchmark | predict`` sub-commands (registered by :func:`pipeline.cli.build_parser`)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from pipeline.base.options import add_arguments, build
 from pipeline.console import echo
 from pipeline.run.config import PreprocessConfig
 
-from .config import EvaluateConfig, TrainRun
+from .config import BenchmarkRun, EvaluateConfig, TrainRun
 
 log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
-    """Add ``train``, ``evaluate`` and ``predict``; their flags come from :mod:`depthseg.config`."""
+    """Add ``train``, ``evaluate``, ``benchmark`` and ``predict``; their flags come from :mod:`depthseg.config`."""
     t = sub.add_parser("train", help="train a DepthSeg model on a store")
     add_arguments(t, TrainRun)
     t.set_defaults(func=cmd_train)
@@ -25,6 +25,11 @@ def register(sub) -> None:
     e = sub.add_parser("evaluate", help="ISO/IEC 30107-3 metrics of a checkpoint on a store split")
     add_arguments(e, EvaluateConfig)
     e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("benchmark", help="every fold of a protocol: preprocess once, train, evaluate, "
+                                         "write the table (CSV + Markdown)")
+    add_arguments(b, BenchmarkRun)
+    b.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("predict", help="score an image or video with a checkpoint")
     p.add_argument("input", help="image, image folder or video")
@@ -67,6 +72,18 @@ def cmd_evaluate(args) -> int:
     res = evaluate(cfg.checkpoint, cfg.store, **cfg.kwargs())
     echo(json.dumps(res, indent=2, default=str))
     echo(f"outputs: {Path(args.out_dir).resolve()}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from .benchmark import benchmark
+
+    cfg = build(BenchmarkRun, vars(args)).benchmark_config()
+    res = benchmark(cfg)
+    if res["skipped"]:
+        echo(f"finished earlier, not rerun: {', '.join(res['skipped'])}")
+    echo(Path(res["files"]["markdown"]).read_text())
+    echo(f"table: {res['files']['csv']}, {res['files']['markdown']}")
     return 0
 
 

@@ -38,6 +38,7 @@ from .labels import class_centres
 from .metrics import dev_thresholds, error_curves, frame_and_video_metrics, video_level
 from .models import DepthSegNet
 from .predict import autocast_for, model_device, predict_dataset
+from .roles import protocol_split
 from .score import frame_scores
 from .trainer import SplitError, json_safe, load_checkpoint
 
@@ -58,15 +59,17 @@ def evaluate(
     num_workers: int = 0,
     amp: bool = True,
     grid_samples: int = 8,
+    protocol: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``store``; returns the metrics written to
     ``metrics.json`` (keys ``frame``, ``video``, ``thresholds``, ``threshold_source``,
-    ``dev``, ``files`` ...)."""
+    ``dev``, ``files`` ...). With ``protocol`` (a fold, ``oulu-npu-p3:fold=2``) ``split`` and
+    ``dev_split`` name its roles (:mod:`depthseg.roles`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(checkpoint, device=device)
     reader = storage.open_dataset(store)
-    test = FrameDataset(reader, split)
+    test = FrameDataset(reader, protocol_split(protocol, split))
     if len(test) == 0:
         raise SplitError(f"{store}: split {split!r} has no live/spoof frames to evaluate")
     if test.is_live.all() or not test.is_live.any():
@@ -74,8 +77,9 @@ def evaluate(
                     "need the missing class are undefined (null in metrics.json)", store, split,
                     "live" if test.is_live.all() else "spoof", len(test))
 
-    thresholds, source, dev_summary = _thresholds(model, meta, reader, store, dev_store, dev_split,
-                                                  batch_size, num_workers, amp)
+    thresholds, source, dev_summary = _thresholds(model, meta, reader, store, dev_store,
+                                                  protocol_split(protocol, dev_split), batch_size,
+                                                  num_workers, amp)
     if threshold is not None:
         thresholds["frame"], source = float(threshold), f"{source}; frame threshold given"
 
@@ -100,6 +104,7 @@ def evaluate(
         "split": split,
         "dev_store": str(dev_store or store),
         "dev_split": dev_split,
+        "protocol": protocol,
         "thresholds": thresholds,
         "threshold_source": source,
         "decision_rule": "score >= threshold -> live (bona fide)",
@@ -119,7 +124,7 @@ def evaluate(
 
 
 def _thresholds(model: DepthSegNet, meta: dict[str, Any], reader: storage.DatasetReader,
-                store: Any, dev_store: Any, dev_split: str | None, batch_size: int,
+                store: Any, dev_store: Any, dev_split: Any, batch_size: int,
                 num_workers: int, amp: bool) -> tuple[dict[str, float], str, dict[str, Any]]:
     saved = {k: float(v) for k, v in (meta.get("thresholds") or {}).items()}
     if dev_split is not None:

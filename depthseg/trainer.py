@@ -65,6 +65,7 @@ from .losses import LOSSES, build_loss
 from .metrics import dev_thresholds, frame_and_video_metrics
 from .models import ARCHITECTURES, DepthSegNet, build_model
 from .predict import autocast_for, predict_dataset
+from .roles import protocol_split
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,8 @@ class TrainConfig:
     num_workers: int = opt(0, help="data loader worker processes", ge=0)
     train_split: str = opt("train", help="split of the store to train on")
     dev_split: str | None = opt("dev", help="split evaluated after every epoch (its EER sets the threshold)")
+    protocol: str | None = opt(None, help="a protocol fold (oulu-npu-p3:fold=2): train_split/dev_split then name "
+                                          "its roles (train on its train role, choose the model on its dev role)")
     max_steps_per_epoch: int | None = opt(None, help="cap on training steps per epoch (quick runs)", ge=1)
     progress: bool = True
 
@@ -499,8 +502,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     _seed_all(cfg.seed)
 
     reader = storage.open_dataset(cfg.store)
-    train_ds = _checked_split(FrameDataset(reader, cfg.train_split), cfg.store, "training")
-    dev_ds = FrameDataset(reader, cfg.dev_split) if cfg.dev_split else None
+    train_ds = _checked_split(FrameDataset(reader, protocol_split(cfg.protocol, cfg.train_split)), cfg.store,
+                              "training")
+    dev_ds = FrameDataset(reader, protocol_split(cfg.protocol, cfg.dev_split)) if cfg.dev_split else None
     if dev_ds is not None and len(dev_ds) == 0:
         log.warning("%s: dev split %r is empty; model selection falls back to the training loss "
                     "and no decision threshold is saved", cfg.store, cfg.dev_split)

@@ -4,7 +4,8 @@ Each flow takes every option as a top-level parameter: Prefect merges a run's pa
 the deployment's one level deep, so ``prefect deployment run train/sample -p epochs=1`` changes
 that field and keeps every other default only when nothing is nested. Defaults, descriptions,
 bounds and choices (dropdowns in the UI) come from :class:`pipeline.run.config.PreprocessRun`,
-:class:`depthseg.config.TrainRun` / :class:`~depthseg.config.EvaluateConfig` and
+:class:`depthseg.config.TrainRun` / :class:`~depthseg.config.EvaluateConfig` /
+:class:`~depthseg.config.BenchmarkRun` and
 :class:`RunnerOptions`; the values are checked by those configs, so a bad value fails the flow run
 before any work with the message the CLI prints.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from depthseg.config import EvaluateConfig, TrainRun
+from depthseg.config import BenchmarkRun, EvaluateConfig, TrainRun
 from pipeline.base.errors import ConfigError
 from pipeline.base.options import check_fields, flat_signature, flow_parameters, opt
 from pipeline.run.config import PreprocessRun
@@ -46,3 +47,5 @@ def check_paths(**paths: str | None) -> None:
 preprocess_parameters = flat_signature(flow_parameters(PreprocessRun), flow_parameters(RunnerOptions))
 train_parameters = flat_signature(flow_parameters(TrainRun))
 evaluate_parameters = flat_signature(flow_parameters(EvaluateConfig))
+benchmark_parameters = flat_signature(flow_parameters(BenchmarkRun),
+                                      flow_parameters(RunnerOptions, exclude=("items_per_task",)))

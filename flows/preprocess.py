@@ -160,7 +160,7 @@ def preprocess(**params) -> dict:
     execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size,
                  "max_pixels": cfg.max_pixels}
     inputs = collect_items(run.input, manifest=run.manifest, dataset=run.dataset,
-                           allow_outside_root=run.allow_outside_root)
+                           allow_outside_root=run.allow_outside_root, protocol=run.protocol)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
     store_key, committed = _store_state(run.output, config)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]

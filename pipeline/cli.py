@@ -42,7 +42,7 @@ def cmd_preprocess(args) -> int:
     run = build(PreprocessRun, vars(args))
     cfg = run.config
     inputs = collect_items(run.input, manifest=run.manifest, dataset=run.dataset,
-                           allow_outside_root=run.allow_outside_root)
+                           allow_outside_root=run.allow_outside_root, protocol=run.protocol)
     bar = tqdm(total=len(inputs.items), unit="item", desc="preprocess")
 
     def on_unit(u) -> None:

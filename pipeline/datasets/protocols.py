@@ -166,9 +166,55 @@ class Protocol(ABC):
     def _train_max_frames(self) -> int | None:
         return None
 
+    def required(self) -> dict[str, dict[str, frozenset]]:
+        """What each role must hold for the protocol to be followed: ``{role: {key: values}}``.
+
+        A listed role must be non-empty and hold every value of each key (a WorkItem field,
+        else an ``extra`` key; ``dataset`` and ``attack_family`` as :func:`item_dataset` and
+        :func:`attack_family` give them). Default: train and test hold live and spoof items.
+        A missing attack type would silently shrink APCER's maximum over types, a missing
+        role would leave a metric undefined: :func:`check_required` refuses both.
+        """
+        live_spoof = {"label": frozenset({"live", "spoof"})}
+        return {"train": dict(live_spoof), "test": dict(live_spoof)}
+
     @abstractmethod
     def _split(self, items: list[WorkItem]) -> tuple[list[WorkItem], list[WorkItem], list[WorkItem]]:
         """(train, dev, test) before role assignment."""
+
+
+def _item_value(item: WorkItem, key: str) -> object:
+    if key == "dataset":
+        return item_dataset(item)
+    if key == "attack_family":
+        return attack_family(item)
+    if key in ("label", "attack_type", "subject", "session", "device", "split"):
+        return getattr(item, key)
+    return item.extra.get(key)
+
+
+def missing_required(protocol: Protocol, split: ProtocolSplit) -> list[str]:
+    """What ``split`` lacks of ``protocol.required()``, one phrase per problem (empty: none)."""
+    roles = split.roles()
+    problems = []
+    for role, needs in protocol.required().items():
+        items = roles[role]
+        if not items:
+            problems.append(f"no {role} items")
+            continue
+        for key, want in needs.items():
+            lack = sorted(want - {_item_value(i, key) for i in items}, key=str)
+            if lack:
+                problems.append(f"no {role} items with {key} {', '.join(map(str, lack))}")
+    return problems
+
+
+def check_required(protocol: Protocol, split: ProtocolSplit, where: str) -> None:
+    """Raise :class:`ConfigError` naming ``where`` (a dataset root, a store) if ``split``
+    lacks what ``protocol`` requires (:meth:`Protocol.required`)."""
+    problems = missing_required(protocol, split)
+    if problems:
+        raise ConfigError(f"protocol {protocol.name} does not match {where}: {'; '.join(problems)}")
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
@@ -282,6 +328,11 @@ class OuluProtocol(Protocol):
             f"{_rule_text(self.train_rule)}; test = official test users, {_rule_text(self.test_rule)}"
         )
 
+    def required(self) -> dict[str, dict[str, frozenset]]:
+        """Every role holds every file type (real + the attacks) of its rule."""
+        train, test = self.train_rule.files, self.test_rule.files
+        return {"train": {"file_id": train}, "dev": {"file_id": train}, "test": {"file_id": test}}
+
     def _split(self, items):
         for it in items:
             _need(it, ("session_id", "phone", "file_id"), OULU)
@@ -365,6 +416,16 @@ class SiwProtocol(Protocol):
 
     def _train_max_frames(self) -> int | None:
         return self.train_frames if self.number == 1 else None
+
+    def required(self) -> dict[str, dict[str, frozenset]]:
+        """Live faces and the attack families of each role (dev only when held out)."""
+        fams = {1: ({"print", "replay"},) * 2, 2: ({"replay"},) * 2}.get(self.number)
+        if fams is None:
+            fams = ({"print"}, {"replay"}) if self.fold == 1 else ({"replay"}, {"print"})
+        out = {role: {"attack_family": frozenset({"none", *f})} for role, f in zip(("train", "test"), fams)}
+        if self.dev_holdout:
+            out["dev"] = {"label": frozenset({"live", "spoof"})}
+        return out
 
     def _uses(self, item: WorkItem, role: str) -> bool:
         fam = attack_family(item)
@@ -469,6 +530,12 @@ class CrossDatasetProtocol(Protocol):
             f"test = {self.target} splits {list(self.target_splits)}"
         )
 
+    def required(self) -> dict[str, dict[str, frozenset]]:
+        """Every source in train, a dev set for the threshold (HTER), the target in test."""
+        both = frozenset({"live", "spoof"})
+        return {"train": {"label": both, "dataset": frozenset(self.sources)}, "dev": {"label": both},
+                "test": {"label": both, "dataset": frozenset({self.target})}}
+
     def _split(self, items):
         train, dev = [], []
         for ds in self.sources:
@@ -522,6 +589,24 @@ class OfficialProtocol(Protocol):
 
 
 _register("official")(lambda **kw: OfficialProtocol(**kw))
+
+
+def fold_options(spec: str) -> tuple[str, list[dict]]:
+    """``(name, [options of each fold])`` of a spec: the fold it names, or every fold of the
+    protocol (each with the spec's other options), e.g. ``"oulu-npu-p3"`` -> six folds."""
+    name, options = parse_protocol_spec(spec)
+    folds = protocol_folds(name)
+    if {k for f in folds for k in f} & options.keys():
+        return name, [options]
+    return name, [{**f, **options} for f in folds]
+
+
+def format_protocol_spec(name: str, options: dict) -> str:
+    """The inverse of :func:`parse_protocol_spec`: ``("oulu-npu-p3", {"fold": 2})`` -> ``"oulu-npu-p3:fold=2"``."""
+    def text(v: object) -> str:
+        return "+".join(map(str, v)) if isinstance(v, (tuple, list)) else str(v)
+
+    return name + (":" + ",".join(f"{k}={text(v)}" for k, v in options.items()) if options else "")
 
 
 def parse_protocol_spec(spec: str) -> tuple[str, dict]:

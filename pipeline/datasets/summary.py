@@ -12,9 +12,8 @@ from .protocols import (
     ProtocolSplit,
     SubjectOverlapError,
     check_subject_disjoint,
+    fold_options,
     make_protocol,
-    parse_protocol_spec,
-    protocol_folds,
 )
 
 
@@ -101,13 +100,7 @@ def datasets_command(root: str | os.PathLike, dataset: str, protocol: str | None
     scan = scan_dataset(dataset, root)
     parts = [format_scan_summary(scan)]
     if protocol:
-        name, options = parse_protocol_spec(protocol)
-        folds = protocol_folds(name)
-        fold_keys = {k for f in folds for k in f}
-        if fold_keys & options.keys():
-            folds = [options]
-        else:
-            folds = [{**f, **options} for f in folds]
+        name, folds = fold_options(protocol)
         for kw in folds:
             p = make_protocol(name, **kw)
             parts.append(format_protocol_split(p.split(scan.items), p.description))

@@ -23,10 +23,13 @@ def collect_items(
     manifest: str | Path | None = None,
     dataset: str | None = None,
     allow_outside_root: bool = False,
+    protocol: str | None = None,
 ) -> Inputs:
     """Items of ``input_path``: a dataset root (``dataset=``), a CSV manifest, a folder, or one file.
 
     Items of a plain folder or file carry label ``unknown`` (depth rendered as for live faces).
+    ``protocol`` (``oulu-npu-p3``, ``siw-p1``, ...) keeps only the items some fold of it uses
+    (:func:`pipeline.datasets.roles.preprocess_items`; refused when a fold lacks what it needs).
     """
     src = Path(input_path)
     if not src.exists():
@@ -45,4 +48,9 @@ def collect_items(
     else:
         scan = scan_dataset("folder", src)
     rejected = [{"path": str(p), "reason": "rejected", "message": str(why)} for p, why in scan.rejected]
-    return Inputs(list(scan.items), rejected, str(src if src.is_dir() else src.parent))
+    items = list(scan.items)
+    if protocol:
+        from pipeline.datasets.roles import preprocess_items
+
+        items = preprocess_items(protocol, items, str(src))
+    return Inputs(items, rejected, str(src if src.is_dir() else src.parent))

@@ -91,6 +91,8 @@ class PreprocessRun:
     manifest: str | None = opt(None, help="CSV: path,label,attack_type,subject,session,device,split")
     dataset: str | None = opt(None, help="dataset adapter for input", choices=list_adapters)
     allow_outside_root: bool = opt(False, help="accept CSV paths outside the input root")
+    protocol: str | None = opt(None, help="only the items this protocol uses, all folds unless one is named "
+                                          "(oulu-npu-p3, siw-p1, cross-dataset:target=oulu-npu; see `datasets`)")
     replace: bool = opt(False, help="replace a part committed from another input under the same part id "
                                     "(default: that item fails with reason part-conflict)")
     report: str | None = opt(None, help="run report JSON path (default <output>.report.json beside the store)")

@@ -4,11 +4,12 @@ real video (a shared portrait, 4 frames, 32x32) hard-linked under every name."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
-from tests.conftest import FACES, load_rgb
+from tests.conftest import FACES, SHARED, load_rgb
 
 
 def make_tiny_video(path: Path) -> Path:
@@ -134,4 +135,49 @@ def build_msu(root: Path, video: Path, lists: bool = True) -> Path:
     if lists:
         (root / "train_sub_list.txt").write_text("\n".join(f"{c:03d}" for c in MSU_TRAIN) + "\n")
         (root / "test_sub_list.txt").write_text("\n".join(str(c) if i % 2 else f"{c:02d}" for i, c in enumerate(MSU_TEST)) + "\n\n")
+    return root
+
+
+#: (shared image, (centre x/W, centre y/H, face side/W)) of the benchmark tree's file types
+OULU_BENCH_FACES = {
+    "live": ("faces/obama.jpg", (0.52, 0.17, 0.30)),
+    "print": ("pad-samples/image_F1.jpg", (0.40, 0.33, 0.45)),
+    "replay": ("pad-samples/image_F2.jpg", (0.57, 0.45, 0.45)),
+}
+
+
+def _face_clip(path: Path, source: str, box: tuple[float, float, float], seed: int, side: int = 112) -> Path:
+    """A 2-frame clip of a real face crop, jittered in position and brightness by ``seed``."""
+    import cv2
+
+    from pipeline.io.media import write_video
+
+    img = load_rgb(SHARED / "data" / source)
+    h, w = img.shape[:2]
+    rng = np.random.default_rng(seed)
+    cx, cy, frac = box
+    s = frac * w * rng.uniform(1.55, 1.65)
+    x0 = int(np.clip(cx * w - s / 2 + rng.uniform(-0.03, 0.03) * s, 0, w - s))
+    y0 = int(np.clip(cy * h - s / 2 + rng.uniform(-0.03, 0.03) * s, 0, h - s))
+    crop = cv2.resize(img[y0 : y0 + int(s), x0 : x0 + int(s)], (side, side), interpolation=cv2.INTER_AREA)
+    gain = rng.uniform(0.85, 1.15)
+    frames = [np.clip(np.roll(crop, i, axis=1) * gain, 0, 255).astype(np.uint8) for i in range(2)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert write_video(path, frames, fps=10) == 2
+    return path
+
+
+def build_oulu_benchmark(root: Path) -> Path:
+    """A small OULU-NPU tree on which every OULU-NPU P3 fold finds what it requires: session 1;
+    train user 01 and dev user 21 with each file type on two phones (file f on phones f, f+1),
+    so leaving any phone out keeps every type; test user 36 with every phone x file type.
+    Each clip is its own real face crop (live: a portrait; print/replay: real attack photos),
+    jittered per name: 50 videos, 2 frames each."""
+    kinds = {1: "live", 2: "print", 3: "print", 4: "replay", 5: "replay"}
+    names = [(u, p, f) for u in (1, 21) for f in range(1, 6) for p in (f, f + 1)]
+    names += [(36, p, f) for p in range(1, 7) for f in range(1, 6)]
+    for seed, (user, phone, f) in enumerate(names):
+        source, box = OULU_BENCH_FACES[kinds[f]]
+        folder = root / OULU_FOLDERS[oulu_split_of(user)]
+        _face_clip(folder / f"{phone}_1_{user:02d}_{f}.avi", source, box, seed)
     return root

@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from depthseg.config import EvaluateConfig, TrainRun
+from depthseg.config import BenchmarkRun, EvaluateConfig, TrainRun
 from pipeline.base.errors import ConfigError
 from pipeline.base.options import build, flat_fields
 from pipeline.cli import build_parser
@@ -16,6 +16,7 @@ from pipeline.run.config import PreprocessConfig, PreprocessRun
 from storage.layout import config_hash
 
 pytest.importorskip("prefect")
+from flows.benchmark import benchmark as benchmark_flow  # noqa: E402
 from flows.evaluate import evaluate as evaluate_flow  # noqa: E402
 from flows.params import RunnerOptions  # noqa: E402
 from flows.preprocess import preprocess as preprocess_flow  # noqa: E402
@@ -76,7 +77,7 @@ def test_defaults_chosen_for_cli_and_flows():
 
 
 def test_flow_parameters_are_flat_and_described():
-    for flow in (preprocess_flow, train_flow, evaluate_flow):
+    for flow in (preprocess_flow, train_flow, evaluate_flow, benchmark_flow):
         schema = flow.parameters.model_dump()
         assert "params" not in schema["properties"]
         for name, prop in schema["properties"].items():
@@ -149,11 +150,44 @@ def test_deployment_defaults_fit_the_flat_flow_parameters():
 
     from tests.conftest import REPO
 
-    flows = {"preprocess": preprocess_flow, "train": train_flow, "evaluate": evaluate_flow}
+    flows = {"preprocess": preprocess_flow, "train": train_flow, "evaluate": evaluate_flow,
+             "benchmark": benchmark_flow}
     deployments = yaml.safe_load((REPO / "prefect.yaml").read_text())["deployments"]
-    assert len(deployments) == 3
+    assert len(deployments) == 4
     for dep in deployments:
         flow = flows[dep["entrypoint"].rsplit(":", 1)[1]]
         jsonschema.validate(dep["parameters"], flow.parameters.model_dump())
-        build({"preprocess": PreprocessRun, "train": TrainRun, "evaluate": EvaluateConfig}[flow.name],
-              dep["parameters"])  # the config accepts them too
+        build({"preprocess": PreprocessRun, "train": TrainRun, "evaluate": EvaluateConfig,
+               "benchmark": BenchmarkRun}[flow.name], dep["parameters"])  # the config accepts them too
+
+
+BENCH_ARGV = ["--datasets", "oulu-npu", "--roots", "r", "--protocol", "oulu-npu-p3"]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (("epochs", "0"), "parameter 'epochs': must be >= 1"),
+    (("size", "2000"), "parameter 'size': must be <= 1024, got 2000"),
+    (("datasets", "oulu"), "parameter 'datasets': unknown value 'oulu'"),
+])
+def test_benchmark_options_are_train_and_preprocess_options(bad, message, capsys):
+    """The benchmark's settings are declared as train's/preprocess's fields: same defaults, same
+    checks, the same message from its CLI and its flow."""
+    for name in ("epochs", "arch", "lr", "device"):
+        assert _flow_default(benchmark_flow, name) == _flow_default(train_flow, name)
+    for name in ("size", "detector", "every_n"):
+        assert _flow_default(benchmark_flow, name) == _flow_default(preprocess_flow, name)
+    name, value = bad
+    with pytest.raises(SystemExit) as stop:
+        build_parser().parse_args(["benchmark", *BENCH_ARGV, f"--{name.replace('_', '-')}", value])
+    assert stop.value.code == 2
+    cli_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in cli_line
+    flat = {"datasets": ["oulu-npu"], "roots": ["r"], "protocol": "oulu-npu-p3"}
+    with pytest.raises(ConfigError) as err:
+        benchmark_flow.fn(**{**flat, name: [value] if name == "datasets" else int(value)})
+    assert message in str(err.value) and cli_line.endswith(str(err.value))
+
+
+def test_benchmark_needs_one_root_per_dataset():
+    with pytest.raises(ConfigError, match="parameter 'roots': give one per dataset"):
+        build(BenchmarkRun, {"datasets": ["oulu-npu", "siw"], "roots": ["a"], "protocol": "cross-dataset"})

@@ -1,0 +1,119 @@
+"""``depthseg-fas benchmark`` and the ``benchmark`` flow on a small official-layout OULU-NPU tree.
+
+All six folds of OULU-NPU protocol 3 are preprocessed once, trained (1 epoch, PSPNet-ResNet18 at
+32x32) and evaluated; the table must be what the folds' own ``metrics.json`` files say (mean,
+and sample std), a rerun must leave every finished fold alone, and the flow must rerun only a
+fold whose metrics are gone, getting the same numbers (threads pinned per fold).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from tests.helpers.dataset_trees import build_oulu_benchmark
+
+# slow: preprocesses 50 clips and trains six folds (minutes on a loaded 2-core machine)
+pytestmark = pytest.mark.slow
+
+TINY = ["--epochs", "1", "--size", "32", "--max-frames", "2", "--input-size", "32", "--label-size", "8",
+        "--batch-size", "8", "--device", "cpu", "--threads", "1"]
+FOLDS = [f"oulu-npu-p3_fold{k}" for k in range(1, 7)]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory) -> Path:
+    return build_oulu_benchmark(tmp_path_factory.mktemp("oulu") / "OULU-NPU")
+
+
+@pytest.fixture(scope="module")
+def bench(tree, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "p3"
+    code = main(["benchmark", "--datasets", "oulu-npu", "--roots", str(tree), "--protocol", "oulu-npu-p3",
+                 "--out-dir", str(out), *TINY])
+    assert code == 0
+    return out
+
+
+def fold_metrics(out: Path) -> dict[str, dict]:
+    return {f: json.loads((out / "folds" / f / "eval" / "metrics.json").read_text()) for f in FOLDS}
+
+
+def read_table(out: Path) -> list[dict]:
+    with open(out / "table.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_all_six_folds_and_the_table_are_what_the_folds_measured(bench):
+    metrics = fold_metrics(bench)
+    rows = read_table(bench)
+    for level in ("video", "frame"):
+        mine = [r for r in rows if r["level"] == level]
+        folds = [r for r in mine if r["kind"] == "fold"]
+        assert [r["fold"] for r in folds] == [f.replace("_", "/") for f in FOLDS]
+        for col, key in (("apcer", "apcer_max"), ("bpcer", "bpcer"), ("acer", "acer")):
+            per_fold = np.array([metrics[f][level][key] for f in FOLDS], dtype=np.float64)
+            assert [float(r[col]) for r in folds] == per_fold.tolist()
+            mean = next(r for r in mine if r["kind"] == "mean")
+            std = next(r for r in mine if r["kind"] == "std")
+            assert float(mean[col]) == pytest.approx(per_fold.mean(), abs=1e-12)
+            sample_std = math.sqrt(((per_fold - per_fold.mean()) ** 2).sum() / (len(per_fold) - 1))
+            assert float(std[col]) == pytest.approx(sample_std, abs=1e-12)
+        for f, r in zip(FOLDS, folds):
+            assert r["apcer_type"] == metrics[f][level]["apcer_max_type"]
+    for f in FOLDS:  # each fold tested on its own phone, thresholds from its dev role
+        m = metrics[f]
+        assert m["protocol"] == f"oulu-npu-p3:fold={f[-1]}" and m["threshold_source"].startswith("EER of")
+        assert m["video"]["n_live"] == 1 and m["video"]["n_attack"] == 4
+        assert sorted(m["video"]["n_attack_by_type"]) == ["print1", "print2", "replay1", "replay2"]
+    md = (bench / "table.md").read_text()
+    assert "sample standard deviation" in md and "n - 1" in md
+    video = [r for r in rows if r["level"] == "video"]
+    mean, std = (next(r for r in video if r["kind"] == k) for k in ("mean", "std"))
+    assert f"| {100 * float(mean['acer']):.2f} ± {100 * float(std['acer']):.2f} |" in md
+
+
+def test_rerun_skips_finished_folds(bench, tree, capsys):
+    before = {p: p.stat().st_mtime_ns for p in bench.rglob("*") if p.is_file() and "table" not in p.name}
+    code = main(["benchmark", "--datasets", "oulu-npu", "--roots", str(tree), "--protocol", "oulu-npu-p3",
+                 "--out-dir", str(bench), *TINY])
+    assert code == 0
+    assert "finished earlier, not rerun: " + ", ".join(f"oulu-npu-p3:fold={k}" for k in range(1, 7)) in capsys.readouterr().out
+    after = {p: p.stat().st_mtime_ns for p in bench.rglob("*") if p.is_file() and "table" not in p.name}
+    assert after == before  # no fold retrained or re-evaluated, the store untouched
+
+
+def test_other_settings_in_the_same_folder_are_refused(bench, tree, capsys):
+    code = main(["benchmark", "--datasets", "oulu-npu", "--roots", str(tree), "--protocol", "oulu-npu-p3",
+                 "--out-dir", str(bench), *TINY, "--lr", "0.01"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "another benchmark configuration" in err and "oulu-npu-p3_fold1" in err
+
+
+def test_flow_reruns_only_the_fold_whose_metrics_are_gone(bench, tree, tmp_path):
+    pytest.importorskip("prefect")
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.benchmark import benchmark
+
+    out = tmp_path / "p3"
+    shutil.copytree(bench, out)
+    (out / "folds" / FOLDS[1] / "eval" / "metrics.json").unlink()
+    shutil.rmtree(out / "folds" / FOLDS[1] / "train")
+    params = {"datasets": ["oulu-npu"], "roots": [str(tree)], "protocol": "oulu-npu-p3", "out_dir": str(out),
+              "epochs": 1, "size": 32, "max_frames": 2, "input_size": 32, "label_size": 8, "batch_size": 8,
+              "device": "cpu", "threads": 1, "task_runner": "thread", "max_workers": 2}
+    with prefect_test_harness(server_startup_timeout=120):
+        res = benchmark(**params)
+    assert res["skipped"] == [f"oulu-npu-p3:fold={k}" for k in (1, 3, 4, 5, 6)]
+    assert (out / "folds" / FOLDS[1] / "train" / "best.pt").is_file()
+    # same settings, same pinned thread count: the rerun fold measures what the CLI's did
+    assert read_table(out) == read_table(bench)
