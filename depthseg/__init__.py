@@ -8,12 +8,16 @@ baseline) from segmentation-models-pytorch; the liveness score is the mean expec
 Modules: :mod:`~depthseg.labels` (quantization), :mod:`~depthseg.models`,
 :mod:`~depthseg.losses`, :mod:`~depthseg.score`, :mod:`~depthseg.metrics` (ISO/IEC 30107-3),
 :mod:`~depthseg.data` (store -> batches), :mod:`~depthseg.augment`,
-:mod:`~depthseg.trainer`, :mod:`~depthseg.predict`, :mod:`~depthseg.evaluate`.
+:mod:`~depthseg.trainer`, :mod:`~depthseg.predict`, :mod:`~depthseg.evaluate`,
+:mod:`~depthseg.inference` (:class:`Predictor`: images and videos, face detection included),
+:mod:`~depthseg.export` (ONNX / TorchScript).
 """
 
 from .augment import AugmentConfig, augment_batch
 from .data import FrameDataset, SortedBatchSampler, make_loader, prepare_batch
 from .evaluate import evaluate
+from .export import export_checkpoint, read_metadata
+from .inference import MediaPrediction, Predictor
 from .labels import class_centres, depth_to_labels, expected_depth, quantize
 from .losses import build_loss
 from .metrics import pad_metrics
@@ -27,6 +31,8 @@ __all__ = [
     "CropPrediction",
     "DepthSegNet",
     "FrameDataset",
+    "MediaPrediction",
+    "Predictor",
     "SortedBatchSampler",
     "TrainConfig",
     "TrainResult",
@@ -38,6 +44,7 @@ __all__ = [
     "depth_to_labels",
     "evaluate",
     "expected_depth",
+    "export_checkpoint",
     "frame_scores",
     "load_checkpoint",
     "make_loader",
@@ -46,6 +53,7 @@ __all__ = [
     "predict_dataset",
     "prepare_batch",
     "quantize",
+    "read_metadata",
     "train",
     "video_scores",
 ]

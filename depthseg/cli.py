@@ -1,4 +1,4 @@
-"""``depthseg-fas train | evaluate | predict`` sub-commands (registered by pipeline.cli)."""
+"""``depthseg-fas train | evaluate | predict | export`` sub-commands (registered by pipeline.cli)."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ def register(sub) -> None:
     t.add_argument("--num-workers", type=int, default=0)
     t.add_argument("--max-steps-per-epoch", type=int)
     t.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    t.add_argument("--tensorboard", action="store_true", help="TensorBoard scalars (needs the tensorboard extra)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ISO/IEC 30107-3 metrics of a checkpoint on a store split")
@@ -54,6 +55,12 @@ def register(sub) -> None:
     p.add_argument("--model-dir")
     p.set_defaults(func=cmd_predict)
 
+    x = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript (scores + depth, metadata)")
+    x.add_argument("--checkpoint", required=True)
+    x.add_argument("--format", required=True, choices=["onnx", "torchscript"])
+    x.add_argument("--output", help="file to write (default: the checkpoint's path with .onnx / .torchscript.pt)")
+    x.set_defaults(func=cmd_export)
+
 
 def _echo(msg: str) -> None:
     from pipeline.cli import echo
@@ -62,15 +69,17 @@ def _echo(msg: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from .trainer import TrainConfig, train
+    from .trainer import TrainConfig, tensorboard_missing, train
 
     cfg = TrainConfig(
         store=args.store, out_dir=args.out_dir, arch=args.arch, encoder=args.encoder,
         encoder_weights=args.encoder_weights, num_classes=args.num_classes, label_size=args.label_size,
         input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, device=args.device, seed=args.seed, num_workers=args.num_workers,
-        max_steps_per_epoch=args.max_steps_per_epoch,
+        max_steps_per_epoch=args.max_steps_per_epoch, tensorboard=args.tensorboard,
     )
+    if args.tensorboard and tensorboard_missing():
+        _echo(f"notice: {tensorboard_missing()}")
     try:
         res = train(cfg, resume=args.resume)
     except KeyboardInterrupt:
@@ -105,21 +114,26 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import cv2
 
-    from pipeline.run.process import PreprocessConfig
+    from .inference import Predictor, depth_panel
 
-    from .inference import depth_panel, predict_media
-    from .trainer import load_checkpoint
-
-    model, meta = load_checkpoint(args.checkpoint, device=args.device)
-    size = int(meta.get("config", {}).get("input_size", 256))
-    pcfg = PreprocessConfig(detector=args.detector, landmarks=args.landmarks, every_n=args.every_n,
-                            max_frames=args.max_frames, size=max(size, 64), device=args.device,
-                            model_dir=args.model_dir)
-    pred = predict_media(model, meta, args.input, pcfg)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, detector=args.detector,
+                                          landmarks=args.landmarks, every_n=args.every_n,
+                                          max_frames=args.max_frames, model_dir=args.model_dir)
+    pred = predictor.predict(args.input)
     out = Path(args.out or f"{Path(args.input).stem}.depth.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), cv2.cvtColor(depth_panel(pred), cv2.COLOR_RGB2BGR))
     _echo(f"{args.input}: score {pred.score:.4f} (threshold {pred.threshold:.4f}) -> {pred.decision.upper()}"
           f" over {len(pred.frame_scores)} face frame(s)")
     _echo(f"depth: {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_checkpoint, read_metadata
+
+    out = export_checkpoint(args.checkpoint, args.format, args.output)
+    meta = read_metadata(out)
+    _echo(f"exported {args.checkpoint} -> {out} ({args.format}; input {meta['input_size']}x{meta['input_size']} "
+          f"RGB in [0, 1]; outputs score, depth; frame threshold {meta['threshold_frame']})")
     return 0
