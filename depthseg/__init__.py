@@ -17,7 +17,6 @@ from .augment import AugmentConfig, augment_batch
 from .data import FrameDataset, SortedBatchSampler, make_loader, prepare_batch
 from .evaluate import evaluate
 from .export import export_checkpoint, read_metadata
-from .inference import MediaPrediction, Predictor
 from .labels import class_centres, depth_to_labels, expected_depth, quantize
 from .losses import build_loss
 from .metrics import pad_metrics
@@ -57,3 +56,13 @@ __all__ = [
     "train",
     "video_scores",
 ]
+
+
+def __getattr__(name: str):
+    """``Predictor`` / ``MediaPrediction`` on first use: they bring in the preprocessing stages
+    (pipeline.run), which the training core does not import."""
+    if name in ("Predictor", "MediaPrediction"):
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'depthseg' has no attribute {name!r}")
