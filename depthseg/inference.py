@@ -95,7 +95,8 @@ class Predictor:
         return self._score(os.fspath(path), faces)
 
     def predict_image(self, image: np.ndarray | str | os.PathLike) -> MediaPrediction:
-        """One still image: a file, or an ``(H, W, 3)`` uint8 RGB array (a full frame, not a crop)."""
+        """One still image: a file, or an ``(H, W, 3)`` uint8 RGB array (a full frame, not a crop,
+        taken as upright: a file's EXIF orientation is applied when it is read, an array's is not)."""
         if not isinstance(image, np.ndarray):
             if Path(image).is_dir() or not is_image_path(image):
                 raise ConfigError(f"predict_image: {os.fspath(image)} is not an image file "
