@@ -4,10 +4,10 @@ the README example runs."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import re
-import contextlib
 import shutil
 
 import cv2
