@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.base.errors import ConfigError
+from pipeline.base.options import check_fields, opt
 
 from .labels import class_centres
 from .models import IMAGENET_MEAN, IMAGENET_STD, DepthSegNet
@@ -45,10 +47,21 @@ from .score import frame_scores
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript")
-SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
 #: name of the metadata file inside a TorchScript archive (and key prefix of ONNX metadata_props)
 METADATA_NAME = "depthseg.json"
 ONNX_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """The ``export`` command's options (its CLI flags are generated from these fields)."""
+
+    checkpoint: str = opt(help="checkpoint written by train (best.pt)")
+    format: str = opt(help="file format", choices=FORMATS)
+    output: str | None = opt(None, help="file to write (default: the checkpoint's path with .onnx / .torchscript.pt)")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def pool_matrix(n_in: int, n_out: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -155,10 +168,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
     ``output`` (default: the checkpoint's path with ``.onnx`` / ``.torchscript.pt``); returns it."""
     from .trainer import load_checkpoint
 
-    if fmt not in FORMATS:
-        raise ConfigError(f"parameter 'format': {fmt!r} is not one of {', '.join(FORMATS)}")
-    ckpt = Path(checkpoint)
-    out = Path(output) if output else ckpt.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
+    cfg = ExportConfig(os.fspath(checkpoint), fmt, os.fspath(output) if output else None)  # checks fmt
+    ckpt = Path(cfg.checkpoint)
+    out = Path(cfg.output) if cfg.output else ckpt.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
     model, meta = load_checkpoint(ckpt, device="cpu")
     metadata = export_metadata(meta, ckpt)
     traced = trace_scoring_model(model)

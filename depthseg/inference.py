@@ -28,10 +28,14 @@ import numpy as np
 
 from pipeline.base.errors import ConfigError, UnsupportedInput
 from pipeline.base.types import Frame
+from pipeline.face.batch import FaceBatch
+from pipeline.face.crop import crop_face
 from pipeline.face.detect import detect_batch, pick_face
 from pipeline.io.frames import is_image_path
 from pipeline.io.items import WorkItem
-from pipeline.run.process import FACE_FIELDS, PreprocessConfig, add_face, extract_faces, get_engines
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.engines import get_engines
+from pipeline.run.stages import FrameCounts, extract_faces
 from pipeline.run.timing import StageTimer
 
 from .predict import predict_crops
@@ -90,9 +94,9 @@ class Predictor:
 
     def predict(self, path: str | os.PathLike) -> MediaPrediction:
         """Any input ``predict`` accepts: an image, a folder of images or a video."""
-        faces = extract_faces(WorkItem(path=os.fspath(path)), self.preprocess, get_engines(self.preprocess),
-                              StageTimer())
-        return self._score(os.fspath(path), faces)
+        faces, counts = extract_faces(WorkItem(path=os.fspath(path)), self.preprocess,
+                                      get_engines(self.preprocess), StageTimer())
+        return self._score(os.fspath(path), faces, counts)
 
     def predict_image(self, image: np.ndarray | str | os.PathLike) -> MediaPrediction:
         """One still image: a file, or an ``(H, W, 3)`` uint8 RGB array (a full frame, not a crop,
@@ -106,11 +110,11 @@ class Predictor:
             raise UnsupportedInput(f"image array must be (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}",
                                    source="<array>")
         eng = get_engines(self.preprocess)
-        out: dict[str, list] = {k: [] for k in FACE_FIELDS}
         frame = Frame(image=np.ascontiguousarray(image), index=0, timestamp=0.0, source="<array>")
         box = pick_face(detect_batch(eng.detector, [frame.image])[0], eng.detector.cfg, source="<array>")
-        add_face(out, frame, box, eng, self.preprocess.crop_config(), StageTimer())
-        return self._score("<array>", {**out, "no_face": 0})
+        face = FaceBatch.single(frame, box, eng.landmarker.landmarks(frame.image, box),
+                                crop_face(frame.image, box, self.preprocess.crop_config()))
+        return self._score("<array>", face, FrameCounts(decoded=1))
 
     def predict_video(self, path: str | os.PathLike) -> MediaPrediction:
         """A video file or a folder of frames (sampled by ``every_n`` / ``max_frames``)."""
@@ -118,13 +122,13 @@ class Predictor:
             raise ConfigError(f"predict_video: {os.fspath(path)} is an image (use predict_image)")
         return self.predict(path)
 
-    def _score(self, path: str, faces: dict) -> MediaPrediction:
-        crops = np.stack(faces["image"])
+    def _score(self, path: str, faces: FaceBatch, counts: FrameCounts) -> MediaPrediction:
+        crops = faces.image
         pred = predict_crops(self.model, crops, batch_size=self.batch_size)
         score = float(np.mean(pred.scores))
         thr, decision = decide(self.meta, score, len(crops))
-        return MediaPrediction(path, score, thr, decision, pred.scores, np.asarray(faces["frame_index"]),
-                               pred.depth, crops, faces["no_face"])
+        return MediaPrediction(path, score, thr, decision, pred.scores, faces.frame_index,
+                               pred.depth, crops, counts.no_face)
 
 
 def depth_panel(pred: MediaPrediction, max_frames: int = 8) -> np.ndarray:

@@ -92,9 +92,10 @@ def test_export_scores_like_torch(arch, fmt, checkpoints, crops, tmp_path, capsy
 
 
 def test_export_refuses_unknown_format_and_bad_checkpoint(checkpoints, tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         cli(["export", "--checkpoint", str(checkpoints["unet"]), "--format", "tflite"])
-    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "parameter 'format': unknown value 'tflite'; valid: ['onnx', 'torchscript']" in capsys.readouterr().err
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     rc = cli(["export", "--checkpoint", str(bad), "--format", "onnx", "--output", str(tmp_path / "x.onnx")])

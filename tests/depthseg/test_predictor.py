@@ -23,7 +23,9 @@ from pipeline.base.errors import ConfigError, NoFaceDetected, UnsupportedInput
 from pipeline.cli import main as cli
 from pipeline.io.frames import read_image
 from pipeline.io.items import WorkItem
-from pipeline.run.process import PreprocessConfig, extract_faces, get_engines
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.engines import get_engines
+from pipeline.run.stages import extract_faces
 from pipeline.run.timing import StageTimer
 
 from tests.conftest import FACES, REPO, load_rgb
@@ -52,15 +54,15 @@ def _old_predict(checkpoint, path, model_dir) -> tuple[str, np.ndarray]:
     model, meta = load_checkpoint(checkpoint)
     pcfg = PreprocessConfig(detector="blazeface", landmarks="dlib68", every_n=1, max_frames=64,
                             size=max(int(meta["config"]["input_size"]), 64), device="cpu", model_dir=str(model_dir))
-    faces = extract_faces(WorkItem(path=str(path)), pcfg, get_engines(pcfg), StageTimer())
-    crops = np.stack(faces["image"])
+    faces, counts = extract_faces(WorkItem(path=str(path)), pcfg, get_engines(pcfg), StageTimer())
+    crops = faces.image
     pred = predict_crops(model, crops, batch_size=32)
     score = float(np.mean(pred.scores))
     thr = float(meta["thresholds"]["video" if len(crops) > 1 else "frame"])
     decision = "live" if score >= thr else "spoof"
     line = f"{path}: score {score:.4f} (threshold {thr:.4f}) -> {decision.upper()} over {len(crops)} face frame(s)"
-    old = MediaPrediction(str(path), score, thr, decision, pred.scores, np.asarray(faces["frame_index"]),
-                          pred.depth, crops, faces["no_face"])
+    old = MediaPrediction(str(path), score, thr, decision, pred.scores, faces.frame_index,
+                          pred.depth, crops, counts.no_face)
     return line, depth_panel(old)
 
 
