@@ -8,12 +8,15 @@ baseline) from segmentation-models-pytorch; the liveness score is the mean expec
 Modules: :mod:`~depthseg.labels` (quantization), :mod:`~depthseg.models`,
 :mod:`~depthseg.losses`, :mod:`~depthseg.score`, :mod:`~depthseg.metrics` (ISO/IEC 30107-3),
 :mod:`~depthseg.data` (store -> batches), :mod:`~depthseg.augment`,
-:mod:`~depthseg.trainer`, :mod:`~depthseg.predict`, :mod:`~depthseg.evaluate`.
+:mod:`~depthseg.trainer`, :mod:`~depthseg.predict`, :mod:`~depthseg.evaluate`,
+:mod:`~depthseg.inference` (:class:`Predictor`: images and videos, face detection included),
+:mod:`~depthseg.export` (ONNX / TorchScript).
 """
 
 from .augment import AugmentConfig, augment_batch
 from .data import FrameDataset, SortedBatchSampler, make_loader, prepare_batch
 from .evaluate import evaluate
+from .export import export_checkpoint, read_metadata
 from .labels import class_centres, depth_to_labels, expected_depth, quantize
 from .losses import build_loss
 from .metrics import pad_metrics
@@ -27,6 +30,8 @@ __all__ = [
     "CropPrediction",
     "DepthSegNet",
     "FrameDataset",
+    "MediaPrediction",
+    "Predictor",
     "SortedBatchSampler",
     "TrainConfig",
     "TrainResult",
@@ -38,6 +43,7 @@ __all__ = [
     "depth_to_labels",
     "evaluate",
     "expected_depth",
+    "export_checkpoint",
     "frame_scores",
     "load_checkpoint",
     "make_loader",
@@ -46,6 +52,17 @@ __all__ = [
     "predict_dataset",
     "prepare_batch",
     "quantize",
+    "read_metadata",
     "train",
     "video_scores",
 ]
+
+
+def __getattr__(name: str):
+    """``Predictor`` / ``MediaPrediction`` on first use: they bring in the preprocessing stages
+    (pipeline.run), which the training core does not import."""
+    if name in ("Predictor", "MediaPrediction"):
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module 'depthseg' has no attribute {name!r}")

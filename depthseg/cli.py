@@ -1,4 +1,4 @@
-"""``depthseg-fas train | evaluate | benchmark | predict`` sub-commands (registered by :func:`pipeline.cli.build_parser`)."""
+"""``depthseg-fas train | evaluate | benchmark | predict | export`` sub-commands (registered by :func:`pipeline.cli.build_parser`)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,14 @@ from pipeline.console import echo
 from pipeline.run.config import PreprocessConfig
 
 from .config import BenchmarkRun, EvaluateConfig, TrainRun
+from .export import ExportConfig
 
 log = logging.getLogger(__name__)
 
 
 def register(sub) -> None:
-    """Add ``train``, ``evaluate``, ``benchmark`` and ``predict``; their flags come from :mod:`depthseg.config`."""
+    """Add ``train``, ``evaluate``, ``benchmark``, ``predict`` and ``export``; their flags come from their
+    config classes (:mod:`depthseg.config`, :class:`depthseg.export.ExportConfig`)."""
     t = sub.add_parser("train", help="train a DepthSeg model on a store")
     add_arguments(t, TrainRun)
     t.set_defaults(func=cmd_train)
@@ -39,11 +41,17 @@ def register(sub) -> None:
     p.add_argument("--max-frames", type=int, default=64, help="at most this many frames scored [default: 64]")
     p.set_defaults(func=cmd_predict)
 
+    x = sub.add_parser("export", help="export a checkpoint to ONNX or TorchScript (scores + depth, metadata)")
+    add_arguments(x, ExportConfig)
+    x.set_defaults(func=cmd_export)
+
 
 def cmd_train(args) -> int:
-    from .trainer import train
+    from .trainer import tensorboard_missing, train
 
     run = build(TrainRun, vars(args))
+    if run.config.tensorboard and tensorboard_missing():
+        echo(f"notice: {tensorboard_missing()}")
     try:
         res = train(run.config, resume=run.resume)
     except KeyboardInterrupt:
@@ -90,19 +98,27 @@ def cmd_benchmark(args) -> int:
 def cmd_predict(args) -> int:
     import cv2
 
-    from .inference import depth_panel, predict_media
-    from .trainer import load_checkpoint
+    from .inference import Predictor, depth_panel
 
-    model, meta = load_checkpoint(args.checkpoint, device=args.device)
-    size = int(meta.get("config", {}).get("input_size", 256))
-    pcfg = PreprocessConfig(detector=args.detector, landmarks=args.landmarks, every_n=args.every_n,
-                            max_frames=args.max_frames, size=max(size, 64), device=args.device,
-                            model_dir=args.model_dir)
-    pred = predict_media(model, meta, args.input, pcfg)
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, detector=args.detector,
+                                          landmarks=args.landmarks, every_n=args.every_n,
+                                          max_frames=args.max_frames, model_dir=args.model_dir)
+    pred = predictor.predict(args.input)
     out = Path(args.out or f"{Path(args.input).stem}.depth.png")
     out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(out), cv2.cvtColor(depth_panel(pred), cv2.COLOR_RGB2BGR))
     echo(f"{args.input}: score {pred.score:.4f} (threshold {pred.threshold:.4f}) -> {pred.decision.upper()}"
           f" over {len(pred.frame_scores)} face frame(s)")
     echo(f"depth: {out}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_checkpoint, read_metadata
+
+    cfg = build(ExportConfig, vars(args))
+    out = export_checkpoint(cfg.checkpoint, cfg.format, cfg.output)
+    meta = read_metadata(out)
+    echo(f"exported {args.checkpoint} -> {out} ({args.format}; input {meta['input_size']}x{meta['input_size']} "
+          f"RGB in [0, 1]; outputs score, depth; frame threshold {meta['threshold_frame']})")
     return 0

@@ -63,6 +63,8 @@ class DepthSegNet(nn.Module):
         self.arch_kwargs = dict(arch_kwargs)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # a module, not F.adaptive_avg_pool2d, so that export can swap it (depthseg.export)
+        self.shrink = nn.AdaptiveAvgPool2d(self.label_size)
 
     @property
     def num_classes(self) -> int:
@@ -72,16 +74,17 @@ class DepthSegNet(nn.Module):
         """``(B, 3, H, W)`` float RGB in [0, 1] -> ``(B, K, label_size, label_size)`` logits."""
         x = (image - self.mean.to(image.dtype)) / self.std.to(image.dtype)
         logits = self.net(x)
-        return resize_logits(logits, self.label_size)
+        return resize_logits(logits, self.label_size, self.shrink)
 
 
-def resize_logits(logits: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize ``(B, K, h, w)`` logits to ``(B, K, size, size)`` (area down, bilinear up)."""
+def resize_logits(logits: torch.Tensor, size: int, shrink: nn.Module | None = None) -> torch.Tensor:
+    """Resize ``(B, K, h, w)`` logits to ``(B, K, size, size)`` (area down, bilinear up);
+    ``shrink``: the pooling module used to shrink (default adaptive average pooling)."""
     h, w = logits.shape[-2:]
     if (h, w) == (size, size):
         return logits
     if h >= size and w >= size:
-        return F.adaptive_avg_pool2d(logits, size)
+        return shrink(logits) if shrink is not None else F.adaptive_avg_pool2d(logits, size)
     return F.interpolate(logits, size=(size, size), mode="bilinear", align_corners=False)
 
 

@@ -6,8 +6,11 @@ after every epoch. Each epoch writes into ``cfg.out_dir``:
 * ``epoch_{k}.pt`` (k = 1, 2, ...) and ``last.pt`` (identical), plus ``best.pt`` when the dev
   ACER improved (ties broken by the lower dev loss);
 * ``metrics.jsonl`` and ``metrics.csv`` (one row per epoch, rewritten from the history, so a
-  resumed run's logs have no duplicate rows); TensorBoard scalars when ``tensorboard`` is
-  installed.
+  resumed run's logs have no duplicate rows) and ``metrics.png`` (the history plotted: losses,
+  dev error rates, learning rate);
+* TensorBoard scalars under ``tensorboard/`` when ``cfg.tensorboard`` is set. TensorBoard is an
+  optional extra (``pip install 'depthseg-fas[tensorboard]'``): asked for and not installed, the
+  run says so in one warning line (:func:`tensorboard_missing`) and goes on with the other logs.
 
 Splits are checked before training starts: the training split and the dev split must each
 hold live *and* spoof frames (:class:`SplitError` otherwise) - with one class the dev EER
@@ -72,7 +75,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "depthseg-checkpoint"
 CHECKPOINT_VERSION = 1
 #: config fields that may differ when resuming (they do not change the optimisation)
-RESUME_MUTABLE = frozenset({"device", "num_workers", "out_dir", "progress", "eval_batch_size", "store"})
+RESUME_MUTABLE = frozenset({"device", "num_workers", "out_dir", "progress", "eval_batch_size", "store",
+                            "tensorboard"})
 
 
 class CheckpointError(FasError, ValueError):
@@ -147,6 +151,8 @@ class TrainConfig:
                                           "its roles (train on its train role, choose the model on its dev role)")
     max_steps_per_epoch: int | None = opt(None, help="cap on training steps per epoch (quick runs)", ge=1)
     progress: bool = True
+    tensorboard: bool = opt(False, help="TensorBoard scalars under out_dir/tensorboard "
+                                        "(needs the tensorboard extra; a one-line notice when missing)")
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -351,11 +357,53 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
         w.writerows(history)
 
 
-def _tensorboard(out: Path):
+def _plot_history(out: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.png``: train / dev loss, dev error rates and the learning rate per epoch."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 3.6))
+    FigureCanvasAgg(fig)
+    panels = (("loss", ("train_loss", "dev_loss")),
+              ("dev error rates", ("dev_acer", "dev_apcer_max", "dev_bpcer", "dev_eer", "dev_video_acer")),
+              ("learning rate", ("lr",)))
+    epochs = [row["epoch"] for row in history]
+    for i, (title, keys) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        for k in keys:
+            ys = [row.get(k) for row in history]
+            ys = [math.nan if y is None else float(y) for y in ys]
+            if any(math.isfinite(y) for y in ys):
+                ax.plot(epochs, ys, marker="o", ms=3, label=k)
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    with _temp_beside(out / "metrics.png") as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+        os.replace(tmp, out / "metrics.png")
+
+
+def tensorboard_missing() -> str | None:
+    """The one-line notice when the ``tensorboard`` package is not importable, else None."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        return ("TensorBoard logging was asked for but tensorboard is not installed "
+                "(pip install 'depthseg-fas[tensorboard]'); training goes on with metrics.jsonl/csv/png only")
+    return None
+
+
+def _tensorboard(out: Path, wanted: bool):
+    if not wanted:
         return None
+    notice = tensorboard_missing()
+    if notice is not None:
+        log.warning("%s", notice)
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(out / "tensorboard"))
 
 
@@ -557,7 +605,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     elif resume:
         log.info("resume requested but %s does not exist: starting afresh", last_path)
 
-    tb = _tensorboard(out)
+    tb = _tensorboard(out, cfg.tensorboard)
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -643,6 +691,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
             if improved:
                 _atomic_copy(epoch_path, best_path)
             _write_logs(out, history)
+            _plot_history(out, history)
             if tb is not None:
                 for k, v in row.items():
                     if isinstance(v, (int, float)) and k != "epoch":

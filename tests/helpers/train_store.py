@@ -91,3 +91,14 @@ def make_store(root: Path, size: int = 128, seed: int = 0) -> str:
         )
         writer.write_part(stem.replace("_", "-"), data, input_checksum=storage.file_checksum(path))
     return url
+
+
+def train_tiny(store: str, out: Path, arch: str = "pspnet", **kw) -> Path:
+    """A tiny model trained by the real trainer on ``store`` (resnet18, 64 px input, 32 px labels,
+    one epoch of two steps, dev split for the threshold): the path of its ``best.pt``."""
+    from depthseg.trainer import TrainConfig, train
+
+    base = dict(store=store, out_dir=str(out), arch=arch, encoder="resnet18", input_size=64, label_size=32,
+                num_classes=8, batch_size=8, epochs=1, max_steps_per_epoch=2, device="cpu", progress=False,
+                seed=0)
+    return train(TrainConfig(**{**base, **kw})).best_checkpoint
