@@ -30,6 +30,8 @@ def register(sub) -> None:
     t.add_argument("--num-workers", type=int, default=0)
     t.add_argument("--max-steps-per-epoch", type=int)
     t.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    t.add_argument("--include-flagged", action="store_true",
+                   help="train on QC-flagged frames too (default: left out, counted per class)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ISO/IEC 30107-3 metrics of a checkpoint on a store split")
@@ -40,6 +42,8 @@ def register(sub) -> None:
     e.add_argument("--dev-store", help="store of the development set (cross-dataset HTER)")
     e.add_argument("--out-dir", default="eval")
     e.add_argument("--device", default="auto")
+    e.add_argument("--include-flagged", action="store_true",
+                   help="score QC-flagged frames too (default: they count as non-responses)")
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="score an image or video with a checkpoint")
@@ -69,7 +73,7 @@ def cmd_train(args) -> int:
         encoder_weights=args.encoder_weights, num_classes=args.num_classes, label_size=args.label_size,
         input_size=args.input_size, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         loss=args.loss, device=args.device, seed=args.seed, num_workers=args.num_workers,
-        max_steps_per_epoch=args.max_steps_per_epoch,
+        max_steps_per_epoch=args.max_steps_per_epoch, include_flagged=args.include_flagged,
     )
     try:
         res = train(cfg, resume=args.resume)
@@ -96,7 +100,8 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate
 
     res = evaluate(args.checkpoint, args.store, split=args.split, dev_split=args.dev_split or None,
-                   out_dir=args.out_dir, dev_store=args.dev_store, device=args.device)
+                   out_dir=args.out_dir, dev_store=args.dev_store, device=args.device,
+                   include_flagged=args.include_flagged)
     _echo(json.dumps(res, indent=2, default=str))
     _echo(f"outputs: {Path(args.out_dir).resolve()}")
     return 0

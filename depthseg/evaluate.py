@@ -35,7 +35,7 @@ import storage
 
 from .data import FrameDataset, prepare_batch
 from .labels import class_centres
-from .metrics import dev_thresholds, error_curves, frame_and_video_metrics, video_level
+from .metrics import dev_thresholds, error_curves, frame_and_video_metrics, non_response_rates, video_level
 from .models import DepthSegNet
 from .predict import autocast_for, model_device, predict_dataset
 from .score import frame_scores
@@ -58,15 +58,20 @@ def evaluate(
     num_workers: int = 0,
     amp: bool = True,
     grid_samples: int = 8,
+    include_flagged: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``store``; returns the metrics written to
-    ``metrics.json`` (keys ``frame``, ``video``, ``thresholds``, ``threshold_source``,
-    ``dev``, ``files`` ...)."""
+    ``metrics.json`` (keys ``frame``, ``video``, ``non_response``, ``thresholds``,
+    ``threshold_source``, ``dev``, ``files`` ...).
+
+    QC-flagged frames are not scored unless ``include_flagged``; they, and the sampled frames
+    preprocessing found no (confirmed) face in or dropped, are non-responses
+    (:func:`depthseg.metrics.non_response_rates`, from each part's recorded frame counts)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(checkpoint, device=device)
     reader = storage.open_dataset(store)
-    test = FrameDataset(reader, split)
+    test = FrameDataset(reader, split, include_flagged=include_flagged)
     if len(test) == 0:
         raise SplitError(f"{store}: split {split!r} has no live/spoof frames to evaluate")
     if test.is_live.all() or not test.is_live.any():
@@ -105,6 +110,7 @@ def evaluate(
         "decision_rule": "score >= threshold -> live (bona fide)",
         "frame": metrics["frame"],
         "video": metrics["video"],
+        "non_response": split_non_responses(test),
         "dev": dev_summary,
         "model": meta["model_kwargs"],
         "epoch": meta.get("epoch"),
@@ -116,6 +122,27 @@ def evaluate(
     log.info("%s %s: frame ACER %s HTER %s EER %s AUC %s | video ACER %s", store, split, f["acer"],
              f["hter"], f["eer"], f["auc"], v["acer"])
     return result
+
+
+def split_non_responses(test: FrameDataset) -> dict[str, Any]:
+    """Non-response rates of ``test``'s videos (parts): sampled frames (the part's recorded
+    ``decoded`` count; its stored frames for parts written without one) against frames scored.
+    Videos that failed as a whole (no face in any frame) have no part in the store and are
+    listed in the preprocessing run report, not here."""
+    scored = dict(zip(*np.unique(test.reader.part_ids, return_counts=True))) if len(test) else {}
+    attempted, evaluated, live = [], [], []
+    for label in ("live", "spoof"):
+        view = test.all_frames.filter(label=label)
+        ids, stored = np.unique(view.part_ids, return_counts=True) if len(view) else ([], [])
+        info = {p.part_id: p for p in view.parts}
+        for pid, n in zip(ids, stored):
+            attempted.append(max(int(info[pid].extra.get("decoded", n)), int(n)))
+            evaluated.append(int(scored.get(pid, 0)))
+            live.append(label == "live")
+    rates = non_response_rates(np.array(attempted, np.int64), np.array(evaluated, np.int64), np.array(live, bool))
+    log.info("non-responses: frame BPNRR %s APNRR %s | video BPNRR %s APNRR %s", rates["frame"]["bpnrr"],
+             rates["frame"]["apnrr"], rates["video"]["bpnrr"], rates["video"]["apnrr"])
+    return rates
 
 
 def _thresholds(model: DepthSegNet, meta: dict[str, Any], reader: storage.DatasetReader,

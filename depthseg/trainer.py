@@ -58,7 +58,7 @@ import storage
 from pipeline.base.errors import ConfigError, PipelineError
 
 from .augment import AugmentConfig
-from .data import FrameDataset, make_loader, prepare_batch
+from .data import FrameDataset, describe_drops, make_loader, prepare_batch
 from .labels import DEFAULT_LABEL_SIZE, DEFAULT_NUM_CLASSES, class_centres
 from .losses import build_loss
 from .metrics import dev_thresholds, frame_and_video_metrics
@@ -141,6 +141,8 @@ class TrainConfig:
     num_workers: int = 0
     train_split: str = "train"
     dev_split: str | None = "dev"
+    #: train (and select on dev) QC-flagged frames too (default: left out, depthseg.data.without_flagged)
+    include_flagged: bool = False
     max_steps_per_epoch: int | None = None
     progress: bool = True
 
@@ -499,8 +501,11 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     _seed_all(cfg.seed)
 
     reader = storage.open_dataset(cfg.store)
-    train_ds = _checked_split(FrameDataset(reader, cfg.train_split), cfg.store, "training")
-    dev_ds = FrameDataset(reader, cfg.dev_split) if cfg.dev_split else None
+    train_ds = _checked_split(FrameDataset(reader, cfg.train_split, include_flagged=cfg.include_flagged),
+                              cfg.store, "training")
+    dev_ds = FrameDataset(reader, cfg.dev_split, include_flagged=cfg.include_flagged) if cfg.dev_split else None
+    log.info("train split %r: %s", cfg.train_split, describe_drops(train_ds.flag_drops)
+             if not cfg.include_flagged else "QC-flagged frames included (--include-flagged)")
     if dev_ds is not None and len(dev_ds) == 0:
         log.warning("%s: dev split %r is empty; model selection falls back to the training loss "
                     "and no decision threshold is saved", cfg.store, cfg.dev_split)
@@ -661,6 +666,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
         "last": {k: v for k, v in history[-1].items() if k not in TIMING_KEYS},
         "train_loss_first": history[0]["train_loss"],
         "train_loss_last": history[-1]["train_loss"],
+        # per class: frames of the train split and QC-flagged ones left out (0 with include_flagged)
+        "qc_left_out": {lab: dict(d, flagged=0 if cfg.include_flagged else d["flagged"])
+                        for lab, d in train_ds.flag_drops.items()},
     }
     return TrainResult(best_path, last_path, metrics, history)
 

@@ -134,6 +134,7 @@ class TrainParams(BaseModel):
     resume: bool = Field(True, description="continue from out_dir/last.pt when it exists")
     train_split: str = "train"
     dev_split: str = "dev"
+    include_flagged: bool = Field(False, description="train on QC-flagged frames too")
     test_split: Optional[str] = Field("test", description="evaluated after training (None to skip)")
 
     @field_validator("store")

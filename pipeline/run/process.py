@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline.base.errors import ConfigError, NoFaceDetected, PipelineError, RunInterrupted
+from pipeline.face.confirm import fit_free_measures
 from pipeline.face.qc import QCConfig, blur_measure, qc_flags
 from pipeline.io.items import WorkItem
 from pipeline.run.timing import StageTimer
@@ -231,16 +232,27 @@ def part_id_for(item: WorkItem, root: str | Path | None = None) -> str:
     return f"{readable.strip('._') or 'item'}-{digest}"
 
 
+#: faces of one frame tried, in the pick rule's order, until one is confirmed
+MAX_CANDIDATES = 3
+
 FACE_FIELDS = ("image", "landmarks", "bbox", "affine", "det_score", "face_size", "frame_index", "timestamp",
-               "source")
+               "source", "keypoints")
 
 
-def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> None:
-    """Landmarks + crop of the face ``box`` of ``frame``, appended to the per-frame lists ``out``."""
+def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer, confirm: bool = False) -> bool:
+    """Landmarks + crop of the face ``box`` of ``frame``, appended to the per-frame lists ``out``.
+
+    ``confirm``: first check it is a face (:func:`pipeline.face.confirm.confirm_face`); False
+    (nothing appended) when it is not."""
+    from pipeline.face.confirm import confirm_face, keypoints_array
     from pipeline.face.crop import crop_face
 
     with timer.stage("landmarks"):
         lm = eng.landmarker.landmarks(frame.image, box)
+    if confirm:
+        with timer.stage("confirm"):
+            if confirm_face(eng.detector, frame.image, box, lm.points) is not None:
+                return False
     with timer.stage("crop"):
         crop = crop_face(frame.image, box, ccfg)
     out["image"].append(crop.image)
@@ -252,6 +264,8 @@ def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> No
     out["frame_index"].append(frame.index)
     out["timestamp"].append(frame.timestamp)
     out["source"].append(frame.source)
+    out["keypoints"].append(keypoints_array([box])[0])
+    return True
 
 
 def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict,
@@ -263,7 +277,7 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
     ``detect_frames`` frames go through the detector per call (its batched path gives each frame
     the boxes it gives it alone). Raises a PipelineError for an unreadable input.
     """
-    from pipeline.face.detect import detect_batch, pick_face
+    from pipeline.face.detect import detect_batch, rank_faces
     from pipeline.io.frames import iter_frames
 
     fcfg, ccfg = cfg.frame_config(item), cfg.crop_config()
@@ -272,6 +286,7 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
     counts.setdefault("no_face", 0)
     out: dict[str, list] = {k: [] for k in FACE_FIELDS}
     frames = iter_frames(item.path, fcfg)
+    previous = None  # the face picked last: "track" follows it (pipeline.face.detect.pick_face)
     while True:
         with timer.stage("decode"):
             batch = list(itertools.islice(frames, max(1, detect_frames)))
@@ -281,12 +296,14 @@ def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer:
         with timer.stage("detect"):
             found = detect_batch(eng.detector, [f.image for f in batch])
         for frame, boxes in zip(batch, found):
-            try:
-                box = pick_face(boxes, eng.detector.cfg)
-            except NoFaceDetected:
+            # the pick first; when it is no confirmed face, the next candidates (pipeline.face.confirm)
+            ranked = rank_faces(boxes, eng.detector.cfg, previous=previous)[:MAX_CANDIDATES]
+            box = next((b for b in ranked if add_face(out, frame, b, eng, ccfg, timer, confirm=cfg.qc.confirm)), None)
+            if box is None:
                 counts["no_face"] += 1
+                counts["unconfirmed"] = counts.get("unconfirmed", 0) + bool(ranked)
                 continue
-            add_face(out, frame, box, eng, ccfg, timer)
+            previous = box
             if len(out["image"]) >= chunk_size:
                 yield out
                 out = {k: [] for k in FACE_FIELDS}
@@ -367,9 +384,10 @@ def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engine
         face_size = np.asarray(faces["face_size"], dtype=np.float32)
         det_score = np.asarray(faces["det_score"], dtype=np.float32)
         blur = blur_measure(images)
+        free = fit_free_measures(landmarks, np.stack(faces["keypoints"]), face_size)
         flags = qc_flags(
             cfg.qc, face_size=face_size, residual=meas["fit_residual"], yaw=meas["yaw"],
-            pitch=meas["pitch"], blur=blur, det_score=det_score,
+            pitch=meas["pitch"], blur=blur, det_score=det_score, **free,
         )
     keep = (flags & cfg.qc.drop_mask()) == 0
     counts["dropped_qc"] = counts.get("dropped_qc", 0) + int((~keep).sum())
@@ -394,7 +412,7 @@ def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engine
     }
     qc = {
         "det_score": det_score, "face_size": face_size, "yaw": meas["yaw"], "pitch": meas["pitch"],
-        "roll": meas["roll"], "blur": blur, "qc_flags": flags,
+        "roll": meas["roll"], "blur": blur, "qc_flags": flags, **free,
     }
     return PartData(
         image=images[keep], depth=depth[keep], landmarks=landmarks[keep], bbox=np.stack(faces["bbox"])[keep],
