@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -125,21 +126,29 @@ def evaluate(
 
 
 def split_non_responses(test: FrameDataset) -> dict[str, Any]:
-    """Non-response rates of ``test``'s videos (parts): sampled frames (the part's recorded
-    ``decoded`` count; its stored frames for parts written without one) against frames scored.
-    Videos that failed as a whole (no face in any frame) have no part in the store and are
-    listed in the preprocessing run report, not here."""
-    scored = dict(zip(*np.unique(test.reader.part_ids, return_counts=True))) if len(test) else {}
-    attempted, evaluated, live = [], [], []
-    for label in ("live", "spoof"):
-        view = test.all_frames.filter(label=label)
-        ids, stored = np.unique(view.part_ids, return_counts=True) if len(view) else ([], [])
-        info = {p.part_id: p for p in view.parts}
-        for pid, n in zip(ids, stored):
-            attempted.append(max(int(info[pid].extra.get("decoded", n)), int(n)))
-            evaluated.append(int(scored.get(pid, 0)))
-            live.append(label == "live")
-    rates = non_response_rates(np.array(attempted, np.int64), np.array(evaluated, np.int64), np.array(live, bool))
+    """Non-response rates of ``test``'s videos: sampled frames against frames scored.
+
+    A video's sampled frames are its part's recorded ``decoded`` count when the part is that
+    one video, all in this split (what preprocessing writes); else its stored frames. Videos
+    that failed as a whole (no face in any frame) have no part in the store and are listed in
+    the preprocessing run report, not here.
+    """
+    full = test.all_frames
+    if len(full) == 0:
+        return non_response_rates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+    scored = Counter(zip(test.reader.part_ids, test.video_id))
+    keys = list(zip(full.part_ids, np.asarray(full.meta["video_id"]).astype(str)))
+    stored = Counter(keys)
+    live = dict(zip(keys, np.asarray(full.meta["label"]).astype(str) == "live"))
+    info = {p.part_id: p for p in full.parts}
+    attempted, evaluated, is_live = [], [], []
+    for key, n in stored.items():
+        part = info[key[0]]
+        whole = part.frames == n  # the part is this one video, all in this split
+        attempted.append(max(int(part.extra.get("decoded", n)), n) if whole else n)
+        evaluated.append(scored.get(key, 0))
+        is_live.append(live[key])
+    rates = non_response_rates(np.array(attempted, np.int64), np.array(evaluated, np.int64), np.array(is_live, bool))
     log.info("non-responses: frame BPNRR %s APNRR %s | video BPNRR %s APNRR %s", rates["frame"]["bpnrr"],
              rates["frame"]["apnrr"], rates["video"]["bpnrr"], rates["video"]["apnrr"])
     return rates
