@@ -52,7 +52,7 @@ class PreprocessConfig:
     size: int = 256
     crop_scale: float = 1.3
     score_threshold: float | None = None  # None: the detector's own default
-    min_face_size: float = 32.0
+    min_face_size: float = 20.0  # detection floor; faces under qc.min_face_size are stored flagged
     fit_iterations: int = 5
     depth_far_value: float = 0.1
     qc: QCConfig = field(default_factory=QCConfig)
