@@ -248,7 +248,11 @@ def test_html_report_has_failures_grid_and_label_counts(html_report):
     # embedded PNGs: the histograms and the sample grid, decodable, sized like a grid of crops
     pngs = {alt: base64.b64decode(b64) for alt, b64 in
             re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)}
-    assert set(pngs) == {"histograms", "sample grid"}
+    flagged = np.asarray(ds.meta["qc_flags"]) != 0
+    assert set(pngs) == {"histograms", "sample grid"} | ({"flagged crops"} if flagged.any() else set())
+    # the QC flag table: frames carrying any flag, per class, as in the store
+    label = np.asarray(ds.meta["label"]).astype(str)
+    assert _table_after(text, "QC flags")["any"] == str(int(flagged[label == "live"].sum()))
     grid = Image.open(io.BytesIO(pngs["sample grid"]))
     grid.load()
     assert grid.format == "PNG" and grid.width > 400 and grid.height > 150
