@@ -10,7 +10,7 @@ Frames with known truth are rendered from the synthetic set's identities (:mod:`
 * ``noise`` / ``texture`` - no face at all: uniform noise, and smoothed noise textures.
 
 Each case is written as a folder of PNG frames (one work item) and run through
-``pipeline.run.process.iter_part_chunks`` (decode -> detect -> pick -> landmarks -> crop -> fit ->
+``pipeline.run.stages.iter_part_chunks`` (decode -> detect -> pick -> landmarks -> crop -> fit ->
 QC) with the default ``PreprocessConfig``. Per case it prints: frames, detected (a face box whose
 centre lies in the true face box), kept (stored with no QC flag), flagged, stored; for no-face
 clips, stored frames per 1,000.
@@ -151,14 +151,14 @@ def make_cases(identities: int, noise_frames: int, seed: int = 0) -> dict[str, l
 
 def run_case(name: str, frames: list, out: Path, cfg, eng) -> dict:
     from pipeline.io.items import WorkItem
-    from pipeline.run.process import iter_part_chunks
+    from pipeline.run.stages import FrameCounts, iter_part_chunks
     from pipeline.run.timing import StageTimer
 
     folder = out / name
     folder.mkdir(parents=True, exist_ok=True)
     for i, (img, _) in enumerate(frames):
         cv2.imwrite(str(folder / f"{i:05d}.png"), img[..., ::-1])
-    counts: dict = {}
+    counts = FrameCounts()
     stored = {}
     for chunk in iter_part_chunks(WorkItem(path=str(folder), label="live"), cfg, eng, StageTimer(), counts):
         names = [Path(s).name for s in chunk.meta["source"]]
@@ -181,7 +181,7 @@ def run_case(name: str, frames: list, out: Path, cfg, eng) -> dict:
             kept += flags == 0
             flagged += flags != 0
     return {"case": name, "frames": n, "stored": len(stored), "detected": hit, "kept": kept, "flagged": flagged,
-            "no_face": counts.get("no_face", 0), "dropped_qc": counts.get("dropped_qc", 0),
+            "no_face": counts.no_face, "dropped_qc": counts.dropped_qc,
             "flags": dict(why.most_common())}
 
 
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write the rows here too")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from pipeline.run.process import PreprocessConfig, get_engines
+    from pipeline.run.config import PreprocessConfig
+    from pipeline.run.engines import get_engines
 
     cfg = PreprocessConfig()
     eng = get_engines(cfg)

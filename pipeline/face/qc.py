@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.base.options import check_fields, opt
+
 SMALL_FACE = 1  # face smaller than min_face_size pixels (in the frame)
 HIGH_RESIDUAL = 2  # landmark / fit residual above max_residual
 EXTREME_POSE = 4  # |yaw| or |pitch| above the limits
@@ -55,18 +57,23 @@ class QCConfig:
     size. ``confirm``: faces must pass :func:`pipeline.face.confirm.confirm_face` before they are
     fitted and stored (else they count as no face)."""
 
-    min_face_size: float = 64.0
-    max_residual: float = 0.06
-    max_yaw: float = 45.0
-    max_pitch: float = 35.0
-    min_blur: float = 20.0
-    min_det_score: float = 0.6
-    max_pose_yaw: float = 40.0
-    max_landmark_mismatch: float = 0.15
-    max_pose_disagreement: float = 25.0
-    confirm: bool = True
+    min_face_size: float = opt(64.0, help="QC: flag faces smaller than this, pixels")
+    max_residual: float = opt(0.06, help="QC: flag fits with a larger RMS landmark residual / face size")
+    max_yaw: float = opt(45.0, help="QC: flag faces turned further (degrees)")
+    max_pitch: float = opt(35.0, help="QC: flag faces tilted further (degrees)")
+    min_blur: float = opt(20.0, help="QC: flag crops with a lower variance of the Laplacian")
+    min_det_score: float = opt(0.6, help="QC: flag detections with a lower score")
+    max_pose_yaw: float = opt(40.0, help="QC: flag faces whose fit-free yaw (detector keypoints) is larger (degrees)")
+    max_landmark_mismatch: float = opt(0.15, help="QC: flag faces whose landmarks and detector keypoints "
+                                                   "disagree by more (mean distance / face size)")
+    max_pose_disagreement: float = opt(25.0, help="QC: flag fits whose yaw differs more from the fit-free yaw (degrees)")
+    confirm: bool = opt(True, help="re-detect each face on its crop before fitting; unconfirmed faces count as no face")
     #: flag names that drop the frame instead of only flagging it
-    drop: tuple[str, ...] = ()
+    drop: tuple[str, ...] = opt((), help="QC flags that drop the frame instead of only flagging it",
+                                choices=lambda: sorted(FLAG_NAMES.values()))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def drop_mask(self) -> int:
         by_name = {v: k for k, v in FLAG_NAMES.items()}

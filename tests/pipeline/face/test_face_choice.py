@@ -21,7 +21,9 @@ from pipeline.base.types import FaceBox
 from pipeline.face.detect import DetectorConfig, create_detector, pick_face
 from pipeline.io.frames import read_image
 from pipeline.io.items import WorkItem
-from pipeline.run.process import PreprocessConfig, get_engines, iter_face_chunks, iter_part_chunks
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.engines import get_engines
+from pipeline.run.stages import FrameCounts, extract_faces, iter_part_chunks
 from pipeline.run.timing import StageTimer
 from tests.conftest import FACES, PAD
 
@@ -74,7 +76,7 @@ def test_two_people_in_a_video_one_identity_is_kept(tmp_path):
         cv2.imwrite(str(folder / f"{k:03d}.png"), frame[..., ::-1])
     cfg = PreprocessConfig(size=64)
     eng = get_engines(cfg)
-    faces = [f for chunk in iter_face_chunks(WorkItem(path=str(folder)), cfg, eng, StageTimer(), {}) for f in chunk["bbox"]]
+    faces = list(extract_faces(WorkItem(path=str(folder)), cfg, eng, StageTimer())[0].bbox)
     assert len(faces) == 6
     sides = {bool((b[0] + b[2]) / 2 < 480) for b in faces}
     assert len(sides) == 1, [b.tolist() for b in faces]
@@ -118,7 +120,7 @@ def test_faces_40_to_60_px_tall_are_found_and_stored(tmp_path):
     eng = get_engines(cfg)
     folder = tmp_path / "small"
     truth = small_face_frames(folder, eng)
-    counts: dict = {}
+    counts = FrameCounts()
     stored = [b for c in iter_part_chunks(WorkItem(path=str(folder)), cfg, eng, StageTimer(), counts) for b in c.bbox]
     assert len(stored) == len(truth), counts
     centres = np.array([((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in stored])
@@ -161,12 +163,12 @@ def textures_with_detections(tmp_path_factory) -> Path:
 def test_texture_detections_are_not_stored(textures_with_detections):
     cfg = PreprocessConfig(size=64)
     eng = get_engines(cfg)
-    counts: dict = {}
+    counts = FrameCounts()
     stored = sum(len(c.bbox) for c in iter_part_chunks(WorkItem(path=str(textures_with_detections)), cfg, eng,
                                                        StageTimer(), counts))
-    assert counts["decoded"] == 8
+    assert counts.decoded == 8
     assert stored == 0, counts
-    assert counts["no_face"] == 8
+    assert counts.no_face == 8
 
 
 def test_real_faces_are_confirmed():

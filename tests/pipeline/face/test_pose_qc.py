@@ -1,7 +1,7 @@
 """Pose and landmark QC that does not depend on the 3D fit, the same for live and spoof frames
 (issue 13, item 5).
 
-Real portraits go through the real detector, landmarks and crop (``iter_face_chunks``); then
+Real portraits go through the real detector, landmarks and crop (``extract_faces``); then
 ``finish_chunk`` (QC, fit for live items only) runs on them as a live and as a spoof item:
 * clean faces: no landmark-mismatch / extreme-pose flag, fit-independent yaw near 0 and of
   opposite sign on the mirrored photo;
@@ -12,13 +12,18 @@ Real portraits go through the real detector, landmarks and crop (``iter_face_chu
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from pipeline.face.confirm import pose_yaw
 from pipeline.face.qc import EXTREME_POSE, HIGH_RESIDUAL, LANDMARK_MISMATCH
 from pipeline.io.items import WorkItem
-from pipeline.run.process import PreprocessConfig, finish_chunk, get_engines, iter_face_chunks
+from pipeline.face.batch import FaceBatch
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.engines import get_engines
+from pipeline.run.stages import FrameCounts, extract_faces, finish_chunk
 from pipeline.run.timing import StageTimer
 from tests.conftest import FACES
 
@@ -26,7 +31,7 @@ CFG = PreprocessConfig(size=96)
 
 
 @pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> dict:
+def faces(tmp_path_factory) -> FaceBatch:
     """The faces of three portraits and of their mirror images (one chunk)."""
     import cv2
 
@@ -35,14 +40,14 @@ def faces(tmp_path_factory) -> dict:
         img = cv2.imread(str(FACES / name))
         cv2.imwrite(str(folder / f"a-{name[:-4]}.png"), img)
         cv2.imwrite(str(folder / f"b-{name[:-4]}.png"), img[:, ::-1])
-    chunks = list(iter_face_chunks(WorkItem(path=str(folder)), CFG, get_engines(CFG), StageTimer(), {}))
-    assert len(chunks) == 1 and len(chunks[0]["image"]) == 6
-    return chunks[0]
+    batch, _ = extract_faces(WorkItem(path=str(folder)), CFG, get_engines(CFG), StageTimer())
+    assert len(batch) == 6
+    return batch
 
 
-def _finish(faces: dict, label: str):
+def _finish(faces: FaceBatch, label: str):
     item = WorkItem(path="x.mp4", label=label, attack_type="print" if label == "spoof" else "none")
-    return finish_chunk(faces, item, CFG, get_engines(CFG), StageTimer(), {})
+    return finish_chunk(faces, item, CFG, get_engines(CFG), StageTimer(), FrameCounts())
 
 
 def test_clean_faces_are_not_flagged_and_yaw_flips_with_the_mirror(faces):
@@ -54,7 +59,7 @@ def test_clean_faces_are_not_flagged_and_yaw_flips_with_the_mirror(faces):
         yaw = data.qc["pose_yaw"]
         assert np.all(np.abs(yaw) < 35), yaw  # near-frontal portraits (obama.jpg is turned ~25 deg)
         # the same measure from the landmarks alone agrees with the keypoints' within 12 deg
-        assert np.all(np.abs(pose_yaw(np.stack(faces["landmarks"])) - yaw) < 12)
+        assert np.all(np.abs(pose_yaw(faces.landmarks) - yaw) < 12)
     a, b = yaw[:3], yaw[3:]  # files a-* then b-* (mirrored), same order of names
     # the mirror image is turned the other way (BlazeFace's keypoints carry ~5 deg of noise)
     assert np.all(np.abs(a + b) < 12), (a, b)
@@ -63,9 +68,7 @@ def test_clean_faces_are_not_flagged_and_yaw_flips_with_the_mirror(faces):
 
 
 def test_lost_landmarks_are_flagged_for_live_and_spoof_alike(faces):
-    lost = dict(faces)
-    size = np.asarray(faces["face_size"])
-    lost["landmarks"] = [lm + np.float32(size[i] / 3) for i, lm in enumerate(faces["landmarks"])]
+    lost = replace(faces, landmarks=faces.landmarks + faces.face_size[:, None, None] / np.float32(3))
     live, spoof = _finish(lost, "live"), _finish(lost, "spoof")
     assert np.all(live.qc["qc_flags"] & LANDMARK_MISMATCH) and np.all(spoof.qc["qc_flags"] & LANDMARK_MISMATCH)
     # the fit follows a rigid shift: its residual says nothing
@@ -73,15 +76,10 @@ def test_lost_landmarks_are_flagged_for_live_and_spoof_alike(faces):
 
 
 def test_turned_head_keypoints_flag_extreme_pose_for_spoof_frames(faces):
-    turned = dict(faces)
-    kps = []
-    for kp in faces["keypoints"]:
-        kp = kp.copy()
-        iod = float(np.linalg.norm(kp[1] - kp[0]))
-        kp[2, 0] = (kp[0, 0] + kp[1, 0]) / 2 + 0.6 * iod  # nose well off the eye midline: ~50 deg
-        kps.append(kp)
-    turned["keypoints"] = kps
-    turned["landmarks"] = list(faces["landmarks"])
+    kps = faces.keypoints.copy()
+    iod = np.linalg.norm(kps[:, 1] - kps[:, 0], axis=-1)
+    kps[:, 2, 0] = (kps[:, 0, 0] + kps[:, 1, 0]) / 2 + 0.6 * iod  # nose well off the eye midline: ~50 deg
+    turned = replace(faces, keypoints=kps)
     for label in ("live", "spoof"):
         data = _finish(turned, label)
         assert np.all(data.qc["pose_yaw"] > 45), data.qc["pose_yaw"]
