@@ -232,17 +232,18 @@ def part_id_for(item: WorkItem, root: str | Path | None = None) -> str:
 
 
 FACE_FIELDS = ("image", "landmarks", "bbox", "affine", "det_score", "face_size", "frame_index", "timestamp",
-               "source")
+               "source", "frame_hw")
 
 
 def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> None:
     """Landmarks + crop of the face ``box`` of ``frame``, appended to the per-frame lists ``out``."""
-    from pipeline.face.crop import crop_face
+    from pipeline.face.crop import crop_face, landmark_box
 
     with timer.stage("landmarks"):
         lm = eng.landmarker.landmarks(frame.image, box)
+        lm = eng.landmarker.landmarks(frame.image, landmark_box(lm.points, box.score))  # face-centred
     with timer.stage("crop"):
-        crop = crop_face(frame.image, box, ccfg)
+        crop = crop_face(frame.image, box, ccfg, landmarks=lm.points)
     out["image"].append(crop.image)
     out["landmarks"].append(lm.points.astype(np.float32))
     out["bbox"].append(box.as_array())
@@ -252,6 +253,7 @@ def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> No
     out["frame_index"].append(frame.index)
     out["timestamp"].append(frame.timestamp)
     out["source"].append(frame.source)
+    out["frame_hw"].append(frame.image.shape[:2])
 
 
 def iter_face_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: dict,
@@ -351,7 +353,7 @@ def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engine
     """
     from storage import PartData
 
-    from pipeline.face.crop import transform_points
+    from pipeline.face.crop import inside_source, transform_points
 
     images = np.stack(faces["image"])
     landmarks = np.stack(faces["landmarks"])
@@ -363,6 +365,9 @@ def finish_chunk(faces: dict, item: WorkItem, cfg: PreprocessConfig, eng: Engine
     else:
         lm_crop = transform_points(affine, landmarks).astype(np.float32)
         depth, meas = rendered if rendered is not None else fit_and_render(lm_crop, cfg, eng, timer)
+        # no depth where the crop shows the black padding beyond the source image
+        outside = [~inside_source(a, hw, cfg.size) for a, hw in zip(affine, faces["frame_hw"])]
+        depth = np.where(np.stack(outside), np.uint8(0), depth)
     with timer.stage("qc"):
         face_size = np.asarray(faces["face_size"], dtype=np.float32)
         det_score = np.asarray(faces["det_score"], dtype=np.float32)
