@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from pipeline.base.errors import ConfigError
+from pipeline.reconstruct import LABEL_VERSION
 from pipeline.reconstruct.fit import FitConfig, FitResult, fit_landmarks
 from pipeline.reconstruct.mesh import append_hole_centres
 from pipeline.reconstruct.raster import rasterize_depth
@@ -48,9 +49,6 @@ from pipeline.reconstruct.sfm import SFMTensors
 logger = logging.getLogger(__name__)
 
 __all__ = ["DepthConfig", "DepthResult", "LABEL_VERSION", "depth_label", "render_depth", "to_uint8"]
-
-#: what the stored depth labels mean (see the module docstring); bump on any change of it
-LABEL_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import numpy as np
 from pipeline.base.errors import ConfigError, NoFaceDetected, PipelineError, RunInterrupted
 from pipeline.face.qc import QCConfig, blur_measure, qc_flags
 from pipeline.io.items import WorkItem
+from pipeline.reconstruct import LABEL_VERSION
 from pipeline.run.timing import StageTimer
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,9 @@ class PreprocessConfig:
     """Everything that decides what the preprocessing writes (plus where/how it runs).
 
     ``output_config()`` is the part that affects the stored arrays; its hash keys resume
-    and guards a store against mixing configurations.
+    and guards a store against mixing configurations. It carries ``label_version``
+    (:data:`pipeline.reconstruct.LABEL_VERSION`), so a store of older labels is refused by the
+    resume check and the flow's cache key changes with it.
     """
 
     detector: str = "blazeface"
@@ -121,12 +124,17 @@ class PreprocessConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EXECUTION_ONLY}
         out["qc"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.qc).items()}
         out["kind"] = "depthseg-fas/preprocess"
+        out["label_version"] = LABEL_VERSION
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
         data = dict(data)
         data.pop("kind", None)
+        version = data.pop("label_version", LABEL_VERSION)
+        if version != LABEL_VERSION:
+            raise ConfigError(f"config of label version {version!r}: this code writes labels of version "
+                              f"{LABEL_VERSION} (see pipeline.reconstruct.depth); use a new store")
         if isinstance(data.get("qc"), dict):
             qc = dict(data["qc"])
             if "drop" in qc:
