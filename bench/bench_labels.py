@@ -50,13 +50,14 @@ import numpy as np
 import skimage.data
 import torch
 
+from pipeline.base.errors import NoFaceDetected
 from pipeline.io.items import WorkItem
 from pipeline.reconstruct.depth import DepthConfig, depth_label
 from pipeline.reconstruct.raster import interpolate, rasterize, rasterize_depth
 from pipeline.reconstruct.sfm import load_sfm
 from pipeline.run.process import PreprocessConfig, get_engines, process_item
 from pipeline.synth.geometry import HOLE_DEPTH, prepare_identity, rotation_matrix, sample_image
-from pipeline.synth.plan import MARGIN, SynthConfig, plan_identities
+from pipeline.synth.plan import SynthConfig, plan_identities
 from pipeline.synth.sources import load_sources
 
 W, H = 640, 360
@@ -206,9 +207,7 @@ def run_case(shots: list[Shot], cfg: PreprocessConfig, eng, folder: Path):
     t0 = time.perf_counter()
     try:
         part, _ = process_item(WorkItem(str(folder)), cfg, eng)
-    except Exception as exc:  # NoFaceDetected: nothing stored
-        if type(exc).__name__ != "NoFaceDetected":
-            raise
+    except NoFaceDetected:  # nothing stored
         part = None
     return part, time.perf_counter() - t0
 
