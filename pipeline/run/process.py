@@ -249,9 +249,11 @@ def add_face(out: dict, frame, box, eng: Engines, ccfg, timer: StageTimer) -> No
 
     with timer.stage("landmarks"):
         lm = eng.landmarker.landmarks(frame.image, box)
-        lm = eng.landmarker.landmarks(frame.image, landmark_box(lm.points, box.score))  # face-centred
+        # the crop is placed by a second pass from the box the landmarks imply (it depends on the
+        # face only); the fit keeps the first pass, better on turned faces (bench_labels)
+        placed = eng.landmarker.landmarks(frame.image, landmark_box(lm.points, box.score)).points
     with timer.stage("crop"):
-        crop = crop_face(frame.image, box, ccfg, landmarks=lm.points)
+        crop = crop_face(frame.image, box, ccfg, landmarks=placed)
     out["image"].append(crop.image)
     out["landmarks"].append(lm.points.astype(np.float32))
     out["bbox"].append(box.as_array())
