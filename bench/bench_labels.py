@@ -13,7 +13,7 @@ animal). The mouth of the synthetic face is closed by the renderer's hole fan se
 the true depth has no hole there.
 
 Each case is written as a folder of PNG frames and run through the real preprocessing core,
-:func:`pipeline.run.process.process_item` (what ``preprocess_unit`` / the CLI run per item), with
+:func:`pipeline.run.stages.process_item` (what ``preprocess_unit`` / the CLI run per item), with
 the default configuration except that QC drops nothing (``qc.drop = ()``), so that the frames the
 default configuration would drop are measured too ("kept" applies the default drop rule).
 
@@ -55,7 +55,9 @@ from pipeline.io.items import WorkItem
 from pipeline.reconstruct.depth import DepthConfig, depth_label
 from pipeline.reconstruct.raster import interpolate, rasterize, rasterize_depth
 from pipeline.reconstruct.sfm import load_sfm
-from pipeline.run.process import PreprocessConfig, get_engines, process_item
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.engines import get_engines
+from pipeline.run.stages import process_item
 from pipeline.synth.geometry import HOLE_DEPTH, prepare_identity, rotation_matrix, sample_image
 from pipeline.synth.plan import SynthConfig, plan_identities
 from pipeline.synth.sources import load_sources

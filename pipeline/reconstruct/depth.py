@@ -17,7 +17,7 @@ face, where the z-buffer is smooth. The mesh's inner hole (the mouth) is closed 
 background hole.
 
 :data:`LABEL_VERSION` is stored in every store's config (``label_version``, see
-:meth:`pipeline.run.process.PreprocessConfig.output_config`): a change of what a label means
+:meth:`pipeline.run.config.PreprocessConfig.output_config`): a change of what a label means
 bumps it, so resume and the flow cache never mix labels of two versions in one store. Version 1
 (no ``label_version`` key): min-max over the visible face, mouth open, crop placed by the
 detector box, depth drawn also where the crop lies outside the source image.

@@ -14,7 +14,9 @@ import pytest
 
 from pipeline.face.crop import invert_affine
 from pipeline.io.items import WorkItem
-from pipeline.run.process import PreprocessConfig, get_engines, process_item
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.engines import get_engines
+from pipeline.run.stages import process_item
 from tests.conftest import FACES, load_rgb
 
 S = 128

@@ -10,7 +10,8 @@ import storage
 from pipeline.base.errors import ConfigError
 from pipeline.io.items import WorkItem
 from pipeline.reconstruct import LABEL_VERSION
-from pipeline.run.process import PreprocessConfig, run_preprocess
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.runners import run_preprocess
 from tests.conftest import FACES
 from tests.helpers.stores import PARTS, write_store
 
