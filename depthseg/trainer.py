@@ -22,7 +22,9 @@ checkpoint intact; a failed write raises :class:`CheckpointError`.
 
 Checkpoints load with ``torch.load(path, weights_only=True)``: they hold tensors and plain
 containers only - the model state, the ``build_model`` kwargs, the class centres, the dev
-thresholds (frame and video), the config as a dict, the history, and (for resuming) the
+thresholds (frame and video), the config as a dict, the data trained on (``data_store``: the
+store's path, its config hash and the ``label_version`` of its depth labels, 1 for a store
+written before labels were versioned), the history, and (for resuming) the
 optimizer / scheduler / grad-scaler states and every RNG state (torch, CUDA, numpy, python,
 and the generators used for shuffling and augmentation). :func:`load_checkpoint` rebuilds
 the model.
@@ -501,6 +503,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     _seed_all(cfg.seed)
 
     reader = storage.open_dataset(cfg.store)
+    data_store = {"path": str(cfg.store), "config_hash": reader.config_hash,
+                  "label_version": int(reader.config.get("label_version", 1))}
     train_ds = _checked_split(FrameDataset(reader, cfg.train_split, include_flagged=cfg.include_flagged),
                               cfg.store, "training")
     dev_ds = FrameDataset(reader, cfg.dev_split, include_flagged=cfg.include_flagged) if cfg.dev_split else None
@@ -630,6 +634,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
                 "thresholds": _plain(thresholds) if dev_ds is not None else {},
                 "dev_metrics": _plain(dev_metrics),
                 "config": cfg_dict,
+                "data_store": data_store,
                 "history": history,
                 "best": best,
                 "optimizer_state": optimizer.state_dict(),

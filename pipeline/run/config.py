@@ -8,13 +8,17 @@ bound exists only here. QC thresholds are the nested :class:`~pipeline.face.qc.Q
 
 ``output_config()`` is the part that decides the stored arrays: its canonical JSON is hashed
 into the store's manifest (resume, refusing mixed configurations), so its form (flat fields, the
-QC thresholds as one ``qc`` dict, ``kind``) must not change.
+QC thresholds as one ``qc`` dict, ``kind``, ``label_version``) must not change. ``label_version``
+(:data:`pipeline.reconstruct.LABEL_VERSION`) is not an option: it says what the depth labels mean,
+so a store of older labels is refused by the resume check (``from_dict``) and the flow's cache
+key changes with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from pipeline.base.errors import ConfigError
 from pipeline.base.options import check_device, check_fields, group, opt
 from pipeline.datasets import list_adapters
 from pipeline.face.crop import CropConfig
@@ -23,6 +27,7 @@ from pipeline.face.landmarks import LANDMARKERS
 from pipeline.face.qc import QCConfig
 from pipeline.io.frames import DEFAULT_MAX_PIXELS, FrameConfig
 from pipeline.io.items import WorkItem
+from pipeline.reconstruct import LABEL_VERSION
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -69,12 +74,17 @@ class PreprocessConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EXECUTION_ONLY}
         out["qc"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.qc).items()}
         out["kind"] = "depthseg-fas/preprocess"
+        out["label_version"] = LABEL_VERSION
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
         data = dict(data)
         data.pop("kind", None)
+        version = data.pop("label_version", LABEL_VERSION)
+        if version != LABEL_VERSION:
+            raise ConfigError(f"config of label version {version!r}: this code writes labels of version "
+                              f"{LABEL_VERSION} (see pipeline.reconstruct.depth); use a new store")
         if isinstance(data.get("qc"), dict):
             qc = dict(data["qc"])
             if "drop" in qc:

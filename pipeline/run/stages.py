@@ -1,8 +1,9 @@
 """The per-item stages, free of any store: faces of an item → fit + render → QC + metadata.
 
     decode (sampled) → detect → rank faces → 68 landmarks → confirm → S×S crop   (``iter_faces``)
+      (the crop is placed by a second landmark pass on the box the first one implies)
     → batched 3D fit + z-buffer render of live / unknown faces            (``fit_and_render``)
-      (spoof: zeros, no fit)
+      (spoof: zeros, no fit; no depth outside the source image)
     → QC measures and flags, metadata columns → ``storage.PartData``      (``finish_chunk``)
 
 Faces travel as :class:`pipeline.face.batch.FaceBatch`; frame outcomes are tallied in one
@@ -25,7 +26,7 @@ from pipeline.base.errors import NoFaceDetected, InputError
 from pipeline.base.types import FaceBox, Frame
 from pipeline.face.batch import FaceBatch, rebatch
 from pipeline.face.confirm import confirm_face, fit_free_measures
-from pipeline.face.crop import CropConfig, crop_face
+from pipeline.face.crop import CropConfig, crop_face, inside_source, landmark_box
 from pipeline.face.detect import detect_batch, rank_faces
 from pipeline.face.qc import blur_measure, qc_flags
 from pipeline.io.frames import iter_frames
@@ -93,8 +94,12 @@ def face_of(frame: Frame, box: FaceBox, cfg: PreprocessConfig, eng: Engines, tim
         with timer.stage("confirm"):
             if confirm_face(eng.detector, frame.image, box, lm.points) is not None:
                 return None
+    with timer.stage("landmarks"):
+        # the crop is placed by a second pass from the box the landmarks imply (it depends on the
+        # face only); the fit keeps the first pass, better on turned faces (bench_labels)
+        placed = eng.landmarker.landmarks(frame.image, landmark_box(lm.points, box.score)).points
     with timer.stage("crop"):
-        crop = crop_face(frame.image, box, ccfg)
+        crop = crop_face(frame.image, box, ccfg, landmarks=placed)
     return FaceBatch.single(frame, box, lm, crop)
 
 
@@ -222,6 +227,9 @@ def finish_chunk(faces: FaceBatch, item: WorkItem, cfg: PreprocessConfig, eng: E
         depth, meas = _blank(len(faces), cfg)
     else:
         depth, meas = rendered if rendered is not None else render_faces([faces], cfg, eng, timer)
+        # no depth where the crop shows the black padding beyond the source image
+        outside = np.stack([~inside_source(a, hw, cfg.size) for a, hw in zip(faces.affine, faces.frame_hw)])
+        depth = np.where(outside, np.uint8(0), depth)
     with timer.stage("qc"):
         blur = blur_measure(faces.image)
         free = fit_free_measures(faces.landmarks, faces.keypoints, faces.face_size)

@@ -58,13 +58,15 @@ def face_crops(path: Path, cx: float, cy: float, side_frac: float, n: int, size:
     return np.stack(crops), np.asarray(affines, dtype=np.float32)
 
 
-def make_store(root: Path, size: int = 128, seed: int = 0, flagged: dict[str, int] | None = None) -> str:
+def make_store(root: Path, size: int = 128, seed: int = 0, flagged: dict[str, int] | None = None,
+               config: dict | None = None) -> str:
     """Write the test store (one part per source image, frames of every split).
 
     ``flagged``: label -> how many frames of each split of each part of that label carry a QC
-    flag (``qc_flags`` 32, landmark-mismatch; the first frames of the split)."""
+    flag (``qc_flags`` 32, landmark-mismatch; the first frames of the split). ``config``: the
+    store config (default ``{"crop_size": size, "test": "depthseg"}``)."""
     url = str(root / "store")
-    writer = storage.DatasetWriter.open(url, {"crop_size": size, "test": "depthseg"})
+    writer = storage.DatasetWriter.open(url, config or {"crop_size": size, "test": "depthseg"})
     rng = np.random.default_rng(seed)
     depth_map = ellipsoid_depth(size)
     for name, (label, attack, cx, cy, frac) in SOURCES.items():

@@ -95,15 +95,22 @@ def test_perturbed_landmarks_raise_the_residual_and_the_flag(portraits):
 
 
 class PerturbEveryThird:
-    """Wraps the real landmarker; the landmarks of calls 1, 4, 7, ... (0-based) are perturbed."""
+    """Wraps the real landmarker; the landmarks of frames 1, 4, 7, ... (0-based) are perturbed.
+
+    ``calls`` counts frames: a repeated call on the same frame (the crop-placement pass) is
+    passed through unperturbed and uncounted."""
 
     def __init__(self, inner):
         self.inner = inner
         self.calls = 0
         self.perturbed: list[np.ndarray] = []
+        self._last = None
 
     def landmarks(self, image, box):
         lm = self.inner.landmarks(image, box)
+        if image is self._last:
+            return lm
+        self._last = image
         k = self.calls
         self.calls += 1
         if k % 3 != 1:
