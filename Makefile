@@ -58,6 +58,7 @@ bench: setup
 	$(PY) -m bench.bench_train
 	$(PY) -m bench.bench_pipeline
 	$(PY) -m bench.bench_loader
+	$(PY) -m bench.bench_labels
 
 stress: setup
 	DEPTHSEG_STRESS=full $(PY) -m pytest -q -p no:cacheprovider tests/flows/test_load.py

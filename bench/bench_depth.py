@@ -101,21 +101,26 @@ class EosReference:
         self.model_contour = eos.fitting.ModelContour.load(str(sfm_dir / "sfm_model_contours.json"))
         self.model_t = model_t
 
-    def depth(self, lm: np.ndarray, size: int) -> torch.Tensor:
+    def mesh_pixels(self, lm: np.ndarray, size: int, crop: int = CROP) -> np.ndarray:
+        """eos fit of ``(68, 2)`` landmarks in a ``crop``-pixel square: ``(V, 3)`` vertices in
+        ``size``-pixel output coordinates (larger z = closer)."""
         eos = self.eos
         lms = [eos.core.Landmark(str(i + 1), [float(x), float(y)]) for i, (x, y) in enumerate(lm)]
         mesh, pose, _, _ = eos.fitting.fit_shape_and_pose(
-            self.mm, lms, self.mapper, CROP, CROP, self.edges, self.contour_lms, self.model_contour
+            self.mm, lms, self.mapper, crop, crop, self.edges, self.contour_lms, self.model_contour
         )
         v = np.asarray(mesh.vertices, np.float64)
         mv, proj = np.asarray(pose.get_modelview()), np.asarray(pose.get_projection())
         cam = np.c_[v, np.ones(len(v))] @ mv.T
         clip = cam @ proj.T
-        k = size / CROP
-        x = ((clip[:, 0] + 1) / 2 * CROP + 0.5) * k - 0.5
-        y = ((CROP - (clip[:, 1] + 1) / 2 * CROP) + 0.5) * k - 0.5
-        zz = cam[:, 2] * proj[0, 0] * CROP / 2 * k
-        verts = torch.as_tensor(np.stack([x, y, zz], 1)[None], dtype=torch.float32)
+        k = size / crop
+        x = ((clip[:, 0] + 1) / 2 * crop + 0.5) * k - 0.5
+        y = ((crop - (clip[:, 1] + 1) / 2 * crop) + 0.5) * k - 0.5
+        zz = cam[:, 2] * proj[0, 0] * crop / 2 * k
+        return np.stack([x, y, zz], 1)
+
+    def depth(self, lm: np.ndarray, size: int) -> torch.Tensor:
+        verts = torch.as_tensor(self.mesh_pixels(lm, size)[None], dtype=torch.float32)
         z, mask = rasterize_depth(verts, self.model_t.triangles, size)
         return depth_label(z, mask, DepthConfig(size=size))
 

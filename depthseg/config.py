@@ -55,6 +55,7 @@ class EvaluateConfig:
     device: str = opt("auto", help="torch device: auto (CUDA when available) | cpu | cuda | cuda:N")
     batch_size: int = opt(64, help="evaluation batch size", ge=1)
     protocol: str | None = opt(None, help="a protocol fold (oulu-npu-p3:fold=2): split/dev_split name its roles")
+    include_flagged: bool = opt(False, help="score QC-flagged frames too (default: they count as non-responses)")
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -63,7 +64,8 @@ class EvaluateConfig:
     def kwargs(self) -> dict:
         """Keyword arguments of :func:`depthseg.evaluate.evaluate`."""
         return {"split": self.split, "dev_split": self.dev_split or None, "out_dir": self.out_dir,
-                "dev_store": self.dev_store, "device": self.device, "batch_size": self.batch_size, "protocol": self.protocol}
+                "dev_store": self.dev_store, "device": self.device, "batch_size": self.batch_size, "protocol": self.protocol,
+                "include_flagged": self.include_flagged}
 
 
 def _as_in(cls: type, name: str) -> Any:

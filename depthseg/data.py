@@ -63,6 +63,39 @@ def select_split(reader: storage.DatasetReader, split: SplitSpec) -> storage.Dat
     return labelled
 
 
+def without_flagged(view: storage.DatasetReader) -> storage.DatasetReader:
+    """The frames of ``view`` with no QC flag (``qc_flags == 0``; see :mod:`pipeline.face.qc`).
+
+    Flagged frames are labels QC does not trust (pose beyond what the landmarks follow, landmarks
+    off the face, a bad fit, blur, ...): they are not trained on or evaluated by default. The
+    fit-independent flags are the same for live and spoof frames; the per-class counts of
+    :func:`flag_drops` show what leaving them out does to each class.
+    """
+    if len(view) == 0 or "qc_flags" not in view.columns:
+        return view
+    return view.select(np.flatnonzero(np.asarray(view.meta["qc_flags"]) == 0))
+
+
+def flag_drops(view: storage.DatasetReader) -> dict[str, dict[str, int]]:
+    """``{label: {"frames": n, "flagged": k}}`` for ``live`` and ``spoof`` frames of ``view``."""
+    out = {lab: {"frames": 0, "flagged": 0} for lab in LABELS}
+    if len(view) == 0:
+        return out
+    label = np.asarray(view.meta["label"]).astype(str)
+    flags = np.asarray(view.meta["qc_flags"]) if "qc_flags" in view.columns else np.zeros(len(view), np.uint8)
+    for lab in LABELS:
+        m = label == lab
+        out[lab] = {"frames": int(m.sum()), "flagged": int((flags[m] != 0).sum())}
+    return out
+
+
+def describe_drops(drops: Mapping[str, Mapping[str, int]]) -> str:
+    """One line: QC-flagged frames left out per class, with rates."""
+    parts = [f"{lab} {d['flagged']}/{d['frames']} ({d['flagged'] / d['frames']:.1%})" if d["frames"]
+             else f"{lab} 0/0" for lab, d in drops.items()]
+    return "QC-flagged frames left out (--include-flagged keeps them): " + ", ".join(parts)
+
+
 def _split_name(split: SplitSpec) -> str:
     if isinstance(split, str):
         return split
@@ -78,10 +111,18 @@ class FrameDataset(Dataset):
     ``attack_type``, ``label`` (str).
     """
 
-    def __init__(self, store: str | os.PathLike | storage.DatasetReader, split: SplitSpec = "train"):
+    def __init__(self, store: str | os.PathLike | storage.DatasetReader, split: SplitSpec = "train", *,
+                 include_flagged: bool = False):
         reader = store if isinstance(store, storage.DatasetReader) else storage.open_dataset(store)
-        self.reader = select_split(reader, split)
         self.split_name = _split_name(split)
+        labelled = select_split(reader, split)
+        #: per class (``live`` / ``spoof``): frames of the split, frames left out as QC-flagged
+        self.flag_drops = flag_drops(labelled)
+        #: the labelled frames of the split, QC-flagged ones included
+        self.all_frames = labelled
+        self.reader = labelled if include_flagged else without_flagged(labelled)
+        if not include_flagged and len(self.reader) < len(labelled):
+            log.info("%s split %s: %s", reader.url, self.split_name, describe_drops(self.flag_drops))
         meta = self.reader.meta
         self.label = np.asarray(meta["label"]).astype(str)
         self.is_live = self.label == "live"

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ import storage
 
 from .data import FrameDataset, prepare_batch
 from .labels import class_centres
-from .metrics import dev_thresholds, error_curves, frame_and_video_metrics, video_level
+from .metrics import dev_thresholds, error_curves, frame_and_video_metrics, non_response_rates, video_level
 from .models import DepthSegNet
 from .predict import autocast_for, model_device, predict_dataset
 from .roles import protocol_split
@@ -60,16 +61,21 @@ def evaluate(
     amp: bool = True,
     grid_samples: int = 8,
     protocol: str | None = None,
+    include_flagged: bool = False,
 ) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``split`` of ``store``; returns the metrics written to
-    ``metrics.json`` (keys ``frame``, ``video``, ``thresholds``, ``threshold_source``,
-    ``dev``, ``files`` ...). With ``protocol`` (a fold, ``oulu-npu-p3:fold=2``) ``split`` and
-    ``dev_split`` name its roles (:mod:`depthseg.roles`)."""
+    ``metrics.json`` (keys ``frame``, ``video``, ``non_response``, ``thresholds``,
+    ``threshold_source``, ``dev``, ``files`` ...). With ``protocol`` (a fold, ``oulu-npu-p3:fold=2``)
+    ``split`` and ``dev_split`` name its roles (:mod:`depthseg.roles`).
+
+    QC-flagged frames are not scored unless ``include_flagged``; they, and the sampled frames
+    preprocessing found no (confirmed) face in or dropped, are non-responses
+    (:func:`depthseg.metrics.non_response_rates`, from each part's recorded frame counts)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(checkpoint, device=device)
     reader = storage.open_dataset(store)
-    test = FrameDataset(reader, protocol_split(protocol, split))
+    test = FrameDataset(reader, protocol_split(protocol, split), include_flagged=include_flagged)
     if len(test) == 0:
         raise SplitError(f"{store}: split {split!r} has no live/spoof frames to evaluate")
     if test.is_live.all() or not test.is_live.any():
@@ -110,6 +116,7 @@ def evaluate(
         "decision_rule": "score >= threshold -> live (bona fide)",
         "frame": metrics["frame"],
         "video": metrics["video"],
+        "non_response": split_non_responses(test),
         "dev": dev_summary,
         "model": meta["model_kwargs"],
         "epoch": meta.get("epoch"),
@@ -121,6 +128,35 @@ def evaluate(
     log.info("%s %s: frame ACER %s HTER %s EER %s AUC %s | video ACER %s", store, split, f["acer"],
              f["hter"], f["eer"], f["auc"], v["acer"])
     return result
+
+
+def split_non_responses(test: FrameDataset) -> dict[str, Any]:
+    """Non-response rates of ``test``'s videos: sampled frames against frames scored.
+
+    A video's sampled frames are its part's recorded ``decoded`` count when the part is that
+    one video, all in this split (what preprocessing writes); else its stored frames. Videos
+    that failed as a whole (no face in any frame) have no part in the store and are listed in
+    the preprocessing run report, not here.
+    """
+    full = test.all_frames
+    if len(full) == 0:
+        return non_response_rates(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool))
+    scored = Counter(zip(test.reader.part_ids, test.video_id))
+    keys = list(zip(full.part_ids, np.asarray(full.meta["video_id"]).astype(str)))
+    stored = Counter(keys)
+    live = dict(zip(keys, np.asarray(full.meta["label"]).astype(str) == "live"))
+    info = {p.part_id: p for p in full.parts}
+    attempted, evaluated, is_live = [], [], []
+    for key, n in stored.items():
+        part = info[key[0]]
+        whole = part.frames == n  # the part is this one video, all in this split
+        attempted.append(max(int(part.extra.get("decoded", n)), n) if whole else n)
+        evaluated.append(scored.get(key, 0))
+        is_live.append(live[key])
+    rates = non_response_rates(np.array(attempted, np.int64), np.array(evaluated, np.int64), np.array(is_live, bool))
+    log.info("non-responses: frame BPNRR %s APNRR %s | video BPNRR %s APNRR %s", rates["frame"]["bpnrr"],
+             rates["frame"]["apnrr"], rates["video"]["bpnrr"], rates["video"]["apnrr"])
+    return rates
 
 
 def _thresholds(model: DepthSegNet, meta: dict[str, Any], reader: storage.DatasetReader,

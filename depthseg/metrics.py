@@ -305,3 +305,34 @@ def dev_thresholds(
     """EER thresholds of a development set at frame and video level."""
     _, vs, vl, _ = video_level(scores, is_live, np.zeros(len(scores), dtype=str), video_ids)
     return {"frame": eer_threshold(scores, is_live), "video": eer_threshold(vs, vl)}
+
+
+def non_response_rates(attempted: np.ndarray, evaluated: np.ndarray, is_live: np.ndarray) -> dict[str, dict[str, Any]]:
+    """ISO/IEC 30107-3 non-response rates from per-video counts.
+
+    ``attempted`` ``(V,)``: sampled frames of each video (what preprocessing decoded);
+    ``evaluated`` ``(V,)``: frames of it that were scored (the rest were lost to face detection,
+    face confirmation or QC); ``is_live`` ``(V,)``. A frame not scored is a frame-level
+    non-response, a video with no frame scored a video-level one. ``bpnrr`` (bona fide) and
+    ``apnrr`` (attack) are the non-response fractions of each class (NaN without the class);
+    counts are given beside them. These are reported *beside* APCER / BPCER, which are computed
+    on the responses only.
+    """
+    attempted = np.asarray(attempted, dtype=np.int64)
+    evaluated = np.asarray(evaluated, dtype=np.int64)
+    live = np.asarray(is_live).astype(bool)
+    if attempted.shape != evaluated.shape or attempted.shape != live.shape or np.any(evaluated > attempted):
+        raise ValueError(f"non_response_rates: need equal-length counts with evaluated <= attempted, got "
+                         f"{attempted.shape}, {evaluated.shape}, {live.shape}")
+
+    def rate(lost: int, total: int) -> float:
+        return lost / total if total else float("nan")
+
+    out: dict[str, dict[str, Any]] = {}
+    for level, tot, lost in (("frame", attempted, attempted - evaluated),
+                             ("video", np.ones_like(attempted), (evaluated == 0).astype(np.int64))):
+        bt, bl = int(tot[live].sum()), int(lost[live].sum())
+        at, al = int(tot[~live].sum()), int(lost[~live].sum())
+        out[level] = {"bpnrr": rate(bl, bt), "apnrr": rate(al, at), "bona_fide_attempted": bt,
+                      "bona_fide_lost": bl, "attack_attempted": at, "attack_lost": al}
+    return out

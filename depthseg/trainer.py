@@ -25,7 +25,9 @@ checkpoint intact; a failed write raises :class:`CheckpointError`.
 
 Checkpoints load with ``torch.load(path, weights_only=True)``: they hold tensors and plain
 containers only - the model state, the ``build_model`` kwargs, the class centres, the dev
-thresholds (frame and video), the config as a dict, the history, and (for resuming) the
+thresholds (frame and video), the config as a dict, the data trained on (``data_store``: the
+store's path, its config hash and the ``label_version`` of its depth labels, 1 for a store
+written before labels were versioned), the history, and (for resuming) the
 optimizer / scheduler / grad-scaler states and every RNG state (torch, CUDA, numpy, python,
 and the generators used for shuffling and augmentation). :func:`load_checkpoint` rebuilds
 the model.
@@ -62,7 +64,7 @@ from pipeline.base.errors import ConfigError, FasError
 from pipeline.base.options import check_device, check_fields, opt
 
 from .augment import AugmentConfig
-from .data import FrameDataset, make_loader, prepare_batch
+from .data import FrameDataset, describe_drops, make_loader, prepare_batch
 from .labels import DEFAULT_LABEL_SIZE, DEFAULT_NUM_CLASSES, class_centres
 from .losses import LOSSES, build_loss
 from .metrics import dev_thresholds, frame_and_video_metrics
@@ -150,6 +152,8 @@ class TrainConfig:
     protocol: str | None = opt(None, help="a protocol fold (oulu-npu-p3:fold=2): train_split/dev_split then name "
                                           "its roles (train on its train role, choose the model on its dev role)")
     max_steps_per_epoch: int | None = opt(None, help="cap on training steps per epoch (quick runs)", ge=1)
+    #: train (and select on dev) QC-flagged frames too (default: left out, depthseg.data.without_flagged)
+    include_flagged: bool = opt(False, help="train on QC-flagged frames too (default: left out, counted per class)")
     progress: bool = True
     tensorboard: bool = opt(False, help="TensorBoard scalars under out_dir/tensorboard "
                                         "(needs the tensorboard extra; a one-line notice when missing)")
@@ -550,9 +554,14 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     _seed_all(cfg.seed)
 
     reader = storage.open_dataset(cfg.store)
-    train_ds = _checked_split(FrameDataset(reader, protocol_split(cfg.protocol, cfg.train_split)), cfg.store,
-                              "training")
-    dev_ds = FrameDataset(reader, protocol_split(cfg.protocol, cfg.dev_split)) if cfg.dev_split else None
+    data_store = {"path": str(cfg.store), "config_hash": reader.config_hash,
+                  "label_version": int(reader.config.get("label_version", 1))}
+    train_ds = _checked_split(FrameDataset(reader, protocol_split(cfg.protocol, cfg.train_split),
+                                           include_flagged=cfg.include_flagged), cfg.store, "training")
+    dev_ds = (FrameDataset(reader, protocol_split(cfg.protocol, cfg.dev_split), include_flagged=cfg.include_flagged)
+              if cfg.dev_split else None)
+    log.info("train split %r: %s", cfg.train_split, describe_drops(train_ds.flag_drops)
+             if not cfg.include_flagged else "QC-flagged frames included (--include-flagged)")
     if dev_ds is not None and len(dev_ds) == 0:
         log.warning("%s: dev split %r is empty; model selection falls back to the training loss "
                     "and no decision threshold is saved", cfg.store, cfg.dev_split)
@@ -677,6 +686,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
                 "thresholds": _plain(thresholds) if dev_ds is not None else {},
                 "dev_metrics": _plain(dev_metrics),
                 "config": cfg_dict,
+                "data_store": data_store,
                 "history": history,
                 "best": best,
                 "optimizer_state": optimizer.state_dict(),
@@ -714,6 +724,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
         "last": {k: v for k, v in history[-1].items() if k not in TIMING_KEYS},
         "train_loss_first": history[0]["train_loss"],
         "train_loss_last": history[-1]["train_loss"],
+        # per class: frames of the train split and QC-flagged ones left out (0 with include_flagged)
+        "qc_left_out": {lab: dict(d, flagged=0 if cfg.include_flagged else d["flagged"])
+                        for lab, d in train_ds.flag_drops.items()},
     }
     return TrainResult(best_path, last_path, metrics, history)
 

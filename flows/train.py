@@ -57,7 +57,7 @@ def train(**params) -> dict:
     if run.test_split:
         ev = EvaluateConfig(checkpoint=res["best_checkpoint"], store=cfg.store, split=run.test_split,
                             dev_split=cfg.dev_split, out_dir=f"{cfg.out_dir}/eval-{run.test_split}", device=cfg.device,
-                            protocol=cfg.protocol)
+                            protocol=cfg.protocol, include_flagged=cfg.include_flagged)
         out["test_metrics"] = evaluate_model.with_options(tags=tags)(ev)
     create_table_artifact(metrics_rows({"train": res["metrics"], "test": out.get("test_metrics", {})}),
                           key="train-metrics", description=f"checkpoint {res['best_checkpoint']}")

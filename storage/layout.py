@@ -19,7 +19,9 @@ A dataset is one zarr v3 group (a local folder or any fsspec URL)::
                              microseconds). Lets ``inspect --repair`` rebuild a lost manifest
                              and verify each part; a zarr node, so zarr tools list it quietly.
         image                (N, S, S, 3) uint8 RGB crops     dims frame, y, x, channel
-        depth                (N, S, S)    uint8 pseudo-depth  dims frame, y, x
+        depth                (N, S, S)    uint8 pseudo-depth  dims frame, y, x (0 background
+                             and spoof, 255 nearest; what the values mean is the config's
+                             ``label_version``, see pipeline.reconstruct.depth)
         landmarks            (N, 68, 2)   float32 frame px    dims frame, point, xy
         bbox                 (N, 4)       float32 x0,y0,x1,y1 dims frame, coord
         affine               (N, 2, 3)    float32 frame->crop dims frame, row, col

@@ -23,6 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+#: BlazeFace's six keypoints, in its order (the subject's right eye is on the image's left)
+KEYPOINT_NAMES = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
+
+
 @dataclass(frozen=True)
 class Frame:
     """One decoded frame (or one still image)."""
@@ -35,13 +39,18 @@ class Frame:
 
 @dataclass(frozen=True)
 class FaceBox:
-    """A detected face in frame pixels."""
+    """A detected face in frame pixels.
+
+    ``keypoints``: the detector's own ``(K, 2)`` face points in frame pixels when it gives them
+    (BlazeFace: ``KEYPOINT_NAMES``), else None; not part of equality.
+    """
 
     x0: float
     y0: float
     x1: float
     y1: float
     score: float = 1.0
+    keypoints: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def width(self) -> float:
@@ -62,6 +71,14 @@ class FaceBox:
 
     def as_array(self) -> np.ndarray:
         return np.array([self.x0, self.y0, self.x1, self.y1], dtype=np.float32)
+
+    def iou(self, other: "FaceBox") -> float:
+        """Intersection over union of the two boxes (0 when either is empty)."""
+        w = min(self.x1, other.x1) - max(self.x0, other.x0)
+        h = min(self.y1, other.y1) - max(self.y0, other.y0)
+        inter = max(w, 0.0) * max(h, 0.0)
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from pipeline.base.types import Crop, FaceBox, Frame, Landmarks
+from pipeline.face.confirm import keypoints_array
 from pipeline.face.crop import transform_points
 
 
@@ -32,6 +33,10 @@ class FaceBatch:
         frame_index: ``(N,)`` int64 index of the frame in its source (before sampling).
         timestamp: ``(N,)`` float64 seconds from the start of the stream.
         source: ``(N,)`` object (str) path of the video or image each face comes from.
+        keypoints: ``(N, 6, 2)`` float32 the detector's own face points, frame pixels
+            (:data:`pipeline.base.types.KEYPOINT_NAMES`); NaN rows for detectors without them.
+        frame_hw: ``(N, 2)`` int32 ``(H, W)`` of the source frame (where the crop leaves the
+            image: no depth label there, see ``crop.inside_source``).
     """
 
     image: np.ndarray
@@ -43,6 +48,8 @@ class FaceBatch:
     frame_index: np.ndarray
     timestamp: np.ndarray
     source: np.ndarray
+    keypoints: np.ndarray
+    frame_hw: np.ndarray
 
     @classmethod
     def single(cls, frame: Frame, box: FaceBox, landmarks: Landmarks, crop: Crop) -> FaceBatch:
@@ -52,7 +59,8 @@ class FaceBatch:
             bbox=box.as_array()[None], affine=crop.affine.astype(np.float32)[None],
             det_score=np.array([box.score], dtype=np.float32), face_size=np.array([box.size], dtype=np.float32),
             frame_index=np.array([frame.index], dtype=np.int64), timestamp=np.array([frame.timestamp], dtype=np.float64),
-            source=np.array([frame.source], dtype=object),
+            source=np.array([frame.source], dtype=object), keypoints=keypoints_array([box]),
+            frame_hw=np.array([frame.image.shape[:2]], dtype=np.int32),
         )
 
     @classmethod

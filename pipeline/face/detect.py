@@ -58,7 +58,7 @@ from pipeline.base.types import FaceBox
 
 logger = logging.getLogger(__name__)
 
-PICK_RULES = ("largest", "best")
+PICK_RULES = ("track", "largest", "best")
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ class DetectorConfig:
     ``score_threshold`` is in the backend's own score units (None: the backend's default, see
     the module docstring). ``min_face_size`` drops boxes whose :attr:`FaceBox.size` (geometric
     mean of width and height, frame pixels) is smaller. ``pick`` is how :func:`pick_face`
-    chooses among several faces: ``"largest"`` area or ``"best"`` score. ``options`` holds
+    chooses among several faces: ``"track"`` (follow the previous face, else score then size),
+    ``"largest"`` area or ``"best"`` score. ``options`` holds
     backend-specific keyword arguments (e.g. ``{"upsample": 0}`` for ``dlib-hog``).
     """
 
@@ -76,7 +77,7 @@ class DetectorConfig:
     device: str = "cpu"
     score_threshold: float | None = None
     min_face_size: float = 20.0
-    pick: str = "largest"
+    pick: str = "track"
     model_dir: str | None = None
     max_side: int | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -112,17 +113,60 @@ def detect_batch(detector: FaceDetector, images: Sequence[np.ndarray]) -> list[l
     return [detector.detect(im) for im in images]
 
 
-def pick_face(boxes: Sequence[FaceBox], cfg: DetectorConfig | None = None, *, source: str | None = None) -> FaceBox:
-    """The face to keep: the largest area (ties: best score) or the best score (ties: largest).
+#: "track": a box that overlaps the previous pick by at least this IoU continues its track
+TRACK_MIN_IOU = 0.3
+#: "track": boxes scoring within this of the best score compete on size
+SCORE_MARGIN = 0.1
+
+
+def pick_face(boxes: Sequence[FaceBox], cfg: DetectorConfig | None = None, *, source: str | None = None,
+              previous: FaceBox | None = None) -> FaceBox:
+    """The face to keep, by the rule ``cfg.pick``:
+
+    ``track`` (default)
+        The box that overlaps ``previous`` (the face picked in the previous sampled frame of the
+        same video) most, if by IoU >= :data:`TRACK_MIN_IOU`: one identity is followed through a
+        video even when another face scores higher in some frames. Without such a box (first
+        frame, the face left, a scene cut) it is chosen by score, then size: among the boxes
+        scoring within :data:`SCORE_MARGIN` of the best, the largest. So a larger box of lower
+        score (a raised hand at 0.72 beside a face at 0.90) never wins, and of two faces found
+        with equal confidence the nearer (larger) one does.
+    ``largest``
+        The largest area (ties: best score), whatever the score: the rule before tracking.
+    ``best``
+        The best score (ties: largest).
 
     Raises :class:`NoFaceDetected` (naming ``source`` when given) for an empty list.
     """
-    if not boxes:
+    ranked = rank_faces(boxes, cfg, previous=previous)
+    if not ranked:
         raise NoFaceDetected("no face detected", source=source)
+    return ranked[0]
+
+
+def rank_faces(boxes: Sequence[FaceBox], cfg: DetectorConfig | None = None, *,
+               previous: FaceBox | None = None) -> list[FaceBox]:
+    """``boxes`` in :func:`pick_face`'s order of preference (its choice first): the next ones are
+    the candidates when the first is not confirmed as a face (:mod:`pipeline.face.confirm`)."""
     rule = (cfg or DetectorConfig()).pick
     if rule == "largest":
-        return max(boxes, key=lambda b: (b.area, b.score))
-    return max(boxes, key=lambda b: (b.score, b.area))
+        return sorted(boxes, key=lambda b: (-b.area, -b.score))
+    if rule == "best":
+        return sorted(boxes, key=lambda b: (-b.score, -b.area))
+    boxes = list(boxes)
+    first = []
+    if previous is not None and boxes:
+        iou, box = max(((b.iou(previous), b) for b in boxes), key=lambda t: (t[0], t[1].score))
+        if iou >= TRACK_MIN_IOU:
+            first = [box]
+            boxes = [b for b in boxes if b is not box]
+    rest = []
+    while boxes:
+        top = max(b.score for b in boxes)
+        best = max((b for b in boxes if b.score >= top - SCORE_MARGIN), key=lambda b: (b.area, b.score))
+        rest.append(best)
+        boxes = [b for b in boxes if b is not best]
+    return first + rest
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -172,14 +216,17 @@ class DetectorBase:
         raw = self._detect_raw(work)
         out = []
         for dets, (sx, sy) in zip(raw, scales):
-            dets = np.asarray(dets, dtype=np.float64).reshape(-1, 5)
-            if (sx, sy) != (1.0, 1.0):  # back to full-frame pixel centres
-                dets[:, [0, 2]] = (dets[:, [0, 2]] + 0.5) / sx - 0.5
-                dets[:, [1, 3]] = (dets[:, [1, 3]] + 0.5) / sy - 0.5
+            dets = np.asarray(dets, dtype=np.float64)
+            dets = dets.reshape(-1, dets.shape[-1] if dets.ndim == 2 and dets.shape[-1] > 5 else 5)
+            if (sx, sy) != (1.0, 1.0):  # back to full-frame pixel centres (box edges and keypoints)
+                xs = [0, 2, *range(5, dets.shape[1], 2)]
+                dets[:, xs] = (dets[:, xs] + 0.5) / sx - 0.5
+                dets[:, [1, 3, *range(6, dets.shape[1], 2)]] = (dets[:, [1, 3, *range(6, dets.shape[1], 2)]] + 0.5) / sy - 0.5
             out.append(self._finish(dets))
         return out
 
     def _finish(self, dets: np.ndarray) -> list[FaceBox]:
+        """``(N, 5 + 2K)`` rows ``x0, y0, x1, y1, score[, keypoint x, y ...]`` -> filtered, sorted boxes."""
         keep = (
             (dets[:, 4] >= self.threshold)
             & (dets[:, 2] > dets[:, 0])
@@ -190,7 +237,8 @@ class DetectorBase:
         size = np.sqrt((dets[:, 2] - dets[:, 0]) * (dets[:, 3] - dets[:, 1]))
         dets = dets[size >= self.cfg.min_face_size]
         dets = dets[np.argsort(-dets[:, 4], kind="stable")]
-        return [FaceBox(float(a), float(b), float(c), float(d), float(e)) for a, b, c, d, e in dets]
+        return [FaceBox(*(float(v) for v in d[:5]), keypoints=d[5:].reshape(-1, 2).astype(np.float32)
+                        if len(d) > 5 else None) for d in dets]
 
 
 DETECTORS: Registry[FaceDetector] = Registry("face detector")
@@ -227,12 +275,16 @@ class BlazeFaceDetector(DetectorBase):
     """
 
     default_threshold = 0.5
+    #: score a face must reach when re-detected around itself (pipeline.face.confirm)
+    confirm_score = 0.75
 
-    def __init__(self, net: Any, cfg: DetectorConfig, *, input_size: int = 128, name: str = "blazeface"):
+    def __init__(self, net: Any, cfg: DetectorConfig, *, input_size: int = 128, name: str = "blazeface",
+                 second: "BlazeFaceDetector | None" = None):
         super().__init__(cfg)
         self.net = net
         self.input_size = int(input_size)
         self.name = name
+        self.second = second
         if hasattr(net, "min_score_thresh"):
             net.min_score_thresh = self.threshold
 
@@ -259,28 +311,59 @@ class BlazeFaceDetector(DetectorBase):
             y0 = p[:, 0] * d / ry - 0.5
             x1 = p[:, 3] * d / rx - 0.5
             y1 = p[:, 2] * d / ry - 0.5
-            out.append(np.stack([x0, y0, x1, y1, p[:, -1]], axis=1))
+            kp = p[:, 4:16].reshape(-1, 6, 2) * d / np.array([rx, ry]) - 0.5  # (x, y) of KEYPOINT_NAMES
+            out.append(np.concatenate([np.stack([x0, y0, x1, y1, p[:, -1]], axis=1), kp.reshape(-1, 12)], axis=1))
+        return out
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[FaceBox]]:
+        """Faces in each of ``images``, merged with those of the ``second`` model when there is one."""
+        out = super().detect_batch(images)
+        if self.second is not None:
+            out = [merge_boxes(a + b) for a, b in zip(out, self.second.detect_batch(images))]
         return out
 
 
+def merge_boxes(boxes: Sequence[FaceBox], iou: float = 0.3) -> list[FaceBox]:
+    """Greedy non-maximum suppression: the best-scored box of each group overlapping by more
+    than ``iou``, best score first."""
+    kept: list[FaceBox] = []
+    for b in sorted(boxes, key=lambda b: -b.score):
+        if all(b.iou(k) <= iou for k in kept):
+            kept.append(b)
+    return kept
+
+
+def _blazeface_net(cfg: DetectorConfig, back: bool) -> Any:
+    """face-alignment's BlazeFace module (front or back model) with weights from the model directory."""
+    suffix = "back" if back else ""
+    weights = asset_path(f"blazeface/blazeface{suffix}.pth", cfg.model_dir)
+    anchors = asset_path(f"blazeface/anchors{suffix}.npy", cfg.model_dir)
+    from face_alignment.detection.blazeface import FaceDetector as FABlazeFace  # backend library (module doc)
+
+    thr = BlazeFaceDetector.default_threshold if cfg.score_threshold is None else cfg.score_threshold
+    fa = FABlazeFace(cfg.device, back_model=back, path_to_detector=str(weights), path_to_anchor=str(anchors),
+                     min_score_thresh=thr)
+    return fa.face_detector
+
+
 def _blazeface_factory(back: bool):
-    def make(cfg: DetectorConfig, **options: Any) -> BlazeFaceDetector:
+    """``blazeface``: the front model and (option ``small_faces``, default on) the back model on
+    every frame, their boxes merged (:func:`merge_boxes`). The front model sees the frame at
+    128 px, so a 45 px face of a 640x360 frame is 9 px there and never found; the back model
+    (256 px input, trained on faces far from the camera) finds faces from about 40 px in such
+    frames (bench/bench_detect.py: every face 40-60 px tall; no detection on noise frames). Both
+    always run (not the back model only where the front finds nothing): a false front
+    detection elsewhere in the frame must not hide a small face. The face confirmation of
+    :mod:`pipeline.face.confirm` rejects what either finds on textures."""
+
+    def make(cfg: DetectorConfig, *, small_faces: bool = True, **options: Any) -> BlazeFaceDetector:
         if options:
             raise TypeError(f"{cfg.name}: unexpected options {sorted(options)}")
-        suffix = "back" if back else ""
-        weights = asset_path(f"blazeface/blazeface{suffix}.pth", cfg.model_dir)
-        anchors = asset_path(f"blazeface/anchors{suffix}.npy", cfg.model_dir)
-        from face_alignment.detection.blazeface import FaceDetector as FABlazeFace  # backend library (module doc)
-
-        thr = BlazeFaceDetector.default_threshold if cfg.score_threshold is None else cfg.score_threshold
-        fa = FABlazeFace(
-            cfg.device,
-            back_model=back,
-            path_to_detector=str(weights),
-            path_to_anchor=str(anchors),
-            min_score_thresh=thr,
-        )
-        return BlazeFaceDetector(fa.face_detector, cfg, input_size=256 if back else 128, name=cfg.name)
+        second = None
+        if small_faces and not back:
+            second = BlazeFaceDetector(_blazeface_net(cfg, True), cfg, input_size=256, name=f"{cfg.name}-back")
+        return BlazeFaceDetector(_blazeface_net(cfg, back), cfg, input_size=256 if back else 128, name=cfg.name,
+                                 second=second)
 
     return make
 
@@ -499,6 +582,8 @@ __all__ = [
     "create_detector",
     "detect_batch",
     "pick_face",
+    "rank_faces",
+    "merge_boxes",
     "BlazeFaceDetector",
     "DlibHogDetector",
     "DlibCnnDetector",

@@ -1,8 +1,26 @@
 """Label quality control: per-frame measures, flags and the keep / flag / drop decision.
 
 Each frame gets the measures below and a ``qc_flags`` bitmask. Flags listed in
-``QCConfig.drop`` remove the frame (reported, not stored); the others are stored with it so
-training code can filter on them.
+``QCConfig.drop`` remove the frame (reported, not stored); the others are stored with it, and
+training leaves flagged frames out unless asked to keep them (``depthseg.data.FrameDataset``,
+``--include-flagged``).
+
+Live and spoof frames must pass the same gates, or pose and image quality become a shortcut for
+"spoof" (spoof frames are never fitted). So the pose and landmark checks that decide most bad
+labels use only the detector and the landmarks (:mod:`pipeline.face.confirm`), never the fit:
+
+* ``extreme-pose``: the fit-independent yaw (``qc/pose_yaw``, from the detector keypoints) beyond
+  ``max_pose_yaw``. It follows the true yaw to about 40 deg and saturates near 50 deg, so the
+  default 40 flags heads turned more than about 50 deg (where dlib's semi-frontal landmarks, and
+  so the labels, go wrong: bench/bench_detect.py).
+* ``landmark-mismatch``: the landmarks' eyes / nose / mouth far from the detector's keypoints
+  (``qc/landmark_mismatch`` > ``max_landmark_mismatch`` of the face size): the landmark
+  backend lost the face (profiles, occlusion), whatever the fit residual says.
+
+``high-residual`` and ``fit-pose`` (the fitted yaw / pitch beyond ``max_yaw`` / ``max_pitch``, or
+the fitted yaw more than ``max_pose_disagreement`` from ``pose_yaw``) exist for fitted (live /
+unknown) frames only: they catch bad fits the other gates miss, at the price of a live-only
+removal that the per-class drop rates of the training log make visible.
 """
 
 from __future__ import annotations
@@ -19,6 +37,8 @@ HIGH_RESIDUAL = 2  # landmark / fit residual above max_residual
 EXTREME_POSE = 4  # |yaw| or |pitch| above the limits
 BLURRY = 8  # variance of the Laplacian below min_blur
 LOW_SCORE = 16  # detector score below min_det_score
+LANDMARK_MISMATCH = 32  # landmarks disagree with the detector's keypoints
+FIT_POSE = 64  # fitted pose extreme, or far from the fit-independent yaw (fitted frames only)
 
 FLAG_NAMES = {
     SMALL_FACE: "small-face",
@@ -26,12 +46,16 @@ FLAG_NAMES = {
     EXTREME_POSE: "extreme-pose",
     BLURRY: "blurry",
     LOW_SCORE: "low-score",
+    LANDMARK_MISMATCH: "landmark-mismatch",
+    FIT_POSE: "fit-pose",
 }
 
 
 @dataclass(frozen=True)
 class QCConfig:
-    """Thresholds of the label QC. Residuals are RMS landmark error / face size."""
+    """Thresholds of the label QC (module docstring). Residuals are RMS landmark error / face
+    size. ``confirm``: faces must pass :func:`pipeline.face.confirm.confirm_face` before they are
+    fitted and stored (else they count as no face)."""
 
     min_face_size: float = opt(64.0, help="QC: flag faces smaller than this, pixels")
     max_residual: float = opt(0.06, help="QC: flag fits with a larger RMS landmark residual / face size")
@@ -39,6 +63,11 @@ class QCConfig:
     max_pitch: float = opt(35.0, help="QC: flag faces tilted further (degrees)")
     min_blur: float = opt(20.0, help="QC: flag crops with a lower variance of the Laplacian")
     min_det_score: float = opt(0.6, help="QC: flag detections with a lower score")
+    max_pose_yaw: float = opt(40.0, help="QC: flag faces whose fit-free yaw (detector keypoints) is larger (degrees)")
+    max_landmark_mismatch: float = opt(0.15, help="QC: flag faces whose landmarks and detector keypoints "
+                                                   "disagree by more (mean distance / face size)")
+    max_pose_disagreement: float = opt(25.0, help="QC: flag fits whose yaw differs more from the fit-free yaw (degrees)")
+    confirm: bool = opt(True, help="re-detect each face on its crop before fitting; unconfirmed faces count as no face")
     #: flag names that drop the frame instead of only flagging it
     drop: tuple[str, ...] = opt((), help="QC flags that drop the frame instead of only flagging it",
                                 choices=lambda: sorted(FLAG_NAMES.values()))
@@ -75,16 +104,30 @@ def qc_flags(
     pitch: np.ndarray,
     blur: np.ndarray,
     det_score: np.ndarray,
+    pose_yaw: np.ndarray | None = None,
+    landmark_mismatch: np.ndarray | None = None,
 ) -> np.ndarray:
-    """``(N,)`` uint8 bitmask of the flags above. NaN measures (spoof frames: no fit) never flag."""
+    """``(N,)`` uint8 bitmask of the flags above. NaN measures (spoof frames: no fit; detectors
+    without keypoints: no mismatch) never flag. ``yaw`` / ``pitch`` are the fitted pose,
+    ``pose_yaw`` the fit-independent yaw (module docstring)."""
+    n = len(face_size)
+    pose_yaw = np.full(n, np.nan) if pose_yaw is None else np.asarray(pose_yaw)
+    landmark_mismatch = np.full(n, np.nan) if landmark_mismatch is None else np.asarray(landmark_mismatch)
+
+    def bit(cond: np.ndarray, flag: int) -> np.ndarray:
+        return np.where(cond, flag, 0).astype(np.uint8)
+
     with np.errstate(invalid="ignore"):
-        flags = np.zeros(len(face_size), dtype=np.uint8)
-        flags |= np.where(face_size < cfg.min_face_size, SMALL_FACE, 0).astype(np.uint8)
-        flags |= np.where(residual > cfg.max_residual, HIGH_RESIDUAL, 0).astype(np.uint8)
-        pose = (np.abs(yaw) > cfg.max_yaw) | (np.abs(pitch) > cfg.max_pitch)
-        flags |= np.where(pose, EXTREME_POSE, 0).astype(np.uint8)
-        flags |= np.where(blur < cfg.min_blur, BLURRY, 0).astype(np.uint8)
-        flags |= np.where(det_score < cfg.min_det_score, LOW_SCORE, 0).astype(np.uint8)
+        flags = np.zeros(n, dtype=np.uint8)
+        flags |= bit(face_size < cfg.min_face_size, SMALL_FACE)
+        flags |= bit(residual > cfg.max_residual, HIGH_RESIDUAL)
+        flags |= bit(np.abs(pose_yaw) > cfg.max_pose_yaw, EXTREME_POSE)
+        fit_pose = (np.abs(yaw) > cfg.max_yaw) | (np.abs(pitch) > cfg.max_pitch)
+        fit_pose |= np.abs(yaw - pose_yaw) > cfg.max_pose_disagreement
+        flags |= bit(fit_pose, FIT_POSE)
+        flags |= bit(blur < cfg.min_blur, BLURRY)
+        flags |= bit(det_score < cfg.min_det_score, LOW_SCORE)
+        flags |= bit(landmark_mismatch > cfg.max_landmark_mismatch, LANDMARK_MISMATCH)
     return flags
 
 

@@ -33,6 +33,7 @@ import torch
 
 from pipeline.base.assets import asset_path, resolve_model_dir
 from pipeline.base.errors import ConfigError, ModelAssetMissing
+from pipeline.reconstruct.mesh import hole_fans
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ class SFMTensors:
     * ``edge_faces`` / ``edge_vertices`` ``(Ed, 2)`` int64 (0-based) adjacent triangles /
       end vertices of each interior mesh edge, or ``None`` without the edge-topology file;
     * ``vertex_faces`` ``(V, D)`` int64 the triangles around each vertex, padded by repeating
-      the vertex's first triangle (so a max / min over a row ignores the padding).
+      the vertex's first triangle (so a max / min over a row ignores the padding);
+    * ``holes`` the border vertex lists ``(n_j,)`` of the mesh's inner holes (the mouth) and
+      ``closed_triangles`` ``(T + sum n_j, 3)`` the triangles with those holes closed by fans to
+      one appended vertex per hole (:mod:`pipeline.reconstruct.mesh`; the depth labels use them).
     """
 
     mean: torch.Tensor
@@ -82,6 +86,8 @@ class SFMTensors:
     edge_faces: torch.Tensor | None
     edge_vertices: torch.Tensor | None
     vertex_faces: torch.Tensor | None = None
+    holes: tuple[torch.Tensor, ...] = ()
+    closed_triangles: torch.Tensor | None = None
 
     @property
     def device(self) -> torch.device:
@@ -153,6 +159,7 @@ class SFMModel:
 
         basis = self.shape_basis.reshape(v, 3, -1)
         rescaled = basis * np.sqrt(np.maximum(self.eigenvalues, 0.0))[None, None, :]
+        closed, holes, _ = hole_fans(self.triangles, v)
         return SFMTensors(
             mean=f(self.shape_mean.reshape(v, 3)),
             basis=f(basis),
@@ -168,6 +175,8 @@ class SFMModel:
             edge_faces=None if self.edge_faces is None else i(self.edge_faces),
             edge_vertices=None if self.edge_vertices is None else i(self.edge_vertices),
             vertex_faces=i(_vertex_faces(self.triangles, v)),
+            holes=tuple(i(h) for h in holes),
+            closed_triangles=i(closed),
         )
 
 

@@ -8,13 +8,17 @@ bound exists only here. QC thresholds are the nested :class:`~pipeline.face.qc.Q
 
 ``output_config()`` is the part that decides the stored arrays: its canonical JSON is hashed
 into the store's manifest (resume, refusing mixed configurations), so its form (flat fields, the
-QC thresholds as one ``qc`` dict, ``kind``) must not change.
+QC thresholds as one ``qc`` dict, ``kind``, ``label_version``) must not change. ``label_version``
+(:data:`pipeline.reconstruct.LABEL_VERSION`) is not an option: it says what the depth labels mean,
+so a store of older labels is refused by the resume check (``from_dict``) and the flow's cache
+key changes with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from pipeline.base.errors import ConfigError
 from pipeline.base.options import check_device, check_fields, group, opt
 from pipeline.datasets import list_adapters
 from pipeline.face.crop import CropConfig
@@ -23,6 +27,7 @@ from pipeline.face.landmarks import LANDMARKERS
 from pipeline.face.qc import QCConfig
 from pipeline.io.frames import DEFAULT_MAX_PIXELS, FrameConfig
 from pipeline.io.items import WorkItem
+from pipeline.reconstruct import LABEL_VERSION
 
 @dataclass(frozen=True)
 class PreprocessConfig:
@@ -36,7 +41,8 @@ class PreprocessConfig:
     size: int = opt(256, help="crop side in pixels", ge=16, le=1024)
     crop_scale: float = opt(1.3, help="crop side / face box side", ge=0.5, le=4.0)
     score_threshold: float | None = opt(None, help="detector score threshold (none: the detector's own)")
-    min_face_size: float = opt(32.0, help="smallest face box side the detector keeps, pixels")
+    min_face_size: float = opt(20.0, help="smallest face box side the detector keeps, pixels "
+                                                "(faces under qc_min_face_size are stored flagged)")
     fit_iterations: int = opt(5, help="iterations of the 3D model fit", ge=1)
     depth_far_value: float = opt(0.1, help="depth of the farthest visible face point (0-1)", ge=0, le=1)
     qc: QCConfig = group(QCConfig, "qc")
@@ -68,12 +74,17 @@ class PreprocessConfig:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EXECUTION_ONLY}
         out["qc"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.qc).items()}
         out["kind"] = "depthseg-fas/preprocess"
+        out["label_version"] = LABEL_VERSION
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> "PreprocessConfig":
         data = dict(data)
         data.pop("kind", None)
+        version = data.pop("label_version", LABEL_VERSION)
+        if version != LABEL_VERSION:
+            raise ConfigError(f"config of label version {version!r}: this code writes labels of version "
+                              f"{LABEL_VERSION} (see pipeline.reconstruct.depth); use a new store")
         if isinstance(data.get("qc"), dict):
             qc = dict(data["qc"])
             if "drop" in qc:

@@ -37,36 +37,74 @@ def _class_of(label: str, attack: str) -> str:
 
 def sample_grid_png(reader, per_class: int = 6, seed: int = 0) -> bytes:
     """PNG of random crops per class (rows), each with its landmarks and depth overlay."""
+    meta = reader.meta
+    n = len(reader)
+    classes = np.array([_class_of(l, a) for l, a in zip(meta["label"], meta["attack_type"])]) if n else np.array([])
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cls in CLASS_ORDER:
+        idx = np.flatnonzero(classes == cls)
+        if len(idx):
+            rows.append([(int(i), f"{cls} #{i}") for i in np.sort(rng.choice(idx, size=min(per_class, len(idx)),
+                                                                              replace=False))])
+    return _crop_grid_png(reader, rows, per_class,
+                          "random crops per class: image, landmarks (cyan), depth overlay")
+
+
+def flagged_grid_png(reader, per_flag: int = 6, seed: int = 0) -> bytes | None:
+    """PNG of random QC-flagged crops, one row per flag (title: class and every flag of the
+    frame), or None when no frame is flagged."""
+    from pipeline.face.qc import FLAG_NAMES, describe_flags
+
+    meta = reader.meta
+    flags = np.asarray(meta.get("qc_flags", np.zeros(len(reader), np.uint8))).astype(int)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for bit in FLAG_NAMES:
+        idx = np.flatnonzero(flags & bit)
+        if len(idx):
+            pick = np.sort(rng.choice(idx, size=min(per_flag, len(idx)), replace=False))
+            rows.append([(int(i), f"{_class_of(str(meta['label'][i]), str(meta['attack_type'][i]))} #{i}\n"
+                                  + ",".join(describe_flags(int(flags[i])))) for i in pick])
+    if not rows:
+        return None
+    return _crop_grid_png(reader, rows, per_flag, "QC-flagged crops, one row per flag (not trained on by default)")
+
+
+def flag_counts(meta: dict) -> list[tuple[str, int, int]]:
+    """``(flag name, live frames, spoof frames)`` carrying each QC flag (plus ``any``)."""
+    from pipeline.face.qc import FLAG_NAMES
+
+    flags = np.asarray(meta.get("qc_flags", np.zeros(len(meta["label"]), np.uint8))).astype(int)
+    label = np.asarray(meta["label"]).astype(str)
+    rows = [(name, int(((flags & bit) != 0)[label == "live"].sum()), int(((flags & bit) != 0)[label == "spoof"].sum()))
+            for bit, name in FLAG_NAMES.items()]
+    return rows + [("any", int((flags[label == "live"] != 0).sum()), int((flags[label == "spoof"] != 0).sum()))]
+
+
+def _crop_grid_png(reader, rows: list[list[tuple[int, str]]], columns: int, title: str) -> bytes:
+    """PNG grid: one row per list of ``(frame index, title)``, each crop with its landmarks and depth."""
     import matplotlib  # on use, after choosing the headless Agg backend
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # on use, after choosing the headless Agg backend
 
-    meta = reader.meta
-    n = len(reader)
-    classes = np.array([_class_of(l, a) for l, a in zip(meta["label"], meta["attack_type"])]) if n else np.array([])
-    rows = [c for c in CLASS_ORDER if (classes == c).any()]
-    rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(max(len(rows), 1), per_class, figsize=(1.6 * per_class, 1.7 * max(len(rows), 1)),
+    fig, axes = plt.subplots(max(len(rows), 1), columns, figsize=(1.6 * columns, 1.8 * max(len(rows), 1)),
                              squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
-    for r, cls in enumerate(rows):
-        idx = np.flatnonzero(classes == cls)
-        pick = np.sort(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
-        batch = reader.read_batch(pick, fields=("image", "depth", "landmarks", "affine"))
-        for c in range(len(pick)):
+    for r, row in enumerate(rows):
+        batch = reader.read_batch([i for i, _ in row], fields=("image", "depth", "landmarks", "affine"))
+        for c, (_, name) in enumerate(row):
             ax = axes[r, c]
-            img = batch["image"][c]
             dep = batch["depth"][c].astype(np.float32) / 255.0
-            ax.imshow(img)
+            ax.imshow(batch["image"][c])
             ax.imshow(np.ma.masked_where(dep <= 0, dep), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
-            pts = batch["landmarks"][c]
             a = batch["affine"][c]
-            uv = pts @ a[:, :2].T + a[:, 2]
+            uv = batch["landmarks"][c] @ a[:, :2].T + a[:, 2]
             ax.scatter(uv[:, 0], uv[:, 1], s=1.5, c="cyan")
-            ax.set_title(f"{cls} #{pick[c]}", fontsize=7)
-    fig.suptitle("random crops per class: image, landmarks (cyan), depth overlay", fontsize=9)
+            ax.set_title(name, fontsize=6)
+    fig.suptitle(title, fontsize=9)
     return _fig_png(fig)
 
 
@@ -121,6 +159,9 @@ def build_html_report(report: dict, reader=None) -> str:
     if reader is not None and len(reader):
         parts.append("<h2>Distributions</h2>" + _img(_histograms_png(reader.meta), "histograms"))
         parts.append("<h2>Samples</h2>" + _img(sample_grid_png(reader), "sample grid"))
+        parts.append("<h2>QC flags</h2>" + _table(flag_counts(reader.meta), ("flag", "live frames", "spoof frames")))
+        flagged = flagged_grid_png(reader)
+        parts.append(_img(flagged, "flagged crops") if flagged is not None else "<p>no flagged frame</p>")
     parts.append("</body></html>")
     return "".join(parts)
 

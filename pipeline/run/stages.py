@@ -1,8 +1,9 @@
 """The per-item stages, free of any store: faces of an item → fit + render → QC + metadata.
 
-    decode (sampled) → detect → pick one face → 68 landmarks → S×S crop    (``iter_faces``)
+    decode (sampled) → detect → rank faces → 68 landmarks → confirm → S×S crop   (``iter_faces``)
+      (the crop is placed by a second landmark pass on the box the first one implies)
     → batched 3D fit + z-buffer render of live / unknown faces            (``fit_and_render``)
-      (spoof: zeros, no fit)
+      (spoof: zeros, no fit; no depth outside the source image)
     → QC measures and flags, metadata columns → ``storage.PartData``      (``finish_chunk``)
 
 Faces travel as :class:`pipeline.face.batch.FaceBatch`; frame outcomes are tallied in one
@@ -22,9 +23,11 @@ import numpy as np
 import torch
 
 from pipeline.base.errors import NoFaceDetected, InputError
+from pipeline.base.types import FaceBox, Frame
 from pipeline.face.batch import FaceBatch, rebatch
-from pipeline.face.crop import crop_face
-from pipeline.face.detect import detect_batch, pick_face
+from pipeline.face.confirm import confirm_face, fit_free_measures
+from pipeline.face.crop import CropConfig, crop_face, inside_source, landmark_box
+from pipeline.face.detect import detect_batch, rank_faces
 from pipeline.face.qc import blur_measure, qc_flags
 from pipeline.io.frames import iter_frames
 from pipeline.io.items import WorkItem
@@ -37,15 +40,20 @@ from storage import PartData
 
 MEASURES = ("fit_residual", "yaw", "pitch", "roll")
 
+#: faces of one frame tried, in the pick rule's order, until one is confirmed
+MAX_CANDIDATES = 3
+
 
 @dataclass
 class FrameCounts:
     """What became of an item's sampled frames (stored in its part's manifest entry, in this
-    field order). ``decoded`` and ``no_face`` come from the face stage, ``dropped_qc`` and
-    ``flagged_qc`` from QC; the pipelined runner adds the two halves with :meth:`add`."""
+    field order). ``decoded`` and ``no_face`` come from the face stage (``unconfirmed``: the
+    frames of ``no_face`` with detections, none confirmed), ``dropped_qc`` and ``flagged_qc``
+    from QC; the pipelined runner adds the two halves with :meth:`add`."""
 
     decoded: int = 0
     no_face: int = 0
+    unconfirmed: int = 0
     dropped_qc: int = 0
     flagged_qc: int = 0
 
@@ -76,17 +84,40 @@ def relative_source(path: str | Path, root: str | Path | None) -> str:
     return Path(rel).as_posix()
 
 
+def face_of(frame: Frame, box: FaceBox, cfg: PreprocessConfig, eng: Engines, timer: StageTimer,
+            ccfg: CropConfig) -> FaceBatch | None:
+    """Landmarks + crop of the face ``box`` of ``frame`` as a one-face batch; with ``cfg.qc.confirm``
+    first checked to be a face (:func:`pipeline.face.confirm.confirm_face`): None when it is not."""
+    with timer.stage("landmarks"):
+        lm = eng.landmarker.landmarks(frame.image, box)
+    if cfg.qc.confirm:
+        with timer.stage("confirm"):
+            if confirm_face(eng.detector, frame.image, box, lm.points) is not None:
+                return None
+    with timer.stage("landmarks"):
+        # the crop is placed by a second pass from the box the landmarks imply (it depends on the
+        # face only); the fit keeps the first pass, better on turned faces (bench_labels)
+        placed = eng.landmarker.landmarks(frame.image, landmark_box(lm.points, box.score)).points
+    with timer.stage("crop"):
+        crop = crop_face(frame.image, box, ccfg, landmarks=placed)
+    return FaceBatch.single(frame, box, lm, crop)
+
+
 def iter_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: FrameCounts,
                detect_frames: int = 1) -> Iterator[FaceBatch]:
-    """Decode, detect, landmark and crop the sampled frames of ``item``: one face per frame with
-    a face, as a one-face batch (chunk them with ``rebatch``).
+    """Decode, detect, landmark, confirm and crop the sampled frames of ``item``: one face per
+    frame with a confirmed face, as a one-face batch (chunk them with ``rebatch``).
 
-    ``counts.decoded`` and ``counts.no_face`` are updated as frames go by. ``detect_frames``
-    frames go through the detector per call (its batched path gives each frame the boxes it
-    gives it alone). Raises a InputError for an unreadable input.
+    Each frame's faces are ranked by the pick rule (``track`` follows the face picked last,
+    :func:`pipeline.face.detect.rank_faces`) and the first :data:`MAX_CANDIDATES` tried in
+    order until one is confirmed. ``counts.decoded``, ``no_face`` and ``unconfirmed`` are
+    updated as frames go by. ``detect_frames`` frames go through the detector per call (its
+    batched path gives each frame the boxes it gives it alone). Every runner (sequential,
+    pipelined workers) gets its faces here. Raises a InputError for an unreadable input.
     """
     ccfg = cfg.crop_config()
     frames = iter_frames(item.path, cfg.frame_config(item))
+    previous = None  # the face picked last: "track" follows it
     while True:
         with timer.stage("decode"):
             batch = list(itertools.islice(frames, max(1, detect_frames)))
@@ -96,16 +127,18 @@ def iter_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: Stage
         with timer.stage("detect"):
             found = detect_batch(eng.detector, [f.image for f in batch])
         for frame, boxes in zip(batch, found):
-            try:
-                box = pick_face(boxes, eng.detector.cfg)
-            except NoFaceDetected:
+            ranked = rank_faces(boxes, eng.detector.cfg, previous=previous)[:MAX_CANDIDATES]
+            face = None
+            for box in ranked:
+                face = face_of(frame, box, cfg, eng, timer, ccfg)
+                if face is not None:
+                    break
+            if face is None:
                 counts.no_face += 1
+                counts.unconfirmed += bool(ranked)
                 continue
-            with timer.stage("landmarks"):
-                lm = eng.landmarker.landmarks(frame.image, box)
-            with timer.stage("crop"):
-                crop = crop_face(frame.image, box, ccfg)
-            yield FaceBatch.single(frame, box, lm, crop)
+            previous = box
+            yield face
     if counts.decoded == 0:
         raise InputError("no frame could be read", source=item.path)
 
@@ -194,11 +227,15 @@ def finish_chunk(faces: FaceBatch, item: WorkItem, cfg: PreprocessConfig, eng: E
         depth, meas = _blank(len(faces), cfg)
     else:
         depth, meas = rendered if rendered is not None else render_faces([faces], cfg, eng, timer)
+        # no depth where the crop shows the black padding beyond the source image
+        outside = np.stack([~inside_source(a, hw, cfg.size) for a, hw in zip(faces.affine, faces.frame_hw)])
+        depth = np.where(outside, np.uint8(0), depth)
     with timer.stage("qc"):
         blur = blur_measure(faces.image)
+        free = fit_free_measures(faces.landmarks, faces.keypoints, faces.face_size)
         flags = qc_flags(
             cfg.qc, face_size=faces.face_size, residual=meas["fit_residual"], yaw=meas["yaw"],
-            pitch=meas["pitch"], blur=blur, det_score=faces.det_score,
+            pitch=meas["pitch"], blur=blur, det_score=faces.det_score, **free,
         )
     keep = (flags & cfg.qc.drop_mask()) == 0
     counts.dropped_qc += int((~keep).sum())
@@ -206,7 +243,7 @@ def finish_chunk(faces: FaceBatch, item: WorkItem, cfg: PreprocessConfig, eng: E
     meta = _meta_columns(faces, item, root)
     qc = {
         "det_score": faces.det_score, "face_size": faces.face_size, "yaw": meas["yaw"], "pitch": meas["pitch"],
-        "roll": meas["roll"], "blur": blur, "qc_flags": flags,
+        "roll": meas["roll"], "blur": blur, "qc_flags": flags, **free,
     }
     return PartData(
         image=faces.image[keep], depth=depth[keep], landmarks=faces.landmarks[keep], bbox=faces.bbox[keep],

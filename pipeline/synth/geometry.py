@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.reconstruct.fit import FitConfig, fit_landmarks
+from pipeline.reconstruct.mesh import append_hole_centres, hole_fans
 from pipeline.reconstruct.raster import rasterize
 from pipeline.synth.plan import IBUG_FLIP, MARGIN, IdentityPlan, SourcePhoto, SynthConfig, clip_rng
 
@@ -134,27 +135,6 @@ def _hue_shift(img: np.ndarray, degrees: float, sat: float) -> np.ndarray:
     return np.clip(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0, 0, 255)
 
 
-def _boundary_loops(triangles: np.ndarray) -> list[np.ndarray]:
-    """Boundary loops of a triangle mesh (vertex indices in the border edges' direction), longest first."""
-    t = np.asarray(triangles, dtype=np.int64)
-    d = np.concatenate([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]], 0)
-    n = int(t.max()) + 1
-    fwd = set((d[:, 0] * n + d[:, 1]).tolist())
-    border = d[~np.isin(d[:, 1] * n + d[:, 0], list(fwd))]  # directed edges without a twin
-    nxt = dict(zip(border[:, 0].tolist(), border[:, 1].tolist()))
-    loops, seen = [], set()
-    for start in nxt:  # walk each loop once (a few hundred border edges)
-        if start in seen:
-            continue
-        loop, v = [], start
-        while v not in seen:
-            seen.add(v)
-            loop.append(v)
-            v = nxt[v]
-        loops.append(np.asarray(loop, dtype=np.int64))
-    return sorted(loops, key=len, reverse=True)
-
-
 @dataclass(frozen=True)
 class _Topology:
     """The face mesh with its inner holes (the SFM's open mouth) closed by a fan to one extra
@@ -172,10 +152,10 @@ class _Topology:
     def extend(self, x: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         """Append the hole-centre vertices to ``(..., V, C)`` per-vertex values (their mean over
         each hole border, plus ``offset`` ``(C,)`` if given)."""
-        extra = [x[..., h, :].mean(-2, keepdim=True) for h in self.holes]
-        if offset is not None:
-            extra = [e + offset for e in extra]
-        return torch.cat([x, *extra], -2)
+        out = append_hole_centres(x, self.holes)
+        if offset is not None and self.holes:
+            out = torch.cat([x, out[..., x.shape[-2]:, :] + offset], -2)
+        return out
 
 
 HOLE_DEPTH = 4.0
@@ -184,13 +164,7 @@ HOLE_DEPTH = 4.0
 def _topology(triangles: torch.Tensor, num_vertices: int) -> _Topology:
     dev = triangles.device
     t = triangles.cpu().numpy()
-    loops = _boundary_loops(t)
-    outer, holes = loops[0], loops[1:]
-    fans = []
-    for j, h in enumerate(holes):  # border edge a -> b gets the twin triangle (b, a, centre)
-        c = np.full(len(h), num_vertices + j)
-        fans.append(np.stack([np.roll(h, -1), h, c], 1))
-    tri = np.concatenate([t, *fans], 0) if fans else t
+    tri, holes, outer = hole_fans(t, num_vertices)
     nv = num_vertices + len(holes)
     a = np.ones(nv, np.float32)
     marked = np.zeros(nv, bool)

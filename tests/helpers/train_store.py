@@ -58,10 +58,15 @@ def face_crops(path: Path, cx: float, cy: float, side_frac: float, n: int, size:
     return np.stack(crops), np.asarray(affines, dtype=np.float32)
 
 
-def make_store(root: Path, size: int = 128, seed: int = 0) -> str:
-    """Write the test store (one part per source image, frames of every split)."""
+def make_store(root: Path, size: int = 128, seed: int = 0, flagged: dict[str, int] | None = None,
+               config: dict | None = None) -> str:
+    """Write the test store (one part per source image, frames of every split).
+
+    ``flagged``: label -> how many frames of each split of each part of that label carry a QC
+    flag (``qc_flags`` 32, landmark-mismatch; the first frames of the split). ``config``: the
+    store config (default ``{"crop_size": size, "test": "depthseg"}``)."""
     url = str(root / "store")
-    writer = storage.DatasetWriter.open(url, {"crop_size": size, "test": "depthseg"})
+    writer = storage.DatasetWriter.open(url, config or {"crop_size": size, "test": "depthseg"})
     rng = np.random.default_rng(seed)
     depth_map = ellipsoid_depth(size)
     for name, (label, attack, cx, cy, frac) in SOURCES.items():
@@ -82,7 +87,7 @@ def make_store(root: Path, size: int = 128, seed: int = 0) -> str:
             affine=affine,
             fit_residual=np.full(n, np.nan if label == "spoof" else 0.5, np.float32),
             qc={k: np.zeros(n, np.float32) for k in ("det_score", "face_size", "yaw", "pitch", "roll", "blur")}
-            | {"qc_flags": np.zeros(n, np.uint8)},
+            | {"qc_flags": np.where(frame_index < (flagged or {}).get(label, 0), 32, 0).astype(np.uint8)},
             meta={"video_id": video, "frame_index": frame_index.astype(np.int64),
                   "timestamp": frame_index / 30.0, "label": np.array([label] * n),
                   "attack_type": np.array([attack] * n), "subject": np.array([stem] * n),

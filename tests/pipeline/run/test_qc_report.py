@@ -95,15 +95,22 @@ def test_perturbed_landmarks_raise_the_residual_and_the_flag(portraits):
 
 
 class PerturbEveryThird:
-    """Wraps the real landmarker; the landmarks of calls 1, 4, 7, ... (0-based) are perturbed."""
+    """Wraps the real landmarker; the landmarks of frames 1, 4, 7, ... (0-based) are perturbed.
+
+    ``calls`` counts frames: a repeated call on the same frame (the crop-placement pass) is
+    passed through unperturbed and uncounted."""
 
     def __init__(self, inner):
         self.inner = inner
         self.calls = 0
         self.perturbed: list[np.ndarray] = []
+        self._last = None
 
     def landmarks(self, image, box):
         lm = self.inner.landmarks(image, box)
+        if image is self._last:
+            return lm
+        self._last = image
         k = self.calls
         self.calls += 1
         if k % 3 != 1:
@@ -251,7 +258,11 @@ def test_html_report_has_failures_grid_and_label_counts(html_report):
     # embedded PNGs: the histograms and the sample grid, decodable, sized like a grid of crops
     pngs = {alt: base64.b64decode(b64) for alt, b64 in
             re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)}
-    assert set(pngs) == {"histograms", "sample grid"}
+    flagged = np.asarray(ds.meta["qc_flags"]) != 0
+    assert set(pngs) == {"histograms", "sample grid"} | ({"flagged crops"} if flagged.any() else set())
+    # the QC flag table: frames carrying any flag, per class, as in the store
+    label = np.asarray(ds.meta["label"]).astype(str)
+    assert _table_after(text, "QC flags")["any"] == str(int(flagged[label == "live"].sum()))
     grid = Image.open(io.BytesIO(pngs["sample grid"]))
     grid.load()
     assert grid.format == "PNG" and grid.width > 400 and grid.height > 150
