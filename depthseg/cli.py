@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 from pipeline.base.errors import RunInterrupted
@@ -30,6 +32,8 @@ def register(sub) -> None:
     t.add_argument("--num-workers", type=int, default=0)
     t.add_argument("--max-steps-per-epoch", type=int)
     t.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine (runs torchrun; one per GPU on CUDA)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="ISO/IEC 30107-3 metrics of a checkpoint on a store split")
@@ -64,6 +68,11 @@ def _echo(msg: str) -> None:
 def cmd_train(args) -> int:
     from .trainer import TrainConfig, train
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import launch, strip_nproc
+
+        return launch(args.nproc, strip_nproc(sys.argv[1:]))
+
     cfg = TrainConfig(
         store=args.store, out_dir=args.out_dir, arch=args.arch, encoder=args.encoder,
         encoder_weights=args.encoder_weights, num_classes=args.num_classes, label_size=args.label_size,
@@ -75,6 +84,8 @@ def cmd_train(args) -> int:
         res = train(cfg, resume=args.resume)
     except KeyboardInterrupt:
         raise RunInterrupted(_resume_hint(Path(args.out_dir))) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports
     _echo(f"best checkpoint: {res.best_checkpoint}")
     _echo(f"last checkpoint: {res.last_checkpoint}")
     _echo(json.dumps(res.metrics, indent=2, default=str))

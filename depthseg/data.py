@@ -200,13 +200,14 @@ def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, batch_sampler: Sampler[list[int]] | None = None) -> DataLoader:
     """A DataLoader yielding whole uint8 batches (see :meth:`FrameDataset.read_batch`).
 
     Each batch is one batched read (``_Batches.__getitems__``), never one read per sample
-    plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler`.
+    plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler` (or the given
+    ``batch_sampler``, e.g. a rank's share under DDP).
     """
-    sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
+    sampler = batch_sampler or SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
     return DataLoader(_Batches(dataset), batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=False,
                       multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)

@@ -57,6 +57,9 @@ class PreprocessParams(RunnerParams):
     replace: bool = Field(False, description="replace a part committed from another input under the same id")
     items_per_task: PositiveInt = Field(1, description="videos per task (larger = fewer API calls)")
     report: Optional[str] = Field(None, description="run report JSON path (default beside the store)")
+    result_storage: Optional[str] = Field(
+        None, description="folder or fsspec URL for task results (the cache that lets a rerun skip units); "
+                          "every worker must reach it (default beside the store: OUTPUT.prefect-results)")
 
     @field_validator("input")
     @classmethod
@@ -132,6 +135,7 @@ class TrainParams(BaseModel):
     num_workers: int = Field(0, ge=0)
     max_steps_per_epoch: Optional[PositiveInt] = None
     resume: bool = Field(True, description="continue from out_dir/last.pt when it exists")
+    nproc: PositiveInt = Field(1, description="data-parallel training processes (torchrun; one per GPU on CUDA)")
     train_split: str = "train"
     dev_split: str = "dev"
     test_split: Optional[str] = Field("test", description="evaluated after training (None to skip)")

@@ -13,8 +13,14 @@ from flows.params import TrainParams
 @task(name="train-model")
 def train_model(params: dict) -> dict:
     """Train (resuming from out_dir/last.pt when asked); returns checkpoint paths and metrics."""
-    fields = {k: v for k, v in params.items() if k not in ("test_split", "resume")}
-    res = trainer.train(trainer.TrainConfig(progress=False, **fields), resume=params["resume"])
+    fields = {k: v for k, v in params.items() if k not in ("test_split", "resume", "nproc")}
+    cfg = trainer.TrainConfig(progress=False, **fields)
+    if params.get("nproc", 1) > 1:  # torch DDP: torchrun with nproc processes (depthseg.distributed)
+        from depthseg.ddp_run import train_distributed
+
+        res = train_distributed(cfg, params["nproc"], resume=params["resume"])
+    else:
+        res = trainer.train(cfg, resume=params["resume"])
     return {
         "best_checkpoint": str(res.best_checkpoint),
         "last_checkpoint": str(res.last_checkpoint),
