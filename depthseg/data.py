@@ -207,7 +207,9 @@ def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False
     plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler` (or the given
     ``batch_sampler``, e.g. a rank's share under DDP).
     """
-    sampler = batch_sampler or SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
+    sampler = batch_sampler
+    if sampler is None:  # (not `or`: a rank's share may be empty, and an empty sampler is falsy)
+        sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
     return DataLoader(_Batches(dataset), batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
                       pin_memory=pin_memory, persistent_workers=False,
                       multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)

@@ -14,7 +14,8 @@ Decisions:
   repeat the first batches (as ``DistributedSampler`` pads), so every rank takes the same
   number of steps and DDP's gradient all-reduce never waits for a missing peer. ``batch_size``
   is per process: the global batch is N times it.
-* **Evaluation** is sharded the same way without padding, and the frame scores are summed
+* **Evaluation** runs on rank 0's BatchNorm statistics (:func:`sync_buffers`: DDP leaves each
+  rank with statistics of its own last batch), sharded the same way without padding, and the frame scores are summed
   across ranks: every frame is scored in the very batch a one-process run puts it in, so the
   dev metrics (and the threshold saved in the checkpoint) equal those of evaluating the
   checkpoint in one process. The training loss is a sum over all ranks' frames.
@@ -142,6 +143,18 @@ def wrap(model: torch.nn.Module, ctx: DistContext, device: torch.device) -> torc
     ids = [device.index] if device.type == "cuda" else None
     # some encoders build stages the decoder never uses (PSPNet reads ResNet to depth 3)
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+
+
+def sync_buffers(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP broadcasts them at the
+    start of each forward, so after the last step each rank holds statistics updated with its own
+    batch; evaluation must use the model rank 0 saves, on every rank."""
+    if ctx.enabled:
+        for b in model.buffers():
+            on = b.data if torch.distributed.get_backend() != "nccl" or b.is_cuda else b.data.cuda()
+            torch.distributed.broadcast(on, src=0)
+            if on is not b.data:
+                b.data.copy_(on)
 
 
 def sum_scores(scores: np.ndarray, loss: float, ctx: DistContext) -> tuple[np.ndarray, float]:

@@ -597,6 +597,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
             thresholds = {"frame": math.nan, "video": math.nan}
             dev_metrics: dict[str, Any] = {}
             dev_loss = math.nan
+            distributed.sync_buffers(model, ctx)  # every rank evaluates the model rank 0 saves
             if dev_ds is not None:
                 pred = predict_dataset(model, dev_ds, batch_size=cfg.eval_batch_size,
                                        num_workers=cfg.num_workers, loss_fn=loss_fn, amp=amp,

@@ -127,7 +127,7 @@ def _assert_same_store(a: str, b: str) -> None:
             assert list(ra.meta[col]) == list(rb.meta[col]), col
 
 
-def test_preprocess_on_external_dask_cluster(cluster, harness, clips, tmp_path):
+def test_preprocess_on_external_dask_cluster(harness, cluster, clips, tmp_path):  # API server first
     from flows.preprocess import preprocess
 
     local = tmp_path / "local.zarr"
