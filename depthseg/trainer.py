@@ -570,7 +570,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
             running = torch.zeros((), dtype=torch.float64, device=device)
             seen = 0
             batches = loader
-            if cfg.progress:
+            if cfg.progress and ctx.is_main:
                 from tqdm.auto import tqdm
 
                 batches = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
