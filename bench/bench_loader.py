@@ -10,7 +10,9 @@ folder as one JPEG (q95) + one PNG depth per frame, read by a plain torch ``Data
 decode, BGR -> RGB) with the default collate. Both loaders: uniform per-frame shuffle, batch
 ``--batch-size``, workers 0 and 2, page cache warmed first; each (loader, workers) runs
 ``--epochs`` epochs, interleaved, and the best epoch counts (timed from an epoch's first batch:
-starting the workers is not counted). Also: bytes per frame on disk for both, and the time to open a store of
+starting the workers is not counted; each loader is made once and iterated every epoch, as the
+trainer does, so one-time set-up such as :mod:`depthseg.batchpool`'s buffers is not counted
+either). Also: bytes per frame on disk for both, and the time to open a store of
 ``--open-parts`` tiny parts (one part written, then hard-linked under new ids into the
 manifest) with the packed columns (:mod:`storage.colpack`), and of ``--open-before-parts``
 through the part arrays (the path before, too slow for 5,000).
@@ -192,8 +194,9 @@ def main() -> None:
         warm(folder)
         rates: dict[tuple[str, int], float] = {}
         for workers in (int(w) for w in args.workers.split(",")):
+            made = loaders(store, folder, args.batch_size, workers)  # one loader for all epochs, as in training
             for _ in range(args.epochs):  # interleaved: a change of load hits every loader alike
-                for name, loader in loaders(store, folder, args.batch_size, workers).items():
+                for name, loader in made.items():
                     rate = epoch_rate(loader)
                     rates[name, workers] = max(rates.get((name, workers), 0.0), rate)
             print(f"  workers {workers} done, load {os.getloadavg()[0]:.2f}")

@@ -8,7 +8,7 @@ End to end (frames/s = sampled frames decoded / wall seconds):
     B=1) → ``cv2.imwrite`` one JPEG crop + one PNG depth map per frame. Same detector,
     landmarks, crop and depth engine as the project (``get_engines``).
 ``sequential``
-    ``pipeline.run.process.run_preprocess`` (in-process; batched fit+render of ``--batch-size``
+    ``pipeline.run.runners.run_preprocess`` (in-process; batched fit+render of ``--batch-size``
     faces; zarr store).
 ``pipelined``
     ``pipeline.run.parallel.run_parallel`` with ``--workers`` worker processes, batches exactly as
@@ -129,7 +129,7 @@ def run_baseline(paths: list[Path], out_dir: Path, cfg) -> dict:
     from pipeline.base.errors import NoFaceDetected
     from pipeline.reconstruct.fit import FitConfig
     from pipeline.io.frames import FrameConfig, iter_frames
-    from pipeline.run.process import get_engines
+    from pipeline.run.engines import get_engines
 
     eng = get_engines(cfg)
     ccfg = cfg.crop_config()
@@ -200,7 +200,7 @@ class CpuMeter:
 def run_mode(mode: str, paths: list[Path], work: Path, cfg, workers: int) -> dict:
     from pipeline.io.items import WorkItem
     from pipeline.run.parallel import ParallelConfig, run_parallel
-    from pipeline.run.process import run_preprocess
+    from pipeline.run.runners import run_preprocess
 
     items = [WorkItem(str(p), label="live", video_id=p.stem) for p in paths]
     t0 = time.perf_counter()
@@ -270,7 +270,7 @@ def bench_e2e(args, cfg) -> dict:
     rounds = [paths[r :: args.rounds] for r in range(args.rounds)]
     modes = [m for m in MODES if m in args.modes]
     totals = {m: {"decoded": 0, "stored": 0, "seconds": 0.0, "cpu": 0.0} for m in modes}
-    from pipeline.run.process import get_engines
+    from pipeline.run.engines import get_engines
 
     get_engines(cfg)  # load the in-process backends before timing (workers load theirs inside the timing)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=args.work) as tmp:
@@ -333,7 +333,8 @@ def memory_child(args) -> None:
 
     from pipeline.io.items import WorkItem
     from pipeline.run.parallel import ParallelConfig, run_parallel
-    from pipeline.run.process import PreprocessConfig, run_preprocess
+    from pipeline.run.config import PreprocessConfig
+    from pipeline.run.runners import run_preprocess
 
     torch.set_num_threads(args.threads)
     cfg = PreprocessConfig(size=args.size, batch_size=args.batch_size)
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from pipeline.run.process import PreprocessConfig
+    from pipeline.run.config import PreprocessConfig
 
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 import storage
 
 from .augment import AugmentConfig, augment_batch
+from .batchpool import BatchPool, PooledBatch, unpool
 from .labels import quantize, resize_depth
 
 log = logging.getLogger(__name__)
@@ -103,22 +104,28 @@ class FrameDataset(Dataset):
         copies nothing.
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        live = self.is_live[idx]
         image = _batch_tensor((len(idx), *self._frame_shape("image")))
-        self.reader.read_into(idx, "image", image.numpy())
         depth = _batch_tensor((len(idx), *self._frame_shape("depth")))
-        if live.all():
-            self.reader.read_into(idx, "depth", depth.numpy())
-        else:  # spoof: zero depth, never read
-            depth.zero_()
-            if live.any():
-                depth.numpy()[live] = self.reader.read_batch(idx[live], fields=("depth",))["depth"]
+        live = self.read_into(idx, image.numpy(), depth.numpy())
         return {
             "image": image,
             "depth": depth,
             "is_live": torch.from_numpy(live),
             "index": torch.from_numpy(idx),
         }
+
+    def read_into(self, idx: np.ndarray, image: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Frames ``idx`` decoded into ``image`` ``(B, S, S, 3)`` and ``depth`` ``(B, S, S)``
+        (spoof depth zero, never read); returns ``is_live`` of the frames."""
+        live = self.is_live[idx]
+        self.reader.read_into(idx, "image", image)
+        if live.all():
+            self.reader.read_into(idx, "depth", depth)
+        else:  # spoof: zero depth, never read
+            depth[...] = 0
+            if live.any():
+                depth[live] = self.reader.read_batch(idx[live], fields=("depth",))["depth"]
+        return live
 
     def _frame_shape(self, name: str) -> tuple[int, ...]:
         if name not in self._frame_shapes:
@@ -145,16 +152,28 @@ def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
 
 class _Batches(Dataset):
     """The dataset as :func:`make_loader` sees it: a batch of indices -> the whole batch
-    (:meth:`FrameDataset.read_batch`), not a list of samples to collate."""
+    (:meth:`FrameDataset.read_batch`), not a list of samples to collate; inside a worker,
+    decoded into a slot of ``pool`` when one is free (:mod:`depthseg.batchpool`)."""
 
     def __init__(self, dataset: FrameDataset):
         self.dataset = dataset
+        self.pool: BatchPool | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
-        return self.dataset.read_batch(indices)
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor] | PooledBatch:
+        taken = self.pool.acquire(len(indices)) if self.pool is not None else None
+        if taken is None:
+            return self.dataset.read_batch(indices)
+        worker, slot, views = taken
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        try:
+            live = self.dataset.read_into(idx, views["image"], views["depth"])
+        except BaseException:
+            self.pool.give_back(worker, slot)
+            raise
+        return PooledBatch(self.pool.id, worker, slot, len(idx), live, idx)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.dataset[index]
@@ -198,6 +217,50 @@ def _collate(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch  # read_batch already returns the stacked batch
 
 
+class _BatchLoader(DataLoader):
+    """The DataLoader of :func:`make_loader`: with workers, each iteration uses the loader's
+    :class:`BatchPool` (made on first use) when no other iteration holds it."""
+
+    def __init__(self, batches: _Batches, batch_sampler: SortedBatchSampler, **kw: Any):
+        super().__init__(batches, batch_sampler=batch_sampler, collate_fn=_collate, **kw)
+        self._pool: BatchPool | None = None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self.num_workers == 0:
+            return super().__iter__()
+        if self._pool is None:
+            ds = self.dataset.dataset
+            slots = (self.prefetch_factor or 2) + 2  # in flight, in the user's hands, one spare
+            self._pool = BatchPool(self.num_workers, slots, self.batch_sampler.batch_size + 1,
+                                   {n: ds._frame_shape(n) for n in ("image", "depth")})
+        pool = self._pool if self._pool.claim() else None  # None: another iteration's workers use it
+        self.dataset.pool = pool  # the workers started by super().__iter__ inherit it
+        try:
+            it = super().__iter__()
+        finally:
+            self.dataset.pool = None
+        if pool is None:
+            return it
+        pool.hold(it)
+        return _Unpooled(it, pool)
+
+
+class _Unpooled:
+    """A DataLoader iterator whose pooled batches become tensors (:func:`batchpool.unpool`)."""
+
+    def __init__(self, it: Iterator, pool: BatchPool):
+        self._it, self._pool = it, pool  # the pool lives as long as its batches can arrive
+
+    def __iter__(self) -> _Unpooled:
+        return self
+
+    def __len__(self) -> int:
+        return len(self._it)
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        return unpool(next(self._it))
+
+
 def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, num_workers: int = 0,
                 pin_memory: bool = False, batch_sampler: Sampler[list[int]] | None = None) -> DataLoader:
@@ -205,14 +268,15 @@ def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False
 
     Each batch is one batched read (``_Batches.__getitems__``), never one read per sample
     plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler` (or the given
-    ``batch_sampler``, e.g. a rank's share under DDP).
+    ``batch_sampler``, e.g. a rank's share under DDP). With workers, batches are decoded into
+    reused shared buffers (:mod:`depthseg.batchpool`).
     """
     sampler = batch_sampler
     if sampler is None:  # (not `or`: a rank's share may be empty, and an empty sampler is falsy)
         sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
-    return DataLoader(_Batches(dataset), batch_sampler=sampler, collate_fn=_collate, num_workers=num_workers,
-                      pin_memory=pin_memory, persistent_workers=False,
-                      multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)
+    return _BatchLoader(_Batches(dataset), sampler, num_workers=num_workers, pin_memory=pin_memory,
+                        persistent_workers=False,
+                        multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)
 
 
 @dataclass

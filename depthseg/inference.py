@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 
 from pipeline.io.items import WorkItem
-from pipeline.run.process import extract_faces, get_engines
+from pipeline.run.engines import get_engines
+from pipeline.run.stages import extract_faces
 from pipeline.run.timing import StageTimer
 
 from .predict import predict_crops
@@ -36,8 +37,8 @@ class MediaPrediction:
 
 def predict_media(model, meta: dict, path: str, preprocess_cfg, *, batch_size: int = 32) -> MediaPrediction:
     """Detect, crop and score every sampled frame of ``path`` (an image, image folder or video)."""
-    faces = extract_faces(WorkItem(path=str(path)), preprocess_cfg, get_engines(preprocess_cfg), StageTimer())
-    crops = np.stack(faces["image"])
+    faces, counts = extract_faces(WorkItem(path=str(path)), preprocess_cfg, get_engines(preprocess_cfg), StageTimer())
+    crops = faces.image
     pred = predict_crops(model, crops, batch_size=batch_size)
     score = float(np.mean(pred.scores))
     thresholds = meta.get("thresholds") or {}
@@ -45,8 +46,8 @@ def predict_media(model, meta: dict, path: str, preprocess_cfg, *, batch_size: i
     thr = thresholds.get("video" if n > 1 else "frame", meta.get("threshold", math.nan))
     thr = float(thr) if thr is not None else math.nan
     decision = "undecided" if not math.isfinite(thr) else ("live" if score >= thr else "spoof")
-    return MediaPrediction(str(path), score, thr, decision, pred.scores, np.asarray(faces["frame_index"]),
-                           pred.depth, crops, faces["no_face"])
+    return MediaPrediction(str(path), score, thr, decision, pred.scores, faces.frame_index,
+                           pred.depth, crops, counts.no_face)
 
 
 def depth_panel(pred: MediaPrediction, max_frames: int = 8) -> np.ndarray:

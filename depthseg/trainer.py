@@ -55,15 +55,16 @@ import torch
 import torch.nn as nn
 
 import storage
-from pipeline.base.errors import ConfigError, PipelineError
+from pipeline.base.errors import ConfigError, FasError
+from pipeline.base.options import check_device, check_fields, opt
 
-from . import distributed
+import depthseg.distributed as distributed  # (not `from . import`: that is an import of the package itself)
 from .augment import AugmentConfig
 from .data import FrameDataset, make_loader, prepare_batch
 from .labels import DEFAULT_LABEL_SIZE, DEFAULT_NUM_CLASSES, class_centres
-from .losses import build_loss
+from .losses import LOSSES, build_loss
 from .metrics import dev_thresholds, frame_and_video_metrics
-from .models import DepthSegNet, build_model
+from .models import ARCHITECTURES, DepthSegNet, build_model
 from .predict import autocast_for, predict_dataset
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ CHECKPOINT_VERSION = 1
 RESUME_MUTABLE = frozenset({"device", "num_workers", "out_dir", "progress", "eval_batch_size", "store"})
 
 
-class CheckpointError(PipelineError, ValueError):
+class CheckpointError(FasError, ValueError):
     """A checkpoint file that is missing, unreadable, not a DepthSeg checkpoint or not of this
     code's models, or one that could not be written (the message names the file)."""
 
@@ -88,7 +89,7 @@ class CheckpointWriteError(CheckpointError):
     exit_code = 1
 
 
-class TrainingError(PipelineError, RuntimeError):
+class TrainingError(FasError, RuntimeError):
     """Training cannot go on (diverged loss, nothing to train)."""
 
     reason = "training-failed"
@@ -106,19 +107,19 @@ class SplitError(TrainingError):
 class TrainConfig:
     """Everything one training run depends on (stored in every checkpoint as a dict)."""
 
-    store: str
-    out_dir: str
-    arch: str = "pspnet"
-    encoder: str = "resnet18"
-    encoder_weights: str | None = None
-    num_classes: int = DEFAULT_NUM_CLASSES
-    label_size: int = DEFAULT_LABEL_SIZE
-    input_size: int = 256
-    epochs: int = 30
-    batch_size: int = 32
+    store: str = opt(help="store written by preprocess")
+    out_dir: str = opt(help="checkpoints, logs and metrics go here")
+    arch: str = opt("pspnet", help="segmentation architecture", choices=ARCHITECTURES.names)
+    encoder: str = opt("resnet18", help="encoder of the architecture (segmentation-models-pytorch name)")
+    encoder_weights: str | None = opt(None, help="encoder weights: none, 'imagenet' when cached locally, or a file")
+    num_classes: int = opt(DEFAULT_NUM_CLASSES, help="depth classes (class 0: zero depth)", ge=2, le=64)
+    label_size: int = opt(DEFAULT_LABEL_SIZE, help="side of the predicted depth map", ge=8, le=256)
+    input_size: int = opt(256, help="side of the network input (crops are resized)", ge=32, le=512)
+    epochs: int = opt(30, help="training epochs", ge=1)
+    batch_size: int = opt(32, help="training batch size", ge=1)
     eval_batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = opt(1e-3, help="peak learning rate (AdamW, warm-up then cosine decay)", gt=0)
+    weight_decay: float = opt(1e-4, help="AdamW weight decay", ge=0)
     #: warm-up length in epochs (fractions allowed); ``warmup_steps`` overrides it when set
     warmup_epochs: float = 1.0
     warmup_steps: int | None = None
@@ -127,35 +128,34 @@ class TrainConfig:
     #: max gradient norm (None: no clipping)
     grad_clip: float | None = 5.0
     #: ``ce``, ``ce+l1`` or ``soft`` (see :mod:`depthseg.losses`) and its kwargs
-    loss: str = "ce"
+    loss: str = opt("ce", help="training loss (see depthseg.losses)", choices=LOSSES.names)
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
     #: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``...
-    device: str = "auto"
+    device: str = opt("auto", help="torch device: auto (CUDA when available) | cpu | cuda | cuda:N")
     #: autocast (bf16 where supported, else fp16 with a grad scaler); CUDA only
     amp: bool = True
     #: channels_last memory format; CUDA only
     channels_last: bool = True
-    seed: int = 0
+    seed: int = opt(0, help="random seed (weights, shuffling, augmentation)")
     #: torch.use_deterministic_algorithms during training on CPU
     deterministic: bool = True
-    num_workers: int = 0
-    train_split: str = "train"
-    dev_split: str | None = "dev"
-    max_steps_per_epoch: int | None = None
+    num_workers: int = opt(0, help="data loader worker processes", ge=0)
+    train_split: str = opt("train", help="split of the store to train on")
+    dev_split: str | None = opt("dev", help="split evaluated after every epoch (its EER sets the threshold)")
+    max_steps_per_epoch: int | None = opt(None, help="cap on training steps per epoch (quick runs)", ge=1)
     progress: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
-        for name in ("epochs", "batch_size", "eval_batch_size", "input_size", "label_size"):
+        check_fields(self)
+        check_device(self.device, auto=True)
+        for name in ("eval_batch_size",):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0:
-            raise ConfigError(f"bad optimiser settings lr={self.lr} weight_decay={self.weight_decay} "
-                              f"warmup_epochs={self.warmup_epochs}")
-        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
-            raise ConfigError(f"max_steps_per_epoch must be >= 1, got {self.max_steps_per_epoch}")
+        if self.warmup_epochs < 0:
+            raise ConfigError(f"bad optimiser settings warmup_epochs={self.warmup_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict (tuples as lists)."""
@@ -301,7 +301,7 @@ def _temp_beside(path: Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         # torch's zip writer reports a failed write (disk full) as a RuntimeError
-        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, PipelineError):
+        if isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, FasError):
             why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
             raise CheckpointWriteError(f"{path}: could not write the checkpoint ({why}); "
                                        f"the previous {path.name} (if any) is kept") from exc
@@ -394,7 +394,7 @@ def _checkpoint_contents(path: str | os.PathLike) -> Iterator[None]:
     try:
         yield
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        if isinstance(exc, PipelineError):
+        if isinstance(exc, FasError):
             raise
         raise CheckpointError(f"{path}: checkpoint does not match this code's models "
                               f"({type(exc).__name__}: {exc})") from exc

@@ -1,6 +1,6 @@
 """Prefect ``preprocess`` flow: plan units → process them in parallel → commit parts → report.
 
-A thin wrapper over :mod:`pipeline.run.process`; tasks pass paths, ids and small summaries.
+A thin wrapper over :mod:`pipeline.run.runners`; tasks pass paths, ids and small summaries.
 
 The task cache (input checksums + config + store identity) only says what an earlier run did;
 the store's manifest says what is there now. Every result that claims a part (``written`` or
@@ -27,7 +27,9 @@ from prefect.context import TaskRunContext
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
-from flows.params import PreprocessParams
+from flows.params import RunnerOptions, check_paths, preprocess_parameters
+from pipeline.base.options import build
+from pipeline.run.config import PreprocessRun
 from flows.runners import make_task_runner
 from flows.workerenv import fingerprint, is_local_address, require_project_packages, unseen_paths
 
@@ -78,12 +80,11 @@ def preprocess_units(
 ) -> list[dict]:
     """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
     require_project_packages()  # on a Dask worker: fail naming a folder that shadows a package
-    from pipeline.io.items import WorkItem
-    from pipeline.run.process import PreprocessConfig, preprocess_unit
+    from pipeline.run.config import PreprocessConfig
+    from pipeline.run.runners import run_units
 
     cfg = PreprocessConfig.from_dict({**config, **execution})
-    return [preprocess_unit(WorkItem(**it), output, cfg, input_root=input_root, replace=replace).to_dict()
-            for it in items]
+    return run_units(items, output, cfg, input_root=input_root, replace=replace)
 
 
 def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
@@ -145,49 +146,56 @@ def _run_units(units: list[list[dict]], output: str, config: dict, execution: di
 
 
 @flow(name="preprocess")
-def preprocess(params: PreprocessParams) -> dict:
-    """Videos/images → aligned face crops + 3D-fit pseudo-depth in a zarr v3 store."""
+@preprocess_parameters
+def preprocess(**params) -> dict:
+    """Videos/images → aligned face crops + 3D-fit pseudo-depth in a zarr v3 store.
+
+    Flat parameters (:mod:`flows.params`); a bad one fails the run before any work."""
     from pipeline.io.inputs import collect_items
-    from pipeline.run.process import RunReport, UnitResult
+    from pipeline.run.report import RunReport
+    from pipeline.run.unit import UnitResult
     from storage import run_lock
 
+    run, runner_opts = build(PreprocessRun, params), build(RunnerOptions, params)
+    check_paths(input=run.input, manifest=run.manifest, model_dir=run.config.model_dir)
+    cfg = run.config
     logger = get_run_logger()
-    cfg = params.preprocess_config()
     config = cfg.output_config()
     execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size,
                  "max_pixels": cfg.max_pixels}
-    inputs = collect_items(params.input, manifest=params.manifest, dataset=params.dataset)
+    inputs = collect_items(run.input, manifest=run.manifest, dataset=run.dataset,
+                           allow_outside_root=run.allow_outside_root)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
-    store_key, committed = _store_state(params.output, config)
+    store_key, committed = _store_state(run.output, config)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]
-    n = params.items_per_task
+    n = runner_opts.items_per_task
     units = [items[i : i + n] for i in range(0, len(items), n)]
     owner = f"prefect flow run {flow_run.get_id()}"
-    result_storage = params.result_storage or _beside(params.output, ".prefect-results")
-    _check_shared(params, result_storage, items[0]["path"] if items else None)
-    with run_lock(params.output, owner=owner):
-        runner = make_task_runner(params)
+    result_storage = runner_opts.result_storage or _beside(run.output, ".prefect-results")
+    _check_shared(runner_opts, run.output, result_storage, items[0]["path"] if items else None)
+    with run_lock(run.output, owner=owner):
+        runner = make_task_runner(runner_opts)
         results = _run_units.with_options(task_runner=runner)(
-            units, params.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda"), committed,
-            params.replace, result_storage,
+            units, run.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda"), committed,
+            run.replace, result_storage,
         )
-    report = RunReport(output=params.output, config=config, rejected=inputs.rejected,
+    report = RunReport(output=run.output, config=config, rejected=inputs.rejected,
                        units=[UnitResult(**r) for r in results])
     rep = report.to_dict()
-    report_path = params.report or _default_report(params.output)
+    report_path = run.report or _default_report(run.output)
     if report_path:
         from pipeline.run.html_report import write_html_report
 
         Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
-        html_path = write_html_report(rep, params.output, Path(report_path).with_suffix(".html"))
+        html_path = write_html_report(rep, run.output, Path(report_path).with_suffix(".html"))
         create_markdown_artifact(f"Run report: `{html_path.resolve()}` (JSON: `{report_path}`)",
                                  key="preprocess-html-report")
     counts = rep["counts"]
     rows = [{"what": k, "count": v} for k, v in counts.items()]
     rows += [{"what": f"FAILED {f['path']}", "count": f"{f['reason']}: {f['message']}"} for f in rep["failures"]]
-    create_table_artifact(rows, key="preprocess-report", description=f"store {params.output}")
+    create_table_artifact(rows, key="preprocess-report", description=f"store {run.output}")
     logger.info("counts: %s", counts)
-    return {"store": params.output, "report": report_path, "counts": counts}
+    return {"store": run.output, "report": report_path, "counts": counts}
 
 
 def _default_report(output: str) -> str | None:
@@ -218,7 +226,7 @@ def _result_block(location: str):
     return block
 
 
-def _check_shared(params: PreprocessParams, result_storage: str, first_item: str | None) -> None:
+def _check_shared(opts: RunnerOptions, output: str, result_storage: str, first_item: str | None) -> None:
     """On an external Dask cluster, every worker must see the store, the inputs and the result
     storage as this machine does (a shared folder at the same path, or a URL); otherwise the
     parts would be written on the workers' own disks. Checked, not assumed: each worker hashes
@@ -227,9 +235,9 @@ def _check_shared(params: PreprocessParams, result_storage: str, first_item: str
 
     from pipeline.base.errors import ConfigError
 
-    if params.task_runner != "dask" or not params.dask_address:
+    if opts.task_runner != "dask" or not opts.dask_address:
         return
-    files = {"output": f"{params.output}/zarr.json", "input": first_item}
+    files = {"output": f"{output}/zarr.json", "input": first_item}
     if "://" not in result_storage:
         probe = _result_block(result_storage) / ".shared-probe"
         probe.write_text(uuid.uuid4().hex)
@@ -237,11 +245,11 @@ def _check_shared(params: PreprocessParams, result_storage: str, first_item: str
     local = {k: p for k, p in files.items() if p and "://" not in p}
     if not local:
         return
-    if not is_local_address(params.dask_address):
+    if not is_local_address(opts.dask_address):
         get_run_logger().warning("Dask scheduler %s is on another machine and %s are local paths: checking that "
-                                 "every worker sees them (a shared folder)", params.dask_address, sorted(local))
-    problems = unseen_paths(params.dask_address, {k: (p, fingerprint(p)) for k, p in local.items()})
+                                 "every worker sees them (a shared folder)", opts.dask_address, sorted(local))
+    problems = unseen_paths(opts.dask_address, {k: (p, fingerprint(p)) for k, p in local.items()})
     if problems:
-        raise ConfigError(f"the Dask workers of {params.dask_address} do not see these paths as this machine does: "
+        raise ConfigError(f"the Dask workers of {opts.dask_address} do not see these paths as this machine does: "
                           f"{'; '.join(problems)}; use a folder shared by every worker at the same path, or an "
                           f"fsspec URL (s3://...), for the input, the store and result_storage")

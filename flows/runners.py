@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from prefect.task_runners import ProcessPoolTaskRunner, ThreadPoolTaskRunner
 
-from flows.params import RunnerParams
+from flows.params import RunnerOptions
 
 
-def make_task_runner(p: RunnerParams):
+def make_task_runner(p: RunnerOptions):
     if p.task_runner == "thread":
         return ThreadPoolTaskRunner(max_workers=p.max_workers)
     if p.task_runner == "process":

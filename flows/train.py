@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 
 from depthseg.evaluate import evaluate
 from depthseg import trainer  # module import: this module's flow is also named `train`
-from flows.params import TrainParams
+from depthseg.config import EvaluateConfig, TrainRun
+from flows.params import check_paths, train_parameters
+from pipeline.base.options import build
 
 
 @task(name="train-model")
-def train_model(params: dict) -> dict:
-    """Train (resuming from out_dir/last.pt when asked); returns checkpoint paths and metrics."""
-    fields = {k: v for k, v in params.items() if k not in ("test_split", "resume", "nproc")}
-    cfg = trainer.TrainConfig(progress=False, **fields)
-    if params.get("nproc", 1) > 1:  # torch DDP: torchrun with nproc processes (depthseg.distributed)
+def train_model(config: dict, resume: bool, nproc: int = 1) -> dict:
+    """Train (resuming from out_dir/last.pt when asked; ``nproc`` > 1: DDP) and return checkpoint
+    paths and metrics."""
+    cfg = trainer.TrainConfig(**{**config, "progress": False})
+    if nproc > 1:  # torch DDP: torchrun with nproc processes (depthseg.distributed)
         from depthseg.ddp_run import train_distributed
 
-        res = train_distributed(cfg, params["nproc"], resume=params["resume"])
+        res = train_distributed(cfg, nproc, resume=resume)
     else:
-        res = trainer.train(cfg, resume=params["resume"])
+        res = trainer.train(cfg, resume=resume)
     return {
         "best_checkpoint": str(res.best_checkpoint),
         "last_checkpoint": str(res.last_checkpoint),
@@ -29,8 +33,8 @@ def train_model(params: dict) -> dict:
 
 
 @task(name="evaluate-model")
-def evaluate_model(checkpoint: str, store: str, split: str, dev_split: str | None, out_dir: str, device: str) -> dict:
-    return evaluate(checkpoint, store, split=split, dev_split=dev_split, out_dir=out_dir, device=device)
+def evaluate_model(cfg: EvaluateConfig) -> dict:
+    return evaluate(cfg.checkpoint, cfg.store, **cfg.kwargs())
 
 
 def metrics_rows(metrics: dict, prefix: str = "") -> list[dict]:
@@ -44,19 +48,23 @@ def metrics_rows(metrics: dict, prefix: str = "") -> list[dict]:
 
 
 @flow(name="train")
-def train(params: TrainParams) -> dict:
-    """Train DepthSeg on ``params.store`` and evaluate the best checkpoint on the test split."""
+@train_parameters
+def train(**params) -> dict:
+    """Train DepthSeg on ``store`` and evaluate the best checkpoint on ``test_split``.
+
+    Flat parameters (:mod:`flows.params`); a bad one fails the run before any work."""
+    run = build(TrainRun, params)
+    cfg = run.config
+    check_paths(store=cfg.store)
     logger = get_run_logger()
-    tags = ["gpu"] if params.device.startswith("cuda") else []
-    res = train_model.with_options(tags=tags)(params.model_dump())
+    tags = ["gpu"] if cfg.device.startswith("cuda") else []
+    res = train_model.with_options(tags=tags)(dataclasses.asdict(cfg), run.resume, run.nproc)
     logger.info("best checkpoint %s; dev metrics %s", res["best_checkpoint"], res["metrics"])
-    out = {"store": params.store, **res}
-    if params.test_split:
-        ev = evaluate_model.with_options(tags=tags)(
-            res["best_checkpoint"], params.store, params.test_split, params.dev_split,
-            f"{params.out_dir}/eval-{params.test_split}", params.device,
-        )
-        out["test_metrics"] = ev
+    out = {"store": cfg.store, **res}
+    if run.test_split:
+        ev = EvaluateConfig(checkpoint=res["best_checkpoint"], store=cfg.store, split=run.test_split,
+                            dev_split=cfg.dev_split, out_dir=f"{cfg.out_dir}/eval-{run.test_split}", device=cfg.device)
+        out["test_metrics"] = evaluate_model.with_options(tags=tags)(ev)
     create_table_artifact(metrics_rows({"train": res["metrics"], "test": out.get("test_metrics", {})}),
                           key="train-metrics", description=f"checkpoint {res['best_checkpoint']}")
     return out

@@ -1,13 +1,17 @@
 """Typed exceptions of the storage package.
 
-Every error names the store (and the part, where there is one) and what went wrong.
+Every error names the store (and the part, where there is one) and what went wrong. They sit
+under the project's one root, :class:`pipeline.base.errors.FasError`, the only thing this package
+imports from outside itself.
 """
 
 from __future__ import annotations
 
+from pipeline.base.errors import FasError  # the project's error root (a module that imports nothing)
 
-class StoreError(Exception):
-    """Base class of every error the storage package raises on purpose."""
+
+class StoreError(FasError):
+    """Base class of every error the storage package raises on purpose (exit status 2)."""
 
     #: short machine-readable reason used in run reports
     reason: str = "store-error"
@@ -73,6 +77,8 @@ class SchemaTooOld(StoreError):
     """A writer was opened on a store of a schema it may not add parts to (schema 1)."""
 
     reason = "schema-too-old"
+
+
 class PartConflict(StoreError):
     """The part id is committed from another input (another input checksum); not replaced unless asked."""
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
+from pipeline.base.errors import UnknownName
+
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps backend names to factories; unknown names raise a KeyError listing valid ones."""
+    """Maps backend names to factories; an unknown name raises :class:`UnknownName` (a config error)
+    listing the valid ones."""
 
     def __init__(self, kind: str):
         self.kind = kind
@@ -26,6 +29,12 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return sorted(self._factories)
 
+    def check(self, name: str) -> str:
+        """``name`` if registered, else :class:`UnknownName` listing the valid names."""
+        if name not in self._factories:
+            raise UnknownName(f"unknown {self.kind} {name!r}; valid: {self.names()}")
+        return name
+
     def __contains__(self, name: object) -> bool:
         return name in self._factories
 
@@ -33,7 +42,7 @@ class Registry(Generic[T]):
         try:
             factory = self._factories[name]
         except KeyError:
-            raise KeyError(
+            raise UnknownName(
                 f"Wrong {self.kind} name `{name}`, supported {self.kind}s: {self.names()}"
             ) from None
         return factory(**kwargs)

@@ -32,7 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
-from pipeline.base.errors import ConfigError, PipelineError
+from pipeline.base.errors import ConfigError
 from pipeline.io.items import WorkItem
 from pipeline.base.registry import Registry
 from .base import attack_family, item_dataset
@@ -58,7 +58,7 @@ class ProtocolSplit:
         return {"train": self.train, "dev": self.dev, "test": self.test}
 
 
-class SubjectOverlapError(PipelineError, ValueError):
+class SubjectOverlapError(ConfigError):
     """A subject or a video appears in more than one role of a protocol split."""
 
     reason = "subject-overlap"

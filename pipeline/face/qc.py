@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.base.options import check_fields, opt
+
 SMALL_FACE = 1  # face smaller than min_face_size pixels (in the frame)
 HIGH_RESIDUAL = 2  # landmark / fit residual above max_residual
 EXTREME_POSE = 4  # |yaw| or |pitch| above the limits
@@ -31,14 +33,18 @@ FLAG_NAMES = {
 class QCConfig:
     """Thresholds of the label QC. Residuals are RMS landmark error / face size."""
 
-    min_face_size: float = 64.0
-    max_residual: float = 0.06
-    max_yaw: float = 45.0
-    max_pitch: float = 35.0
-    min_blur: float = 20.0
-    min_det_score: float = 0.6
+    min_face_size: float = opt(64.0, help="QC: flag faces smaller than this, pixels")
+    max_residual: float = opt(0.06, help="QC: flag fits with a larger RMS landmark residual / face size")
+    max_yaw: float = opt(45.0, help="QC: flag faces turned further (degrees)")
+    max_pitch: float = opt(35.0, help="QC: flag faces tilted further (degrees)")
+    min_blur: float = opt(20.0, help="QC: flag crops with a lower variance of the Laplacian")
+    min_det_score: float = opt(0.6, help="QC: flag detections with a lower score")
     #: flag names that drop the frame instead of only flagging it
-    drop: tuple[str, ...] = ()
+    drop: tuple[str, ...] = opt((), help="QC flags that drop the frame instead of only flagging it",
+                                choices=lambda: sorted(FLAG_NAMES.values()))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def drop_mask(self) -> int:
         by_name = {v: k for k, v in FLAG_NAMES.items()}

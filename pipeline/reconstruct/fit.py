@@ -405,6 +405,108 @@ def _check_inputs(model: SFMTensors, landmarks: torch.Tensor, cfg: FitConfig) ->
         raise FitError(f"non-finite landmarks for batch item(s) {idx[:10]}", source="fit_landmarks")
 
 
+class _Fit:
+    """One batched fit in progress: the fixed (non-contour) correspondences and model slices,
+    built once, and the current shape / expression coefficients (float64)."""
+
+    def __init__(self, model: SFMTensors, landmarks: torch.Tensor, cfg: FitConfig):
+        dev = model.device
+        self.model, self.cfg = model, cfg
+        self.lm = landmarks.to(device=dev, dtype=torch.float64)
+        self.bsz = bsz = self.lm.shape[0]
+        self.kk = kk = model.num_shape_coeffs if cfg.n_shape_coeffs is None else cfg.n_shape_coeffs
+        ne = model.num_blendshapes
+        self.sigma2 = cfg.landmark_sigma**2
+        basis = model.basis_rescaled[:, :, :kk]
+        blend = model.blendshapes
+        self.lm_up = torch.stack([self.lm[..., 0], -self.lm[..., 1]], -1)  # (B, 68, 2) y up
+
+        fixed_lm = (model.landmark_vertex >= 0).nonzero().squeeze(1)  # (F,)
+        fixed_v = model.landmark_vertex[fixed_lm]
+
+        self.shape_c = torch.zeros(bsz, kk, dtype=torch.float64, device=dev)
+        self.expr_c = torch.zeros(bsz, ne, dtype=torch.float64, device=dev)
+        self.shape_term = _LinearTerm(basis, fixed_v)
+        self.expr_term = _LinearTerm(blend, fixed_v)
+        self.mean_f = model.mean.index_select(0, fixed_v).double()  # (F, 3)
+        self.f_img = self.lm_up[:, fixed_lm]  # (B, F, 2)
+        self.f_idx = fixed_v.unsqueeze(0).expand(bsz, -1)
+        self.f_w = torch.ones(bsz, self.mean_f.shape[0], dtype=torch.float64, device=dev)
+        self.combined = torch.cat([basis, blend], 2).reshape(model.num_vertices * 3, kk + ne)
+
+    def initial_pose(self) -> _Pose:
+        """The pose on the mean shape, then an expression fit (as eos)."""
+        mean_f, f_img, cfg = self.mean_f, self.f_img, self.cfg
+        pose = _estimate_pose(mean_f.unsqueeze(0).expand(self.bsz, -1, -1), f_img, self.f_w)
+        self.expr_c = self.expr_term.solve(
+            pose, f_img - pose.project_up(mean_f.unsqueeze(0)), None, None, None,
+            cfg.lambda_expression, self.sigma2, cfg.nonnegative_expression,
+        )
+        return pose
+
+    def mesh(self) -> torch.Tensor:
+        return _vertices_from(self.combined, self.model.mean, torch.cat([self.shape_c, self.expr_c], 1))
+
+    def pose_on(self, verts: torch.Tensor, var: tuple | None) -> _Pose:
+        """The pose from all correspondences (fixed, plus ``var``'s contour ones) on ``verts``."""
+        if var is None:
+            all_idx, all_img, all_w = self.f_idx, self.f_img, self.f_w
+        else:
+            all_idx = torch.cat([self.f_idx, var[0]], 1)
+            all_img = torch.cat([self.f_img, var[1]], 1)
+            all_w = torch.cat([self.f_w, var[2]], 1)
+        return _estimate_pose(_take_b(verts, all_idx).double(), all_img, all_w)
+
+    def solve_blocks(self, pose: _Pose, var: tuple | None) -> None:
+        """One shape solve (with the current expression) then one expression solve."""
+        model, cfg, shape_term, expr_term = self.model, self.cfg, self.shape_term, self.expr_term
+        f_img, mean_f = self.f_img, self.mean_f
+        e_f = torch.einsum("nik,bk->bni", expr_term.fixed, self.expr_c)
+        res_f = f_img - pose.project_up(mean_f.unsqueeze(0) + e_f)
+        bs_v = be_v = res_v = v_w = mean_v = None
+        if var is not None:
+            v_idx, v_img, v_w = var
+            mean_v = _take(model.mean, v_idx).double()
+            bs_v, be_v = shape_term.rows(v_idx), expr_term.rows(v_idx)  # (3, B, Nv, K / E)
+            e_v = expr_term.apply(be_v, self.expr_c)
+            res_v = v_img - pose.project_up(mean_v + e_v)
+        self.shape_c = shape_term.solve(pose, res_f, bs_v, res_v, v_w, cfg.lambda_shape, self.sigma2, False)
+        s_f = torch.einsum("nik,bk->bni", shape_term.fixed, self.shape_c)
+        res_f = f_img - pose.project_up(mean_f.unsqueeze(0) + s_f)
+        if var is not None:
+            s_v = shape_term.apply(bs_v, self.shape_c)
+            res_v = var[1] - pose.project_up(mean_v + s_v)
+        self.expr_c = expr_term.solve(
+            pose, res_f, be_v, res_v, v_w, cfg.lambda_expression, self.sigma2,
+            cfg.nonnegative_expression,
+        )
+
+    def result(self, verts: torch.Tensor, pose: _Pose, var: tuple | None, occ_info) -> FitResult:
+        model, dt = self.model, self.model.dtype
+        image_verts = project_vertices(verts, pose.rot, pose.scale, pose.trans)  # (B, V, 3)
+        errors, residual, face_size = _landmark_errors(model, verts, pose, self.lm, self.lm_up, self.f_idx,
+                                                       self.f_img, var, occ_info)
+        yaw, pitch, roll = _ypr(pose.rot)
+        full_shape = torch.zeros(self.bsz, model.num_shape_coeffs, dtype=torch.float64, device=model.device)
+        full_shape[:, :self.kk] = self.shape_c
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("fitted %d faces: median residual %.4f", self.bsz, float(residual.median()))
+        return FitResult(
+            vertices=image_verts.to(dt),
+            shape_coeffs=full_shape.to(dt),
+            expr_coeffs=self.expr_c.to(dt),
+            rotation=pose.rot.to(dt),
+            scale=pose.scale.to(dt),
+            translation=pose.trans.to(dt),
+            yaw=yaw.to(dt),
+            pitch=pitch.to(dt),
+            roll=roll.to(dt),
+            landmark_errors=errors.to(dt),
+            residual=residual.to(dt),
+            face_size=face_size.to(dt),
+        )
+
+
 def fit_landmarks(
     model: SFMTensors, landmarks: torch.Tensor, cfg: FitConfig | None = None
 ) -> FitResult:
@@ -425,104 +527,20 @@ def fit_landmarks(
     """
     cfg = cfg or FitConfig()
     _check_inputs(model, landmarks, cfg)
-    dev, dt = model.device, model.dtype
     if landmarks.shape[0] == 0:
         return _empty_result(model)
-    lm = landmarks.to(device=dev, dtype=torch.float64)
-    bsz = lm.shape[0]
-    kk = model.num_shape_coeffs if cfg.n_shape_coeffs is None else cfg.n_shape_coeffs
-    ne = model.num_blendshapes
-    sigma2 = cfg.landmark_sigma**2
-    basis = model.basis_rescaled[:, :, :kk]
-    blend = model.blendshapes
-    lm_up = torch.stack([lm[..., 0], -lm[..., 1]], -1)  # (B, 68, 2) y up
-
-    fixed_lm = (model.landmark_vertex >= 0).nonzero().squeeze(1)  # (F,)
-    fixed_v = model.landmark_vertex[fixed_lm]
-
-    shape_c = torch.zeros(bsz, kk, dtype=torch.float64, device=dev)
-    expr_c = torch.zeros(bsz, ne, dtype=torch.float64, device=dev)
-    shape_term = _LinearTerm(basis, fixed_v)
-    expr_term = _LinearTerm(blend, fixed_v)
-    mean_f = model.mean.index_select(0, fixed_v).double()  # (F, 3)
-    f_img = lm_up[:, fixed_lm]  # (B, F, 2)
-    f_idx = fixed_v.unsqueeze(0).expand(bsz, -1)
-
-    def solve_blocks(pose: _Pose, var: tuple | None) -> None:
-        """One shape solve (with the current expression) then one expression solve."""
-        nonlocal shape_c, expr_c
-        e_f = torch.einsum("nik,bk->bni", expr_term.fixed, expr_c)
-        res_f = f_img - pose.project_up(mean_f.unsqueeze(0) + e_f)
-        bs_v = be_v = res_v = v_w = mean_v = None
-        if var is not None:
-            v_idx, v_img, v_w = var
-            mean_v = _take(model.mean, v_idx).double()
-            bs_v, be_v = shape_term.rows(v_idx), expr_term.rows(v_idx)  # (3, B, Nv, K / E)
-            e_v = expr_term.apply(be_v, expr_c)
-            res_v = v_img - pose.project_up(mean_v + e_v)
-        shape_c = shape_term.solve(pose, res_f, bs_v, res_v, v_w, cfg.lambda_shape, sigma2, False)
-        s_f = torch.einsum("nik,bk->bni", shape_term.fixed, shape_c)
-        res_f = f_img - pose.project_up(mean_f.unsqueeze(0) + s_f)
-        if var is not None:
-            s_v = shape_term.apply(bs_v, shape_c)
-            res_v = var[1] - pose.project_up(mean_v + s_v)
-        expr_c = expr_term.solve(
-            pose, res_f, be_v, res_v, v_w, cfg.lambda_expression, sigma2,
-            cfg.nonnegative_expression,
-        )
-
-    # initial pose on the mean shape, then an expression fit (as eos)
-    f_w = torch.ones(bsz, mean_f.shape[0], dtype=torch.float64, device=dev)
-    pose = _estimate_pose(mean_f.unsqueeze(0).expand(bsz, -1, -1), f_img, f_w)
-    expr_c = expr_term.solve(
-        pose, f_img - pose.project_up(mean_f.unsqueeze(0)), None, None, None,
-        cfg.lambda_expression, sigma2, cfg.nonnegative_expression,
-    )
-    combined = torch.cat([basis, blend], 2).reshape(model.num_vertices * 3, kk + ne)
-
-    def mesh() -> torch.Tensor:
-        return _vertices_from(combined, model.mean, torch.cat([shape_c, expr_c], 1))
-
-    verts = mesh()
-
+    fit = _Fit(model, landmarks, cfg)
+    pose = fit.initial_pose()
+    verts = fit.mesh()
     var: tuple | None = None
     occ_info = None
     for _ in range(cfg.iterations):
         if cfg.contour:
-            var, occ_info = _contour_block(model, verts, pose, lm_up, cfg)
-        # pose from all correspondences on the current mesh
-        if var is None:
-            all_idx, all_img, all_w = f_idx, f_img, f_w
-        else:
-            all_idx = torch.cat([f_idx, var[0]], 1)
-            all_img = torch.cat([f_img, var[1]], 1)
-            all_w = torch.cat([f_w, var[2]], 1)
-        pose = _estimate_pose(_take_b(verts, all_idx).double(), all_img, all_w)
-        solve_blocks(pose, var)
-        verts = mesh()
-
-    # ---- outputs -------------------------------------------------------------------------
-    image_verts = project_vertices(verts, pose.rot, pose.scale, pose.trans)  # (B, V, 3)
-    errors, residual, face_size = _landmark_errors(model, verts, pose, lm, lm_up, f_idx, f_img, var, occ_info)
-    yaw, pitch, roll = _ypr(pose.rot)
-    full_shape = torch.zeros(bsz, model.num_shape_coeffs, dtype=torch.float64, device=dev)
-    full_shape[:, :kk] = shape_c
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.debug("fitted %d faces: median residual %.4f", bsz, float(residual.median()))
-    return FitResult(
-        vertices=image_verts.to(dt),
-        shape_coeffs=full_shape.to(dt),
-        expr_coeffs=expr_c.to(dt),
-        rotation=pose.rot.to(dt),
-        scale=pose.scale.to(dt),
-        translation=pose.trans.to(dt),
-        yaw=yaw.to(dt),
-        pitch=pitch.to(dt),
-        roll=roll.to(dt),
-        landmark_errors=errors.to(dt),
-        residual=residual.to(dt),
-        face_size=face_size.to(dt),
-    )
+            var, occ_info = _contour_block(model, verts, pose, fit.lm_up, cfg)
+        pose = fit.pose_on(verts, var)
+        fit.solve_blocks(pose, var)
+        verts = fit.mesh()
+    return fit.result(verts, pose, var, occ_info)
 
 
 def _contour_block(model: SFMTensors, verts: torch.Tensor, pose: _Pose, lm_up: torch.Tensor,

@@ -1,7 +1,7 @@
 """Run report (one self-contained HTML file, PNGs embedded) and sample grids of a store.
 
 These are edge functions: they read a store and write files; the numbers come from the run
-report dict of :func:`pipeline.run.process.RunReport.to_dict` and the store's metadata columns.
+report dict of :func:`pipeline.run.report.RunReport.to_dict` and the store's metadata columns.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Pipelined preprocessing: worker processes decode, detect, landmark and crop; the main process
 fits, renders, checks and writes.
 
-:func:`run_parallel` does what :func:`pipeline.run.process.run_preprocess` does (same parts — by
+:func:`run_parallel` does what :func:`pipeline.run.runners.run_preprocess` does (same parts — by
 default array for array the same, see "Batches" — and the same run report) with the work split
 in two overlapping halves::
 
@@ -10,8 +10,8 @@ in two overlapping halves::
         → S×S crop → chunks of ``chunk_frames`` faces sent to the main process
     main process (the device):
         faces of several frames gathered into batches of ``cfg.batch_size`` faces → batched 3D
-        fit + z-buffer render (``pipeline.reconstruct.depth.render_depth`` via ``process.fit_and_render``)
-        → QC + metadata (``process.finish_chunk``) → each item's frames streamed into its own
+        fit + z-buffer render (``pipeline.reconstruct.depth.render_depth`` via ``stages.render_faces``)
+        → QC + metadata (``stages.finish_chunk``) → each item's frames streamed into its own
         part (``DatasetWriter.begin_part(...).append(...)``, ``append_frames`` frames per
         append) → commit when the item's worker reports it done.
 
@@ -37,13 +37,13 @@ worker, blocking when full); the main process holds, per item in progress, fewer
 frames not yet appended. At most ``1 + prefetch`` items are assigned to a worker at a time.
 
 Failures, as in the sequential path: an item whose input is bad (unreadable, corrupt, no face)
-or whose processing raises ``PipelineError``/``OSError``/``ValueError``/``RuntimeError`` is
+or whose processing raises ``InputError``/``OSError``/``ValueError``/``RuntimeError`` is
 reported as ``status="failed"`` with its reason and the run goes on; its part is aborted, so
 nothing half-written becomes visible. A worker process that dies (killed, crashed) fails the
 item it was processing (reason ``"worker-died"``) and is replaced; the items queued for it go to
 the others. Errors of the store (``StoreError``), a config/model problem found when a worker
 loads its backends, and any other exception end the run (open parts aborted, workers stopped),
-as they do in the sequential path. Items already committed with the same input checksum and
+as they do in the sequential path (a ``SetupError`` at any point too). Items already committed with the same input checksum and
 config are skipped. Ctrl-C (SIGINT to the main process or the whole process group; workers
 ignore it) ends the run the same way and raises ``RunInterrupted`` with the report of the items
 finished so far.
@@ -54,6 +54,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import signal
 import threading
@@ -62,27 +63,21 @@ import traceback
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
+import cv2
+import torch
 
-from pipeline.base.errors import ConfigError, InputNotFound, NoFaceDetected, PipelineError
+from pipeline.base.errors import ConfigError, InputError, WorkerError
+from pipeline.face.batch import FaceBatch, Rebatcher, rebatch
 from pipeline.io.items import WorkItem
-from pipeline.run.process import (
-    FACE_FIELDS,
-    Engines,
-    PreprocessConfig,
-    RunReport,
-    UnitResult,
-    finish_chunk,
-    fit_and_render,
-    get_engines,
-    interruptible,
-    iter_face_chunks,
-    part_id_for,
-)
+from pipeline.run.engines import Engines, fit_engines, get_engines
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.report import RunReport, interruptible
+from pipeline.run.stages import FrameCounts, finish_chunk, iter_faces, render_faces
 from pipeline.run.timing import StageTimer
+from pipeline.run.unit import Unit, UnitResult, item_failure
+from storage import DatasetWriter, PartData, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -147,11 +142,68 @@ class ParallelConfig:
             raise ConfigError(f"parameter 'max_restarts': must be >= 0 or None, got {self.max_restarts}")
 
 
-class WorkerError(RuntimeError):
-    """A worker process failed in a way that concerns the whole run (not one item)."""
-
-
 # ============================================================================ worker side
+
+
+class _Outbox:
+    """A worker's sending side: a thread sends the queued messages, so the worker goes on
+    decoding while the main process is busy; at most ``size`` messages wait (memory bound)."""
+
+    def __init__(self, wid: int, results: Connection, size: int):
+        self._results = results
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._broken = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"depthseg-worker-{wid}-send", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            msg = self._queue.get()
+            if msg is None:
+                return
+            try:
+                self._results.send(msg)
+            except (BrokenPipeError, EOFError, OSError):
+                self._broken.set()  # the main process is gone or gave up on this worker
+                return
+
+    def send(self, msg: tuple | None) -> None:
+        """Queue ``msg`` (blocks while full); SystemExit when the main process is gone."""
+        while True:
+            if self._broken.is_set():
+                raise SystemExit(0)
+            try:
+                self._queue.put(msg, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """Send what is queued, then stop the thread."""
+        try:
+            self.send(None)
+        except SystemExit:
+            pass
+        self._thread.join(timeout=60)
+
+
+def _worker_item(idx: int, item: WorkItem, out: _Outbox, cfg: PreprocessConfig, pcfg: ParallelConfig,
+                 eng: Engines) -> None:
+    """Faces of one item, ``chunk_frames`` at a time, then ``done`` (or ``failed`` for bad input)."""
+    out.send(("start", idx))
+    timer, counts = StageTimer(), FrameCounts()
+    try:
+        faces = iter_faces(item, cfg, eng, timer, counts, detect_frames=pcfg.detect_batch)
+        for chunk in rebatch(faces, pcfg.chunk_frames):
+            out.send(("faces", idx, chunk))
+    except Exception as exc:  # noqa: BLE001 - bad input fails the item; anything else is fatal
+        failure = item_failure(exc, item.path)
+        if failure is None:
+            raise
+        log.debug("%s failed", item.path, exc_info=True)
+        out.send(("failed", idx, *failure, counts, timer.as_dict()))
+    else:
+        out.send(("done", idx, counts, timer.as_dict()))
 
 
 def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: PreprocessConfig,
@@ -159,51 +211,22 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
     """Entry point of a worker process: load the backends once, then process assigned items.
 
     Receives ``("item", idx, WorkItem)`` or ``None`` (stop) on ``tasks``; sends on ``results``
-    ``("ready",)``, then per item ``("start", idx)``, ``("faces", idx, chunk)``... and
-    ``("done", idx, counts, seconds)`` or ``("failed", idx, reason, message, seconds)``;
-    ``("fatal", exception, traceback)`` when it cannot go on.
+    ``("ready",)``, then per item ``("start", idx)``, ``("faces", idx, FaceBatch)``... and
+    ``("done", idx, FrameCounts, seconds)`` or ``("failed", idx, reason, message, FrameCounts,
+    seconds)``; ``("fatal", exception, traceback)`` when it cannot go on.
     """
-    import cv2
-    import torch
-
     # Ctrl-C reaches the whole process group; the main process alone handles it (module docstring)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    outbox: queue.Queue = queue.Queue(maxsize=pcfg.queue_chunks)
-    broken = threading.Event()
-
-    def sender() -> None:
-        while True:
-            msg = outbox.get()
-            if msg is None:
-                return
-            try:
-                results.send(msg)
-            except (BrokenPipeError, EOFError, OSError):
-                broken.set()  # the main process is gone or gave up on this worker
-                return
-
-    thread = threading.Thread(target=sender, name=f"depthseg-worker-{wid}-send", daemon=True)
-    thread.start()
-
-    def send(msg: tuple) -> None:
-        while True:
-            if broken.is_set():
-                raise SystemExit(0)
-            try:
-                outbox.put(msg, timeout=0.5)
-                return
-            except queue.Full:
-                continue
-
+    out = _Outbox(wid, results, pcfg.queue_chunks)
     try:
         try:
             eng = get_engines(cfg)
         except Exception as exc:  # noqa: BLE001 - reported to the main process, which re-raises
-            send(("fatal", _picklable(exc), traceback.format_exc()))
+            out.send(("fatal", _picklable(exc), traceback.format_exc()))
             return
-        send(("ready",))
+        out.send(("ready",))
         with torch.inference_mode():
             while True:
                 try:
@@ -212,42 +235,21 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
                     return
                 if task is None:
                     return
-                _, idx, item = task
-                send(("start", idx))
-                timer = StageTimer()
-                counts: dict = {}
-                try:
-                    for chunk in iter_face_chunks(item, cfg, eng, timer, counts, pcfg.chunk_frames,
-                                                   detect_frames=pcfg.detect_batch):
-                        send(("faces", idx, chunk))
-                except PipelineError as exc:
-                    send(("failed", idx, exc.reason, str(exc), timer.as_dict()))
-                except (OSError, ValueError, RuntimeError) as exc:
-                    log.warning("%s failed: %s: %s", item.path, type(exc).__name__, exc)  # one line; the run goes on
-                    log.debug("%s failed", item.path, exc_info=True)
-                    send(("failed", idx, "error", f"{item.path}: {type(exc).__name__}: {exc}", timer.as_dict()))
-                else:
-                    send(("done", idx, dict(counts), timer.as_dict()))
+                _worker_item(task[1], task[2], out, cfg, pcfg, eng)
     except SystemExit:
         return
     except BaseException as exc:  # noqa: BLE001 - a bug: the main process ends the run with it
         with_tb = traceback.format_exc()
         try:
-            send(("fatal", _picklable(exc), with_tb))
+            out.send(("fatal", _picklable(exc), with_tb))
         except SystemExit:
             pass
     finally:
-        try:
-            send(None)  # lets the sender thread finish what is queued, then stop
-        except SystemExit:
-            pass
-        thread.join(timeout=60)
+        out.close()
 
 
 def _picklable(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling, else a RuntimeError with its text."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
@@ -259,20 +261,15 @@ def _picklable(exc: BaseException) -> BaseException:
 
 
 @dataclass
-class _Unit:
-    """An item in progress in the main process."""
+class _Unit(Unit):
+    """An item in progress in the main process (the unit runner's record, plus its place in the
+    pipeline)."""
 
-    idx: int
-    item: WorkItem
-    result: UnitResult
-    checksum: str
-    timer: StageTimer = field(default_factory=StageTimer)
-    counts: dict = field(default_factory=dict)
+    idx: int = -1
     worker: int | None = None
     started: bool = False
     done: bool = False  # its worker sent everything
-    partial: list = field(default_factory=list)  # faces chunks not yet in a render group
-    partial_faces: int = 0
+    batcher: Rebatcher | None = None  # its faces not yet in a render group
     pending: int = 0  # its groups waiting in the runner's render queue
     appended: bool = False  # frames were handed to the part writer (its part was begun)
     committing: bool = False  # the commit was handed to the part writer
@@ -487,61 +484,31 @@ class _Runner:
                     return
 
     def _next_item(self) -> int | None:
-        """The next item that needs processing; items that are missing or committed are
-        resolved on the way (failed / skipped)."""
-        from storage import file_checksum
-
+        """The next item that needs processing; items that are missing, committed or in
+        conflict are resolved on the way by the unit runner's check (failed / skipped)."""
         while self.queue:
             idx = self.queue.popleft()
             if idx in self.units:  # re-queued after its worker died before starting it
                 return idx
-            item = self.items[idx]
-            timer = StageTimer()
-            res = UnitResult(path=item.path, part_id=part_id_for(item, self.input_root), status="failed")
-            try:
-                with timer.stage("checksum"):
-                    if not Path(item.path).exists():
-                        raise InputNotFound("input path does not exist", source=item.path)
-                    checksum = res.input_checksum = file_checksum(item.path)
-            except PipelineError as exc:
-                res.reason, res.message = exc.reason, str(exc)
-                log.warning("%s failed: %s", item.path, exc)
-                self._finish(idx, res, timer)
+            unit = _Unit.check(self.items[idx], self.writer, input_root=self.input_root, replace=self.replace)
+            unit.idx = idx
+            if unit.settled:
+                self._finish(unit)
                 continue
-            except OSError as exc:
-                res.reason, res.message = "error", f"{item.path}: {type(exc).__name__}: {exc}"
-                log.warning("%s failed: %s", item.path, res.message)
-                self._finish(idx, res, timer)
-                continue
-            if self.writer.has_part(res.part_id, checksum):
-                res.status = "skipped"
-                res.frames_stored = self.writer.parts[res.part_id].frames
-                log.info("%s: already committed as part %s, skipped", item.path, res.part_id)
-                self._finish(idx, res, timer)
-                continue
-            old = self.writer.parts.get(res.part_id)
-            if old is not None and old.input_checksum != checksum and not self.replace:
-                res.reason = "part-conflict"  # the writer would refuse it at begin: say so before decoding
-                res.message = (f"{item.path}: part {res.part_id} is already committed from another input "
-                               f"({old.extra.get('source', '?')}); pass --replace to replace it")
-                log.warning("%s failed: %s", item.path, res.message)
-                self._finish(idx, res, timer)
-                continue
-            self.units[idx] = _Unit(idx, item, res, checksum, timer)
+            unit.batcher = Rebatcher(self.cfg.batch_size)
+            self.units[idx] = unit
             return idx
         return None
 
-    def _finish(self, idx: int, res: UnitResult, timer: StageTimer) -> None:
-        res.seconds = timer.as_dict()
-        self.results[idx] = res
+    def _finish(self, unit: Unit) -> None:
+        res = unit.summary()
+        self.results[unit.idx] = res
         if self.on_unit:
             self.on_unit(res)
 
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
-        from storage import DatasetWriter
-
         self.writer = DatasetWriter.open(self.output, self.cfg.output_config())
         # resolve leading skips / missing inputs before paying for worker start-up
         first = self._next_item()
@@ -552,7 +519,7 @@ class _Runner:
         try:
             for _ in range(min(self.pcfg.workers, len(self.items))):
                 self._spawn()
-            self.eng = _main_engines(self.cfg)  # while the workers load theirs
+            self.eng = fit_engines(self.cfg)  # while the workers load theirs
             while self.units or self.queue:
                 self._assign()
                 if not self.units and not self.queue:
@@ -638,16 +605,16 @@ class _Runner:
             _, _, counts, seconds = msg
             w.assigned.popleft()
             unit.timer.merge(seconds)
-            unit.counts = {**counts, **unit.counts}
+            unit.counts.add(counts)
             unit.done = True
-            self._group(unit, final=True)
+            self._last_group(unit)
             if unit.pending == 0 and not unit.committing:
                 self._complete(unit)
         elif kind == "failed":
-            _, _, reason, message, seconds = msg
+            _, _, reason, message, counts, seconds = msg
             w.assigned.popleft()
             unit.timer.merge(seconds)
-            log.warning("%s failed: %s", unit.item.path, message)
+            unit.counts.add(counts)
             self._fail(unit, reason, message)
         else:
             raise WorkerError(f"worker {w.wid}: unexpected message {kind!r}")
@@ -665,9 +632,7 @@ class _Runner:
         lost = list(w.assigned)
         if lost and lost[0] in self.units and self.units[lost[0]].started:
             unit = self.units[lost[0]]
-            msg = f"{unit.item.path}: worker process exited with code {code} while processing it"
-            log.error("%s", msg)
-            self._fail(unit, WORKER_DIED, msg)
+            self._fail(unit, WORKER_DIED, f"{unit.item.path}: worker process exited with code {code} while processing it")
             lost = lost[1:]
         for idx in reversed(lost):  # not started: back to the front of the queue
             if idx in self.units:
@@ -687,31 +652,24 @@ class _Runner:
 
     # -- fit, render, write ---------------------------------------------------------------
 
-    def _take_faces(self, unit: _Unit, faces: dict) -> None:
+    def _take_faces(self, unit: _Unit, faces: FaceBatch) -> None:
         """A chunk of ``unit``'s faces arrived: into the render queue (mixed batches, spoof
         items) or into the item's next group of ``cfg.batch_size`` faces."""
         if self.pcfg.mix_items or unit.item.is_spoof:
             self._enqueue(unit, faces)
             return
-        unit.partial.append(faces)
-        unit.partial_faces += len(faces["image"])
-        self._group(unit, final=False)
+        for group in unit.batcher.push(faces):
+            self._enqueue(unit, group)
 
-    def _group(self, unit: _Unit, *, final: bool) -> None:
-        """Cut the item's waiting faces into groups of ``cfg.batch_size`` (the sequential path's
-        batches: faces k*B .. (k+1)*B - 1 of the item); with ``final``, the rest too."""
-        bs = self.cfg.batch_size
-        while unit.partial_faces >= bs or (final and unit.partial_faces):
-            faces = _cat_faces(unit.partial)
-            n = min(bs, unit.partial_faces)
-            head, tail = _split_faces(faces, n)
-            unit.partial = [tail] if unit.partial_faces > n else []
-            unit.partial_faces -= n
-            self._enqueue(unit, head)
+    def _last_group(self, unit: _Unit) -> None:
+        """The item's last, short group (the sequential path's batches: faces
+        k*B .. (k+1)*B - 1 of the item, cut by its ``Rebatcher``)."""
+        for group in unit.batcher.flush():
+            self._enqueue(unit, group)
 
-    def _enqueue(self, unit: _Unit, faces: dict) -> None:
+    def _enqueue(self, unit: _Unit, faces: FaceBatch) -> None:
         self.ready.append((unit.idx, faces))
-        self.ready_faces += len(faces["image"])
+        self.ready_faces += len(faces)
         unit.pending += 1
 
     def _flush(self) -> None:
@@ -749,40 +707,32 @@ class _Runner:
         for unit in [u for u in self.units.values() if u.done and u.pending == 0 and not u.committing]:
             self._complete(unit)
 
-    def _render(self, call: list[tuple[int, int, dict]]) -> dict[int, tuple]:
-        """One ``fit_and_render`` over the faces of ``call`` ((position, item index, faces)...);
+    def _render(self, call: list[tuple[int, int, FaceBatch]]) -> dict[int, tuple]:
+        """Fit + render the faces of ``call`` ((position, item index, faces)...) together;
         returns ``{position: (depth, measures)}`` and charges the time to the items by faces.
-        A batch that fails with a PipelineError returns nothing: ``finish_chunk`` then renders
+        A batch that fails with an InputError returns nothing: ``finish_chunk`` then renders
         each group alone, so only the culprit item fails."""
-        from pipeline.face.crop import transform_points
-
-        lm = np.concatenate([transform_points(np.stack(f["affine"]), np.stack(f["landmarks"])).astype(np.float32)
-                             for _, _, f in call])
         timer = StageTimer()
+        total = sum(len(f) for _, _, f in call)
         try:
-            depth, meas = fit_and_render(lm, self.cfg, self.eng, timer)
-        except PipelineError as exc:
-            log.warning("fit+render of a batch of %d faces failed (%s); rendering item by item", len(lm), exc)
+            depth, meas = render_faces([f for _, _, f in call], self.cfg, self.eng, timer)
+        except InputError as exc:
+            log.warning("fit+render of a batch of %d faces failed (%s); rendering item by item", total, exc)
             return {}
         out = {}
         start = 0
         for pos, idx, faces in call:
-            n = len(faces["image"])
-            sl = slice(start, start + n)
+            sl = slice(start, start + len(faces))
             out[pos] = (depth[sl], {k: v[sl] for k, v in meas.items()})
-            self.units[idx].timer.merge({k: v * n / len(lm) for k, v in timer.seconds.items()})
-            start += n
+            self.units[idx].timer.merge({k: v * len(faces) / total for k, v in timer.seconds.items()})
+            start += len(faces)
         return out
 
     def _append(self, unit: _Unit) -> None:
         """Hand the item's buffered frames to the part writer (which begins the part first)."""
-        from storage import PartData
-
         if not unit.buffer:
             return
-        extra = {"source": unit.item.path, "item": {k: v for k, v in unit.item.to_dict().items() if k != "extra"}}
-        begin = dict(part_id=unit.result.part_id, input_checksum=unit.checksum, extra=extra, overwrite=True,
-                     replace=self.replace)
+        begin = unit.begin_args(self.replace)
         chunk = PartData.concat(unit.buffer) if len(unit.buffer) > 1 else unit.buffer[0]
         unit.buffer, unit.buffered = [], 0
         unit.appended = True
@@ -791,14 +741,11 @@ class _Runner:
     def _complete(self, unit: _Unit) -> None:
         """All of the item's frames are in: have its part committed (or fail it when it has none)."""
         if unit.frames == 0:
-            reason = "dropped by QC" if unit.counts.get("dropped_qc") else "found"
-            exc = NoFaceDetected(f"no face {reason} in any of {unit.counts.get('decoded', 0)} sampled frames",
-                                 source=unit.item.path)
-            self._fail_from(unit, exc)
+            self._fail_from(unit, unit.counts.no_frame_error(unit.item.path))
             return
         self._append(unit)
         unit.committing = True
-        self.parts.submit(("commit", unit.idx, dict(unit.counts)))
+        self.parts.submit(("commit", unit.idx, unit.counts.as_dict()))
 
     def _written(self) -> None:
         """Outcomes of the part writer: commits (the item is written) and errors."""
@@ -818,71 +765,32 @@ class _Runner:
                 self._written_unit(unit, msg[2])
 
     def _written_unit(self, unit: _Unit, info: Any) -> None:
-        res = unit.result
-        res.status = "written"
-        res.frames_stored = info.frames
-        res.frames_decoded = unit.counts.get("decoded", 0)
-        res.frames_no_face = unit.counts.get("no_face", 0)
-        res.frames_dropped_qc = unit.counts.get("dropped_qc", 0)
-        res.frames_flagged_qc = unit.counts.get("flagged_qc", 0)
+        unit.record(info.frames)
         del self.units[unit.idx]
-        self._finish(unit.idx, res, unit.timer)
+        self._finish(unit)
 
     def _fail_from(self, unit: _Unit, exc: BaseException) -> None:
-        """Sequential semantics: bad input fails the item; store errors and bugs end the run."""
-        from storage import PartConflict, StoreError
-
-        if isinstance(exc, PipelineError):
-            log.warning("%s failed: %s", unit.item.path, exc)
-            self._fail(unit, exc.reason, str(exc))
-        elif isinstance(exc, PartConflict):  # committed from another input meanwhile
-            log.warning("%s failed: %s", unit.item.path, exc)
-            self._fail(unit, exc.reason, f"{unit.item.path}: {exc}")
-        elif isinstance(exc, (OSError, ValueError, RuntimeError)) and not isinstance(exc, StoreError):
-            log.error("%s failed", unit.item.path, exc_info=exc)
-            self._fail(unit, "error", f"{unit.item.path}: {type(exc).__name__}: {exc}")
-        else:
+        """Sequential semantics (``item_failure``): bad input fails the item; store errors and
+        bugs end the run."""
+        failure = item_failure(exc, unit.item.path)
+        if failure is None:
             raise exc
+        log.debug("%s failed", unit.item.path, exc_info=exc)
+        self._fail(unit, *failure)
 
     def _fail(self, unit: _Unit, reason: str, message: str) -> None:
         if unit.appended:
             self.parts.submit(("abort", unit.idx))
             unit.appended = False
         unit.buffer, unit.buffered = [], 0
-        unit.partial, unit.partial_faces = [], 0
+        unit.batcher = None
         if unit.pending:
             self.ready = [(i, f) for i, f in self.ready if i != unit.idx]
-            self.ready_faces = sum(len(f["image"]) for _, f in self.ready)
+            self.ready_faces = sum(len(f) for _, f in self.ready)
             unit.pending = 0
-        res = unit.result
-        res.status, res.reason, res.message = "failed", reason, message
-        res.frames_decoded = unit.counts.get("decoded", 0)
-        res.frames_no_face = unit.counts.get("no_face", 0)
+        unit.fail_with(reason, message)
         del self.units[unit.idx]
-        self._finish(unit.idx, res, unit.timer)
-
-
-def _cat_faces(chunks: list[dict]) -> dict:
-    """Faces chunks (dicts of per-face lists, keys ``FACE_FIELDS``) as one, in order."""
-    if len(chunks) == 1:
-        return chunks[0]
-    return {k: [v for c in chunks for v in c[k]] for k in FACE_FIELDS}
-
-
-def _split_faces(faces: dict, n: int) -> tuple[dict, dict]:
-    """The first ``n`` faces and the rest."""
-    return {k: v[:n] for k, v in faces.items()}, {k: v[n:] for k, v in faces.items()}
-
-
-def _main_engines(cfg: PreprocessConfig) -> Engines:
-    """The main process needs only the face model on the device (no detector/landmarker)."""
-    import torch
-
-    from pipeline.reconstruct.sfm import load_sfm
-
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"parameter 'device': {cfg.device!r} asked for but CUDA is not available")
-    return Engines(detector=None, landmarker=None, sfm=load_sfm(cfg.model_dir).to_torch(cfg.device, torch.float32))
+        self._finish(unit)
 
 
 def run_parallel(
@@ -898,14 +806,10 @@ def run_parallel(
 ) -> RunReport:
     """Process every item into ``output`` with worker processes, under the store's run lock.
 
-    Same contract as :func:`pipeline.run.process.run_preprocess` (same parts, report, skip and
+    Same contract as :func:`pipeline.run.runners.run_preprocess` (same parts, report, skip and
     failure semantics); ``pcfg`` defaults to ``ParallelConfig(workers=cfg.workers or 2)``.
     ``report.units`` is in the order of ``items``; ``on_unit`` is called as items finish.
     """
-    import torch
-
-    from storage import DatasetWriter, run_lock
-
     pcfg = pcfg or ParallelConfig(workers=cfg.workers or 2)
     writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))

@@ -12,7 +12,7 @@ import re
 
 from tqdm import tqdm
 
-from pipeline.cli import echo
+from pipeline.console import echo
 
 log = logging.getLogger("depthseg_fas.cli.synth")
 

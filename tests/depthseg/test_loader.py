@@ -137,8 +137,9 @@ def test_damage_raises_naming_part_and_frame(v2_store, tmp_path):
         r.read_batch(rows["vid-b"][1:2], ("depth",))
     # the same through the training loader
     ds = FrameDataset(storage.open_dataset(path), {"video_id": "vid-c"})
-    with pytest.raises(storage.IntegrityError, match=r"part vid-c: image of frame\(s\) 3"):
-        list(make_loader(ds, 8))
+    for workers in (0, 2):  # with workers: raised in a worker, decoding into a pooled buffer
+        with pytest.raises(storage.IntegrityError, match=r"part vid-c: image of frame\(s\) 3"):
+            list(make_loader(ds, 8, num_workers=workers))
 
 
 def test_damage_schema1_store(v1_store, tmp_path):
@@ -184,6 +185,44 @@ def test_plain_dataloader_and_make_loader(tmp_path):
     assert (~ds.is_live).any() and ds.is_live.any()
     for batch in plain + fast:
         _check_batch(reader, ds, batch)
+
+
+def _in_pool(loader, tensor: torch.Tensor) -> bool:
+    data = loader._pool.data
+    return data.data_ptr() <= tensor.data_ptr() < data.data_ptr() + data.numel()
+
+
+def test_make_loader_workers_decode_into_reused_buffers(tmp_path):
+    """With workers, batches come in shared buffers reused from batch to batch (depthseg.batchpool),
+    and a batch still held (or any view of it) is never overwritten."""
+    ds = FrameDataset(make_store(tmp_path), "train")
+    loader = make_loader(ds, 2, shuffle=True, generator=torch.Generator().manual_seed(0), num_workers=2)
+    seen = set()
+    for batch in loader:  # each batch dropped before the next: slots come back
+        _check_batch(ds.reader, ds, batch)
+        assert _in_pool(loader, batch["image"]) and _in_pool(loader, batch["depth"])
+        seen.add(batch["image"].data_ptr())
+    slots = loader._pool.busy.numel()
+    assert len(loader) > slots >= len(seen)
+    kept = list(loader)  # every batch held: the slots run out, the rest come in fresh memory
+    pooled = [_in_pool(loader, b["image"]) for b in kept]
+    assert 0 < sum(pooled) <= slots and not all(pooled)
+    for batch in kept:  # checked after the whole epoch: nothing was overwritten
+        _check_batch(ds.reader, ds, batch)
+    view = next(b for b, p in zip(kept, pooled) if p)["depth"][1].numpy()
+    del kept, batch
+    assert loader._pool.busy.sum() == 1  # only the slot under the numpy view is still taken
+    del view
+    assert loader._pool.busy.sum() == 0
+    # two iterations at once: the second reads without the pool, both correct
+    first = iter(loader)
+    batches = [next(first)]
+    second = list(loader)
+    assert not any(_in_pool(loader, b["image"]) for b in second)
+    batches += list(first)
+    assert sorted(np.concatenate([b["index"].numpy() for b in batches]).tolist()) == list(range(len(ds)))
+    for batch in batches + second:
+        _check_batch(ds.reader, ds, batch)
 
 
 def test_readme_plain_pytorch_example_runs(tmp_path):

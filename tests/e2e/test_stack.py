@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import storage
 from tests.conftest import REPO, load_rgb
@@ -44,10 +45,11 @@ def stack(tmp_path_factory):
         assert not (home / "run" / f"{name}.pid").exists()
 
 
-def run_deployment(env: dict, name: str, params: dict) -> subprocess.CompletedProcess:
+def run_deployment(env: dict, name: str, params: dict, *, one_by_one: bool = False) -> subprocess.CompletedProcess:
+    """``prefect deployment run NAME --params JSON`` (or ``-p key=value`` per parameter)."""
     prefect = str(Path(env["VENV"]) / "bin" / "prefect")
-    return subprocess.run([prefect, "deployment", "run", name, "--params", json.dumps({"params": params}),
-                           "--watch", "--watch-timeout", "900"],
+    args = [a for k, v in params.items() for a in ("-p", f"{k}={v}")] if one_by_one else ["--params", json.dumps(params)]
+    return subprocess.run([prefect, "deployment", "run", name, *args, "--watch", "--watch-timeout", "900"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=960)
 
 
@@ -67,7 +69,8 @@ def sample_input(tmp_path_factory, portraits):
 
 def test_preprocess_and_train_deployments(stack, sample_input, tmp_path):
     store = tmp_path / "store.zarr"
-    params = {"input": str(sample_input), "output": str(store), "size": 64, "task_runner": "process",
+    # flat parameters merge into the deployment's (every_n 3 there): give every field the test relies on
+    params = {"input": str(sample_input), "output": str(store), "size": 64, "every_n": 1, "task_runner": "process",
               "max_workers": 2, "items_per_task": 2}
     first = run_deployment(stack, "preprocess/sample", params)
     assert first.returncode == 0 and "Completed" in first.stdout, first.stdout + first.stderr
@@ -87,11 +90,18 @@ def test_preprocess_and_train_deployments(stack, sample_input, tmp_path):
     assert "Cached" in log or "skipped" in log
 
     out = tmp_path / "train"
-    tr = run_deployment(stack, "train/sample", {"store": str(store), "out_dir": str(out), "input_size": 64,
-                                                 "epochs": 2, "batch_size": 8, "test_split": "dev"})
+    # flat parameters: each -p overrides one field, every other one keeps the deployment's value
+    tr = run_deployment(stack, "train/sample", {"store": str(store), "out_dir": str(out), "epochs": 1,
+                                                 "test_split": "dev"}, one_by_one=True)
     assert tr.returncode == 0 and "Completed" in tr.stdout, tr.stdout + tr.stderr
     ckpt = torch.load(out / "best.pt", weights_only=True, map_location="cpu")
     assert "model_state" in ckpt
+    deployed = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    defaults = next(d["parameters"] for d in deployed["deployments"] if d["entrypoint"].endswith(":train"))
+    config = ckpt["config"]
+    assert config["epochs"] == 1 and config["store"] == str(store)
+    assert {k: config[k] for k in ("input_size", "batch_size", "arch", "encoder")} == \
+        {k: defaults[k] for k in ("input_size", "batch_size", "arch", "encoder")}
     assert (out / "eval-dev" / "metrics.json").is_file()
 
 
@@ -99,7 +109,7 @@ def test_bad_parameter_fails_the_run_naming_it(stack, tmp_path):
     res = run_deployment(stack, "preprocess/sample", {"input": str(tmp_path / "missing"), "output": str(tmp_path / "x.zarr")})
     assert res.returncode != 0
     log = (Path(stack["PREFECT_HOME"]) / "worker.log").read_text()
-    assert "params.input" in log and "does not exist" in log
+    assert "parameter 'input'" in log and "does not exist" in log
     res = run_deployment(stack, "preprocess/sample", {"input": str(tmp_path), "output": str(tmp_path / "x.zarr"),
                                                       "batch_size": -2})
     assert "batch_size" in res.stdout + res.stderr

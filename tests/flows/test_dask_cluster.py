@@ -131,18 +131,18 @@ def test_preprocess_on_external_dask_cluster(harness, cluster, clips, tmp_path):
     from flows.preprocess import preprocess
 
     local = tmp_path / "local.zarr"
-    res = preprocess(params=_params(clips, local, task_runner="thread", max_workers=1))
+    res = preprocess(**_params(clips, local, task_runner="thread", max_workers=1))
     assert res["counts"]["written"] == 3
 
     out = tmp_path / "dask.zarr"
-    res = preprocess(params=_params(clips, out, task_runner="dask", dask_address=cluster))
+    res = preprocess(**_params(clips, out, task_runner="dask", dask_address=cluster))
     assert res["counts"]["written"] == 3 and res["counts"]["failed"] == 0, res["counts"]
     assert storage.verify(str(out)) == []
     _assert_same_store(str(local), str(out))
 
     assert (tmp_path / "dask.zarr.prefect-results").is_dir()  # task results beside the store, not in PREFECT_HOME
 
-    again = preprocess(params=_params(clips, out, task_runner="dask", dask_address=cluster))
+    again = preprocess(**_params(clips, out, task_runner="dask", dask_address=cluster))
     assert again["counts"]["skipped"] == 3 and again["counts"]["written"] == 0, again["counts"]
 
 

@@ -40,12 +40,12 @@ def test_preprocess_flow_then_cached_rerun(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
     out = tmp_path / "store.zarr"
-    res = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    res = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
     assert res["counts"]["written"] == 3 and res["counts"]["failed"] == 0
     ds = storage.open_dataset(str(out))
     assert len(ds) == 12
     before = {p.part_id: p for p in ds.parts}
-    res2 = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    res2 = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
     assert res2["counts"]["skipped"] == 3 and res2["counts"]["written"] == 0
     after = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
     assert after == before
@@ -58,7 +58,7 @@ def test_preprocess_flow_process_pool(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
     out = tmp_path / "pp.zarr"
-    res = preprocess(params=_params(clips, out, task_runner="process", max_workers=2, items_per_task=2))
+    res = preprocess(**_params(clips, out, task_runner="process", max_workers=2, items_per_task=2))
     assert res["counts"]["written"] == 3
     assert len(storage.open_dataset(str(out))) == 12
 
@@ -69,7 +69,7 @@ def test_preprocess_flow_dask(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
     out = tmp_path / "dask.zarr"
-    res = preprocess(params=_params(clips, out, task_runner="dask", max_workers=2))
+    res = preprocess(**_params(clips, out, task_runner="dask", max_workers=2))
     assert res["counts"]["written"] == 3
     assert storage.verify(str(out)) == []
 
@@ -84,7 +84,7 @@ def test_bad_parameter_fails_at_once_naming_it(harness, clips, tmp_path, bad, na
 
     params = {**_params(clips, tmp_path / "bad.zarr"), **bad}
     with pytest.raises(Exception) as err:
-        preprocess(params=params)
+        preprocess(**params)
     assert name in str(err.value)
     assert not (tmp_path / "bad.zarr").exists()
 
@@ -96,7 +96,7 @@ def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp
     from storage.layout import Location, read_manifest, write_manifest
 
     out = tmp_path / "dropped.zarr"
-    res = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    res = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
     assert res["counts"]["written"] == 3
     before = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
     dropped = sorted(before)[0]
@@ -108,7 +108,7 @@ def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp
     shutil.rmtree(out / entry["path"])
     assert dropped not in {p.part_id for p in storage.open_dataset(str(out)).parts}
 
-    res2 = preprocess(params=_params(clips, out, task_runner="thread", max_workers=2))
+    res2 = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
     report = json.loads(Path(res2["report"]).read_text())
     units = {u["part_id"]: u for u in report["units"]}
     assert units[dropped]["status"] == "written" and units[dropped]["frames_stored"] == before[dropped].frames

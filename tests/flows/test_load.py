@@ -115,7 +115,7 @@ def test_preprocess_flow_under_load(videos, tmp_path, capfd, caplog, monkeypatch
     with prefect_test_harness(server_startup_timeout=120):
         with PeakRSS() as mem:
             t0 = time.perf_counter()
-            res = preprocess(params={"input": str(videos), "output": str(out), "size": 64,
+            res = preprocess(**{"input": str(videos), "output": str(out), "size": 64,
                                      "task_runner": "process", "max_workers": 2,
                                      "items_per_task": ITEMS_PER_TASK})
             seconds = time.perf_counter() - t0

@@ -80,6 +80,12 @@ def test_plain_zarr_tree_and_iteration(tmp_path):
         warnings.simplefilter("error")
         str(zarr.open_group(path / "parts" / "vid-a", mode="r").tree())
     assert zarr.open_array(path / "parts" / "vid-a" / "image", mode="r").shape[0] == 5
+    xarray = pytest.importorskip("xarray")
+    with warnings.catch_warnings():  # a part with xarray, as the README shows: quiet, labelled
+        warnings.simplefilter("error")
+        ds = xarray.open_zarr(path, group="parts/vid-a", consolidated=False)
+        assert ds["image"].dims == ("frame", "y", "x", "channel") and ds.sizes["frame"] == 5
+        np.testing.assert_array_equal(ds["image"].values, zarr.open_array(path / "parts" / "vid-a" / "image")[...])
 
 
 def test_inspect_command_exit_code(tmp_path, capsys):

@@ -20,7 +20,7 @@ from PIL import Image
 from pipeline.cli import main as cli
 from pipeline.base.errors import ConfigError, ImageTooLarge
 from pipeline.io.frames import read_image
-from pipeline.run.process import PreprocessConfig
+from pipeline.run.config import PreprocessConfig
 from tests.conftest import FACES
 
 
@@ -50,12 +50,13 @@ def test_config_dataclass_rejects_non_finite_values(kw):
                                 {"max_pixels": 0}])
 def test_flow_params_reject_non_finite_values(kw):
     pytest.importorskip("prefect")
-    from pydantic import ValidationError
+    from prefect.utilities.callables import get_call_parameters
 
-    from flows.params import PreprocessParams
+    from flows.preprocess import preprocess
 
-    with pytest.raises(ValidationError, match=next(iter(kw))):
-        PreprocessParams(input=str(FACES), output="unused.zarr", **kw)
+    given = get_call_parameters(preprocess.fn, (), {"input": str(FACES), "output": "unused.zarr", **kw})
+    with pytest.raises(ConfigError, match=next(iter(kw))):
+        preprocess.fn(**preprocess.validate_parameters(given))  # as a flow run calls it
 
 
 def _png16(path: Path, scale: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import storage
-from pipeline.run.process import PreprocessConfig
+from pipeline.run.config import PreprocessConfig
 from tests.conftest import REPO, load_rgb
 from tests.helpers.media import make_face_video
 

@@ -25,7 +25,9 @@ import storage
 from pipeline.base.errors import ModelAssetMissing
 from pipeline.io.items import WorkItem
 from pipeline.run.parallel import WORKER_DIED, ParallelConfig, run_parallel
-from pipeline.run.process import PreprocessConfig, part_id_for, run_preprocess
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.runners import run_preprocess
+from pipeline.run.unit import part_id_for
 from tests.conftest import load_rgb
 from tests.helpers.media import make_face_video
 

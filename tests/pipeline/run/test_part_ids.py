@@ -16,7 +16,7 @@ import numpy as np
 import storage
 from pipeline.cli import main as cli
 from pipeline.io.items import WorkItem
-from pipeline.run.process import part_id_for
+from pipeline.run.unit import part_id_for
 from tests.conftest import FACES
 
 SIZE = 64

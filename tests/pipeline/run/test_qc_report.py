@@ -34,7 +34,10 @@ from pipeline.face.crop import CropConfig, crop_face, transform_points
 from pipeline.face.detect import pick_face
 from pipeline.io.frames import read_image
 from pipeline.io.items import WorkItem
-from pipeline.run.process import PreprocessConfig, fit_and_render, get_engines, run_preprocess
+from pipeline.run.engines import get_engines
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.runners import run_preprocess
+from pipeline.run.stages import fit_and_render
 from pipeline.face.qc import FLAG_NAMES, HIGH_RESIDUAL, QCConfig, blur_measure, describe_flags, qc_flags
 from pipeline.run.timing import StageTimer
 from tests.conftest import REPO, load_rgb
@@ -167,7 +170,7 @@ def test_run_drops_perturbed_frames_when_asked(tmp_path, face_video, monkeypatch
     extra = ds.parts[0].extra
     assert extra["dropped_qc"] == 3 and extra["decoded"] == 9
     # a drop list with an unknown flag is a config error naming the valid ones
-    with pytest.raises(ValueError, match="unknown flag.*valid"):
+    with pytest.raises(ValueError, match="unknown value.*valid"):
         PreprocessConfig(qc=QCConfig(drop=("wobbly",)))
     assert set(FLAG_NAMES.values()) >= {"high-residual"}
 
