@@ -21,11 +21,13 @@ help:
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# editable_mode=compat: a .pth path entry, not an import hook, so the installed packages win over
+# any same-named folder earlier on sys.path (a Dask worker's spill folder `storage/`; flows/workerenv.py)
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install $(TORCH_PIN)
-	$(PY) -m pip install -e '.[test,insightface]'
+	$(PY) -m pip install -e '.[test,insightface]' --config-settings editable_mode=compat
 	touch $@
 
 test: setup

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 from pipeline.base.errors import RunInterrupted
@@ -49,6 +51,11 @@ def register(sub) -> None:
 def cmd_train(args) -> int:
     from .trainer import tensorboard_missing, train
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .distributed import launch, strip_nproc
+
+        return launch(args.nproc, strip_nproc(sys.argv[1:]))
+
     run = build(TrainRun, vars(args))
     if run.config.tensorboard and tensorboard_missing():
         echo(f"notice: {tensorboard_missing()}")
@@ -56,6 +63,8 @@ def cmd_train(args) -> int:
         res = train(run.config, resume=run.resume)
     except KeyboardInterrupt:
         raise RunInterrupted(_resume_hint(Path(args.out_dir))) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports
     echo(f"best checkpoint: {res.best_checkpoint}")
     echo(f"last checkpoint: {res.last_checkpoint}")
     echo(json.dumps(res.metrics, indent=2, default=str))

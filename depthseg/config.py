@@ -1,8 +1,10 @@
 """The train and evaluate options of the CLI and the flows, declared once.
 
 Training's options are :class:`~depthseg.trainer.TrainConfig`'s own fields; :class:`TrainRun`
-adds what a run decides beside them (resume, the split evaluated after training). The CLI flags
-and the flat flow parameters are generated from these classes (:mod:`pipeline.base.options`).
+adds what a run decides beside them (resume, data-parallel processes, the split evaluated after
+training). The CLI flags and the flat flow parameters are generated from these classes
+(:mod:`pipeline.base.options`). ``nproc`` is not a TrainConfig field: it is not saved in the
+checkpoint's config (a resume checks the world size itself, see :mod:`depthseg.distributed`).
 
 :class:`BenchmarkRun` is the ``benchmark`` command's and flow's: the datasets, the protocol and
 the preprocessing and training settings a benchmark varies, each declared as the field of
@@ -34,6 +36,7 @@ class TrainRun:
     """A training run: :class:`TrainConfig` plus resume and the split tested afterwards (flow)."""
 
     resume: bool = opt(False, help="continue from out_dir/last.pt when it exists")
+    nproc: int = opt(1, help="data-parallel processes on this machine (runs torchrun; one per GPU on CUDA)", ge=1)
     test_split: str | None = opt("test", help="split evaluated with the best checkpoint after training "
                                                "(none to skip)", cli=False)
     config: TrainConfig = group(TrainConfig, "")

@@ -304,14 +304,17 @@ class _Unpooled:
 
 def make_loader(dataset: FrameDataset, batch_size: int, *, shuffle: bool = False,
                 generator: torch.Generator | None = None, num_workers: int = 0,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, batch_sampler: Sampler[list[int]] | None = None) -> DataLoader:
     """A DataLoader yielding whole uint8 batches (see :meth:`FrameDataset.read_batch`).
 
     Each batch is one batched read (``_Batches.__getitems__``), never one read per sample
-    plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler`. With
-    workers, batches are decoded into reused shared buffers (:mod:`depthseg.batchpool`).
+    plus a collate copy; ``loader.batch_sampler`` is the :class:`SortedBatchSampler` (or the given
+    ``batch_sampler``, e.g. a rank's share under DDP). With workers, batches are decoded into
+    reused shared buffers (:mod:`depthseg.batchpool`).
     """
-    sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
+    sampler = batch_sampler
+    if sampler is None:  # (not `or`: a rank's share may be empty, and an empty sampler is falsy)
+        sampler = SortedBatchSampler(len(dataset), batch_size, shuffle=shuffle, generator=generator)
     return _BatchLoader(_Batches(dataset), sampler, num_workers=num_workers, pin_memory=pin_memory,
                         persistent_workers=False,
                         multiprocessing_context="spawn" if num_workers and torch.cuda.is_initialized() else None)

@@ -100,15 +100,25 @@ def predict_dataset(
     amp: bool = True,
     channels_last: bool = False,
     progress: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> DatasetPrediction:
-    """Frame scores of every frame of ``dataset`` (and its mean loss)."""
+    """Frame scores of every frame of ``dataset`` (and its mean loss).
+
+    ``shard=(rank, world_size)``: score only this rank's batches (others stay 0, the loss is this
+    rank's share); summing the ranks' results gives the one-process result (depthseg.distributed)."""
     model.eval()
     device = model_device(model)
     kw = model.arch_kwargs
     centres = class_centres(model.num_classes, device=device)
     scores = torch.zeros(len(dataset), dtype=torch.float32)
     total = torch.zeros((), dtype=torch.float64, device=device)
-    loader = make_loader(dataset, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
+    sampler = None
+    if shard is not None:
+        from .distributed import ShardedBatchSampler
+
+        sampler = ShardedBatchSampler(len(dataset), batch_size, *shard, pad=False)
+    loader = make_loader(dataset, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
+                         batch_sampler=sampler)
     if progress:
         from tqdm.auto import tqdm
 

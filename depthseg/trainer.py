@@ -63,6 +63,7 @@ import storage
 from pipeline.base.errors import ConfigError, FasError
 from pipeline.base.options import check_device, check_fields, opt
 
+import depthseg.distributed as distributed  # (not `from . import`: that is an import of the package itself)
 from .augment import AugmentConfig
 from .data import FrameDataset, describe_drops, make_loader, prepare_batch
 from .labels import DEFAULT_LABEL_SIZE, DEFAULT_NUM_CLASSES, class_centres
@@ -466,7 +467,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu")
         model = build_model(**ckpt["model_kwargs"])
         model.load_state_dict(ckpt["model_state"])
     model.to(resolve_device(str(device))).eval()
-    skip = {"model_state", "optimizer_state", "scheduler_state", "scaler_state", "rng"}
+    skip = {"model_state", "optimizer_state", "scheduler_state", "scaler_state", "rng", "rng_ranks"}
     return model, {k: v for k, v in ckpt.items() if k not in skip}
 
 
@@ -540,14 +541,16 @@ def train(
     """
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
+    ctx = distributed.context(device)  # under torchrun: this rank (see depthseg.distributed)
     cuda = device.type == "cuda"
     with _determinism(cfg.deterministic and not cuda, cudnn_benchmark=cuda):
-        return _train(cfg, out, device, resume, on_epoch_end)
+        return _train(cfg, out, device, resume, on_epoch_end, ctx)
 
 
 def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
-           on_epoch_end: Callable[[int, dict[str, Any]], None] | None) -> TrainResult:
+           on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+           ctx: distributed.DistContext = distributed.DistContext()) -> TrainResult:
     cuda = device.type == "cuda"
     amp = cfg.amp and cuda
     channels_last = cfg.channels_last and cuda
@@ -579,10 +582,13 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
 
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    augment_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    augment_gen = torch.Generator().manual_seed(cfg.seed + 1 + ctx.rank)
     gens = {"shuffle": shuffle_gen, "augment": augment_gen}
+    shard = distributed.ShardedBatchSampler(len(train_ds), cfg.batch_size, ctx.rank, ctx.world_size, shuffle=True,
+                                            generator=shuffle_gen) if ctx.enabled else None
     loader = make_loader(train_ds, cfg.batch_size, shuffle=True, generator=shuffle_gen,
-                         num_workers=cfg.num_workers, pin_memory=cuda)
+                         num_workers=cfg.num_workers, pin_memory=cuda, batch_sampler=shard)
+    net = distributed.wrap(model, ctx, device)
     steps_per_epoch = len(loader.batch_sampler)
     if cfg.max_steps_per_epoch is not None:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
@@ -603,18 +609,21 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
         ckpt = load_checkpoint_dict(last_path, map_location="cpu")
         with _checkpoint_contents(last_path):
             _check_resume_config(ckpt["config"], cfg_dict, last_path)
+            if int(ckpt.get("world_size", 1)) != ctx.world_size:
+                raise ConfigError(f"cannot resume: saved by {ckpt.get('world_size', 1)} process(es), "
+                                  f"now {ctx.world_size} (the data sharding depends on it)", source=str(last_path))
             model.load_state_dict(ckpt["model_state"])
             optimizer.load_state_dict(ckpt["optimizer_state"])
             scheduler.load_state_dict(ckpt["scheduler_state"])
             scaler.load_state_dict(ckpt["scaler_state"])
-            _set_rng_state(ckpt["rng"], gens)
+            _set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[ctx.rank], gens)
             history, best = list(ckpt["history"]), dict(ckpt["best"])
             start_epoch, step = int(ckpt["epoch"]), int(ckpt["global_step"])
         log.info("resuming %s from epoch %d (step %d)", out, start_epoch, step)
     elif resume:
         log.info("resume requested but %s does not exist: starting afresh", last_path)
 
-    tb = _tensorboard(out, cfg.tensorboard)
+    tb = _tensorboard(out, cfg.tensorboard) if ctx.is_main else None
     try:
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -622,7 +631,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
             running = torch.zeros((), dtype=torch.float64, device=device)
             seen = 0
             batches = loader
-            if cfg.progress:
+            if cfg.progress and ctx.is_main:
                 from tqdm.auto import tqdm
 
                 batches = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
@@ -632,12 +641,13 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
                 b = prepare_batch(raw, device, input_size=cfg.input_size, label_size=cfg.label_size,
                                   num_classes=cfg.num_classes, augment=cfg.augment,
                                   generator=augment_gen, channels_last=channels_last)
-                loss = train_step(model, b, loss_fn, optimizer, scheduler, scaler, amp=amp,
+                loss = train_step(net, b, loss_fn, optimizer, scheduler, scaler, amp=amp,
                                   grad_clip=cfg.grad_clip)
                 running += loss.double() * len(b.index)
                 seen += len(b.index)
                 step += 1
-            train_loss = float(running) / max(seen, 1)
+            seen = int(distributed.all_sum(torch.tensor(seen), ctx))
+            train_loss = float(distributed.all_sum(running, ctx)) / max(seen, 1)
             if not math.isfinite(train_loss):
                 raise TrainingError(f"epoch {epoch}: training loss is {train_loss} (diverged); "
                                     f"lower lr (now {cfg.lr}) or enable grad_clip")
@@ -648,13 +658,14 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
             thresholds = {"frame": math.nan, "video": math.nan}
             dev_metrics: dict[str, Any] = {}
             dev_loss = math.nan
+            distributed.sync_buffers(model, ctx)  # every rank evaluates the model rank 0 saves
             if dev_ds is not None:
                 pred = predict_dataset(model, dev_ds, batch_size=cfg.eval_batch_size,
                                        num_workers=cfg.num_workers, loss_fn=loss_fn, amp=amp,
-                                       channels_last=channels_last)
-                dev_loss = pred.loss
-                thresholds = dev_thresholds(pred.scores, dev_ds.is_live, dev_ds.video_id)
-                dev_metrics = frame_and_video_metrics(pred.scores, dev_ds.is_live, dev_ds.attack_type,
+                                       channels_last=channels_last, shard=ctx.shard())
+                dev_scores, dev_loss = distributed.sum_scores(pred.scores, pred.loss, ctx)
+                thresholds = dev_thresholds(dev_scores, dev_ds.is_live, dev_ds.video_id)
+                dev_metrics = frame_and_video_metrics(dev_scores, dev_ds.is_live, dev_ds.attack_type,
                                                       dev_ds.video_id, thresholds)
                 fm, vm = dev_metrics["frame"], dev_metrics["video"]
                 row.update({"dev_loss": dev_loss, "dev_acer": fm["acer"], "dev_apcer_max": fm["apcer_max"],
@@ -695,13 +706,17 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
                 "rng": _rng_state(gens),
                 "versions": _versions(),
             }
+            if ctx.enabled:  # every rank's RNG states, for an exact resume of each
+                ckpt.update(rng_ranks=distributed.gather_objects(ckpt["rng"], ctx), world_size=ctx.world_size)
             epoch_path = out / f"epoch_{epoch}.pt"
-            _atomic_save(ckpt, epoch_path)
-            _atomic_copy(epoch_path, last_path)
-            if improved:
-                _atomic_copy(epoch_path, best_path)
-            _write_logs(out, history)
-            _plot_history(out, history)
+            if ctx.is_main:
+                _atomic_save(ckpt, epoch_path)
+                _atomic_copy(epoch_path, last_path)
+                if improved:
+                    _atomic_copy(epoch_path, best_path)
+                _write_logs(out, history)
+                _plot_history(out, history)
+            distributed.barrier(ctx)  # no rank runs ahead of a checkpoint it may resume from
             if tb is not None:
                 for k, v in row.items():
                     if isinstance(v, (int, float)) and k != "epoch":

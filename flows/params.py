@@ -31,6 +31,9 @@ class RunnerOptions:
     dask_address: str | None = opt(None, help="address of an existing Dask scheduler (tcp://host:8786); "
                                               "none: a local cluster")
     items_per_task: int = opt(1, help="videos per task (larger: fewer API calls)", ge=1)
+    result_storage: str | None = opt(None, help="folder or fsspec URL for task results (the cache that lets a rerun "
+                                                "skip units); every worker must reach it (none: beside the store, "
+                                                "OUTPUT.prefect-results)")
 
     def __post_init__(self) -> None:
         check_fields(self)

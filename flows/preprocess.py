@@ -31,6 +31,7 @@ from flows.params import RunnerOptions, check_paths, preprocess_parameters
 from pipeline.base.options import build
 from pipeline.run.config import PreprocessRun
 from flows.runners import make_task_runner
+from flows.workerenv import fingerprint, is_local_address, require_project_packages, unseen_paths
 
 #: exceptions worth retrying (the disk or network hiccuped); bad input never is
 TRANSIENT = (TimeoutError, ConnectionError, BlockingIOError, InterruptedError)
@@ -78,6 +79,7 @@ def preprocess_units(
     replace: bool = False,
 ) -> list[dict]:
     """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
+    require_project_packages()  # on a Dask worker: fail naming a folder that shadows a package
     from pipeline.run.config import PreprocessConfig
     from pipeline.run.runners import run_units
 
@@ -109,11 +111,13 @@ def _not_in_store(results: list[dict], parts: dict) -> bool:
 @flow(name="preprocess-units-runner")
 def _run_units(units: list[list[dict]], output: str, config: dict, execution: dict,
                input_root: str | None, store_key: str, gpu: bool, committed: set[str],
-               replace: bool = False) -> list[dict]:
+               replace: bool = False, results: str | None = None) -> list[dict]:
     from storage import DatasetWriter
 
     logger = get_run_logger()
     task_fn = preprocess_units.with_options(tags=["gpu"]) if gpu else preprocess_units
+    if results:
+        task_fn = task_fn.with_options(result_storage=_result_block(results))
     progress = create_progress_artifact(0.0, key="preprocess-progress", description="units done (%)")
     args = (output, config, execution, input_root, store_key, replace)
     futures = {task_fn.submit(u, *args): i for i, u in enumerate(units)}
@@ -167,11 +171,13 @@ def preprocess(**params) -> dict:
     n = runner_opts.items_per_task
     units = [items[i : i + n] for i in range(0, len(items), n)]
     owner = f"prefect flow run {flow_run.get_id()}"
+    result_storage = runner_opts.result_storage or _beside(run.output, ".prefect-results")
+    _check_shared(runner_opts, run.output, result_storage, items[0]["path"] if items else None)
     with run_lock(run.output, owner=owner):
         runner = make_task_runner(runner_opts)
         results = _run_units.with_options(task_runner=runner)(
             units, run.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda"), committed,
-            run.replace,
+            run.replace, result_storage,
         )
     report = RunReport(output=run.output, config=config, rejected=inputs.rejected,
                        units=[UnitResult(**r) for r in results])
@@ -197,3 +203,53 @@ def _default_report(output: str) -> str | None:
         return None
     p = Path(output)
     return str(p.with_name(p.name + ".report.json"))
+
+
+def _beside(output: str, suffix: str) -> str:
+    """``output`` + ``suffix``: a sibling of the store, local (absolute) or at the same URL."""
+    return output.rstrip("/") + suffix if "://" in output else str(Path(output).expanduser().resolve()) + suffix
+
+
+def _result_block(location: str):
+    """Prefect result storage at a folder or fsspec URL that every worker reaches (not the
+    default under each worker's own PREFECT_HOME, which other machines cannot see). A folder
+    is given as a Path; a URL as a RemoteFileSystem block saved under a name derived from it
+    (Prefect takes only saved blocks, which workers then load from the API)."""
+    from prefect.filesystems import RemoteFileSystem
+
+    if "://" not in location:
+        path = Path(location)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    block = RemoteFileSystem(basepath=location)
+    block.save(f"depthseg-results-{hashlib.sha256(location.encode()).hexdigest()[:12]}", overwrite=True)
+    return block
+
+
+def _check_shared(opts: RunnerOptions, output: str, result_storage: str, first_item: str | None) -> None:
+    """On an external Dask cluster, every worker must see the store, the inputs and the result
+    storage as this machine does (a shared folder at the same path, or a URL); otherwise the
+    parts would be written on the workers' own disks. Checked, not assumed: each worker hashes
+    the head of the store's ``zarr.json``, of the first input and of a fresh probe file."""
+    import uuid
+
+    from pipeline.base.errors import ConfigError
+
+    if opts.task_runner != "dask" or not opts.dask_address:
+        return
+    files = {"output": f"{output}/zarr.json", "input": first_item}
+    if "://" not in result_storage:
+        probe = _result_block(result_storage) / ".shared-probe"
+        probe.write_text(uuid.uuid4().hex)
+        files["result_storage"] = str(probe)
+    local = {k: p for k, p in files.items() if p and "://" not in p}
+    if not local:
+        return
+    if not is_local_address(opts.dask_address):
+        get_run_logger().warning("Dask scheduler %s is on another machine and %s are local paths: checking that "
+                                 "every worker sees them (a shared folder)", opts.dask_address, sorted(local))
+    problems = unseen_paths(opts.dask_address, {k: (p, fingerprint(p)) for k, p in local.items()})
+    if problems:
+        raise ConfigError(f"the Dask workers of {opts.dask_address} do not see these paths as this machine does: "
+                          f"{'; '.join(problems)}; use a folder shared by every worker at the same path, or an "
+                          f"fsspec URL (s3://...), for the input, the store and result_storage")

@@ -15,9 +15,16 @@ from pipeline.base.options import build
 
 
 @task(name="train-model")
-def train_model(config: dict, resume: bool) -> dict:
-    """Train (resuming from out_dir/last.pt when asked); returns checkpoint paths and metrics."""
-    res = trainer.train(trainer.TrainConfig(**{**config, "progress": False}), resume=resume)
+def train_model(config: dict, resume: bool, nproc: int = 1) -> dict:
+    """Train (resuming from out_dir/last.pt when asked; ``nproc`` > 1: DDP) and return checkpoint
+    paths and metrics."""
+    cfg = trainer.TrainConfig(**{**config, "progress": False})
+    if nproc > 1:  # torch DDP: torchrun with nproc processes (depthseg.distributed)
+        from depthseg.ddp_run import train_distributed
+
+        res = train_distributed(cfg, nproc, resume=resume)
+    else:
+        res = trainer.train(cfg, resume=resume)
     return {
         "best_checkpoint": str(res.best_checkpoint),
         "last_checkpoint": str(res.last_checkpoint),
@@ -51,7 +58,7 @@ def train(**params) -> dict:
     check_paths(store=cfg.store)
     logger = get_run_logger()
     tags = ["gpu"] if cfg.device.startswith("cuda") else []
-    res = train_model.with_options(tags=tags)(dataclasses.asdict(cfg), run.resume)
+    res = train_model.with_options(tags=tags)(dataclasses.asdict(cfg), run.resume, run.nproc)
     logger.info("best checkpoint %s; dev metrics %s", res["best_checkpoint"], res["metrics"])
     out = {"store": cfg.store, **res}
     if run.test_split:
