@@ -24,8 +24,7 @@ pytest.importorskip("prefect_dask")
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 import storage  # noqa: E402
-from tests.conftest import load_rgb  # noqa: E402
-from tests.helpers.media import make_face_video  # noqa: E402
+from tests.helpers.flow_inputs import flow_params, write_clips  # noqa: E402
 
 pytestmark = pytest.mark.slow  # a scheduler, two workers and three flow runs (~2 min loaded)
 
@@ -98,15 +97,8 @@ def harness():
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, portraits):
-    root = tmp_path_factory.mktemp("clips")
-    face = load_rgb(next(p for p in portraits if p.name == "obama.jpg"))
-    for i in range(3):
-        make_face_video(root / f"clip{i}.mp4", face, n=8, gap=(8, 8))
-    return root
+    return write_clips(tmp_path_factory.mktemp("clips"), portraits)
 
-
-def _params(clips: Path, out: Path, **kw) -> dict:
-    return {"input": str(clips), "output": str(out), "size": 64, "max_frames": 4, **kw}
 
 
 def _assert_same_store(a: str, b: str) -> None:
@@ -131,18 +123,18 @@ def test_preprocess_on_external_dask_cluster(harness, cluster, clips, tmp_path):
     from flows.preprocess import preprocess
 
     local = tmp_path / "local.zarr"
-    res = preprocess(**_params(clips, local, task_runner="thread", max_workers=1))
+    res = preprocess(**flow_params(clips, local, task_runner="thread", max_workers=1))
     assert res["counts"]["written"] == 3
 
     out = tmp_path / "dask.zarr"
-    res = preprocess(**_params(clips, out, task_runner="dask", dask_address=cluster))
+    res = preprocess(**flow_params(clips, out, task_runner="dask", dask_address=cluster))
     assert res["counts"]["written"] == 3 and res["counts"]["failed"] == 0, res["counts"]
     assert storage.verify(str(out)) == []
     _assert_same_store(str(local), str(out))
 
     assert (tmp_path / "dask.zarr.prefect-results").is_dir()  # task results beside the store, not in PREFECT_HOME
 
-    again = preprocess(**_params(clips, out, task_runner="dask", dask_address=cluster))
+    again = preprocess(**flow_params(clips, out, task_runner="dask", dask_address=cluster))
     assert again["counts"]["skipped"] == 3 and again["counts"]["written"] == 0, again["counts"]
 
 

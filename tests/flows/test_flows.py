@@ -12,8 +12,7 @@ pytest.importorskip("prefect")
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 import storage  # noqa: E402
-from tests.conftest import load_rgb  # noqa: E402
-from tests.helpers.media import make_face_video  # noqa: E402
+from tests.helpers.flow_inputs import flow_params, write_clips  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -24,15 +23,8 @@ def harness():
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, portraits):
-    root = tmp_path_factory.mktemp("clips")
-    face = load_rgb(next(p for p in portraits if p.name == "obama.jpg"))
-    for i in range(3):
-        make_face_video(root / f"clip{i}.mp4", face, n=8, gap=(8, 8))
-    return root
+    return write_clips(tmp_path_factory.mktemp("clips"), portraits)
 
-
-def _params(clips: Path, out: Path, **kw) -> dict:
-    return {"input": str(clips), "output": str(out), "size": 64, "max_frames": 4, **kw}
 
 
 @pytest.mark.slow  # two flow runs under the test harness (~50 s loaded)
@@ -40,12 +32,12 @@ def test_preprocess_flow_then_cached_rerun(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
     out = tmp_path / "store.zarr"
-    res = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
+    res = preprocess(**flow_params(clips, out, task_runner="thread", max_workers=2))
     assert res["counts"]["written"] == 3 and res["counts"]["failed"] == 0
     ds = storage.open_dataset(str(out))
     assert len(ds) == 12
     before = {p.part_id: p for p in ds.parts}
-    res2 = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
+    res2 = preprocess(**flow_params(clips, out, task_runner="thread", max_workers=2))
     assert res2["counts"]["skipped"] == 3 and res2["counts"]["written"] == 0
     after = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
     assert after == before
@@ -58,7 +50,7 @@ def test_preprocess_flow_process_pool(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
     out = tmp_path / "pp.zarr"
-    res = preprocess(**_params(clips, out, task_runner="process", max_workers=2, items_per_task=2))
+    res = preprocess(**flow_params(clips, out, task_runner="process", max_workers=2, items_per_task=2))
     assert res["counts"]["written"] == 3
     assert len(storage.open_dataset(str(out))) == 12
 
@@ -69,7 +61,7 @@ def test_preprocess_flow_dask(harness, clips, tmp_path):
     from flows.preprocess import preprocess
 
     out = tmp_path / "dask.zarr"
-    res = preprocess(**_params(clips, out, task_runner="dask", max_workers=2))
+    res = preprocess(**flow_params(clips, out, task_runner="dask", max_workers=2))
     assert res["counts"]["written"] == 3
     assert storage.verify(str(out)) == []
 
@@ -82,7 +74,7 @@ def test_preprocess_flow_dask(harness, clips, tmp_path):
 def test_bad_parameter_fails_at_once_naming_it(harness, clips, tmp_path, bad, name):
     from flows.preprocess import preprocess
 
-    params = {**_params(clips, tmp_path / "bad.zarr"), **bad}
+    params = {**flow_params(clips, tmp_path / "bad.zarr"), **bad}
     with pytest.raises(Exception) as err:
         preprocess(**params)
     assert name in str(err.value)
@@ -96,7 +88,7 @@ def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp
     from storage.layout import Location, read_manifest, write_manifest
 
     out = tmp_path / "dropped.zarr"
-    res = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
+    res = preprocess(**flow_params(clips, out, task_runner="thread", max_workers=2))
     assert res["counts"]["written"] == 3
     before = {p.part_id: p for p in storage.open_dataset(str(out)).parts}
     dropped = sorted(before)[0]
@@ -108,7 +100,7 @@ def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp
     shutil.rmtree(out / entry["path"])
     assert dropped not in {p.part_id for p in storage.open_dataset(str(out)).parts}
 
-    res2 = preprocess(**_params(clips, out, task_runner="thread", max_workers=2))
+    res2 = preprocess(**flow_params(clips, out, task_runner="thread", max_workers=2))
     report = json.loads(Path(res2["report"]).read_text())
     units = {u["part_id"]: u for u in report["units"]}
     assert units[dropped]["status"] == "written" and units[dropped]["frames_stored"] == before[dropped].frames
