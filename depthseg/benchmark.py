@@ -216,7 +216,8 @@ def run_fold(cfg: BenchmarkConfig, fold: str) -> dict[str, Any]:
     with pinned_threads(cfg.fold_threads()):
         res = train(tcfg, resume=True)
         metrics = evaluate(res.best_checkpoint, cfg.store, split="test", dev_split="dev",
-                           out_dir=_metrics_path(cfg, fold).parent, device=tcfg.device, protocol=fold)
+                           out_dir=_metrics_path(cfg, fold).parent, device=tcfg.device, protocol=fold,
+                           include_flagged=tcfg.include_flagged)
     metrics["benchmark"] = {"fold": fold, "config_hash": fold_hash(cfg, fold)}
     path = _metrics_path(cfg, fold)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")

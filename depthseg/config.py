@@ -80,7 +80,7 @@ def _as_in(cls: type, name: str) -> Any:
 #: the settings a benchmark passes on (the rest keep the core's defaults)
 BENCH_PREPROCESS = ("size", "detector", "landmarks", "every_n", "max_frames", "model_dir")
 BENCH_TRAIN = ("arch", "encoder", "input_size", "label_size", "epochs", "batch_size", "lr", "seed",
-               "max_steps_per_epoch", "device")
+               "max_steps_per_epoch", "device", "include_flagged")
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,7 @@ class BenchmarkRun:
     seed: int = _as_in(TrainConfig, "seed")
     max_steps_per_epoch: int | None = _as_in(TrainConfig, "max_steps_per_epoch")
     device: str = _as_in(TrainConfig, "device")
+    include_flagged: bool = _as_in(TrainConfig, "include_flagged")
 
     def __post_init__(self) -> None:
         check_fields(self)

@@ -85,7 +85,7 @@ def evaluate(
 
     thresholds, source, dev_summary = _thresholds(model, meta, reader, store, dev_store,
                                                   protocol_split(protocol, dev_split), batch_size,
-                                                  num_workers, amp)
+                                                  num_workers, amp, include_flagged)
     if threshold is not None:
         thresholds["frame"], source = float(threshold), f"{source}; frame threshold given"
 
@@ -161,11 +161,14 @@ def split_non_responses(test: FrameDataset) -> dict[str, Any]:
 
 def _thresholds(model: DepthSegNet, meta: dict[str, Any], reader: storage.DatasetReader,
                 store: Any, dev_store: Any, dev_split: Any, batch_size: int,
-                num_workers: int, amp: bool) -> tuple[dict[str, float], str, dict[str, Any]]:
+                num_workers: int, amp: bool, include_flagged: bool = False
+                ) -> tuple[dict[str, float], str, dict[str, Any]]:
+    """Decision thresholds: the EER of the dev split (its QC-flagged frames left out like the
+    test split's unless ``include_flagged``), else the checkpoint's."""
     saved = {k: float(v) for k, v in (meta.get("thresholds") or {}).items()}
     if dev_split is not None:
         dev_reader = reader if dev_store is None else storage.open_dataset(dev_store)
-        dev = FrameDataset(dev_reader, dev_split)
+        dev = FrameDataset(dev_reader, dev_split, include_flagged=include_flagged)
         if len(dev) and dev.is_live.any() and (~dev.is_live).any():
             pred = predict_dataset(model, dev, batch_size=batch_size, num_workers=num_workers, amp=amp)
             thr = dev_thresholds(pred.scores, dev.is_live, dev.video_id)

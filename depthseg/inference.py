@@ -26,16 +26,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.base.errors import ConfigError, UnsupportedInput
+from pipeline.base.errors import ConfigError, NoFaceDetected, UnsupportedInput
 from pipeline.base.types import Frame
 from pipeline.face.batch import FaceBatch
-from pipeline.face.crop import crop_face
-from pipeline.face.detect import detect_batch, pick_face
+from pipeline.face.detect import detect_batch
 from pipeline.io.frames import is_image_path
 from pipeline.io.items import WorkItem
 from pipeline.run.config import PreprocessConfig
 from pipeline.run.engines import get_engines
-from pipeline.run.stages import FrameCounts, extract_faces
+from pipeline.run.stages import FrameCounts, extract_faces, frame_face
 from pipeline.run.timing import StageTimer
 
 from .predict import predict_crops
@@ -111,10 +110,12 @@ class Predictor:
                                    source="<array>")
         eng = get_engines(self.preprocess)
         frame = Frame(image=np.ascontiguousarray(image), index=0, timestamp=0.0, source="<array>")
-        box = pick_face(detect_batch(eng.detector, [frame.image])[0], eng.detector.cfg, source="<array>")
-        face = FaceBatch.single(frame, box, eng.landmarker.landmarks(frame.image, box),
-                                crop_face(frame.image, box, self.preprocess.crop_config()))
-        return self._score("<array>", face, FrameCounts(decoded=1))
+        counts = FrameCounts(decoded=1)  # the same face stage as files (ranking, confirmation, crop placement)
+        face, _ = frame_face(frame, detect_batch(eng.detector, [frame.image])[0], self.preprocess, eng,
+                             StageTimer(), counts)
+        if face is None:
+            raise NoFaceDetected("no face found in the image", source="<array>")
+        return self._score("<array>", face, counts)
 
     def predict_video(self, path: str | os.PathLike) -> MediaPrediction:
         """A video file or a folder of frames (sampled by ``every_n`` / ``max_frames``)."""

@@ -103,6 +103,23 @@ def face_of(frame: Frame, box: FaceBox, cfg: PreprocessConfig, eng: Engines, tim
     return FaceBatch.single(frame, box, lm, crop)
 
 
+def frame_face(frame: Frame, boxes: list[FaceBox], cfg: PreprocessConfig, eng: Engines, timer: StageTimer,
+               counts: FrameCounts, previous: FaceBox | None = None) -> tuple[FaceBatch | None, FaceBox | None]:
+    """The face of one frame among the detector's ``boxes``: ranked by the pick rule (``track``
+    follows ``previous``, :func:`pipeline.face.detect.rank_faces`), the first
+    :data:`MAX_CANDIDATES` tried in order until one is confirmed (:func:`face_of`). Returns the
+    one-face batch and its box, or ``(None, None)`` (``counts.no_face``, ``unconfirmed`` updated).
+    Every path to a face crop goes through here (the runners via :func:`iter_faces`, ``predict``)."""
+    ranked = rank_faces(boxes, eng.detector.cfg, previous=previous)[:MAX_CANDIDATES]
+    for box in ranked:
+        face = face_of(frame, box, cfg, eng, timer, cfg.crop_config())
+        if face is not None:
+            return face, box
+    counts.no_face += 1
+    counts.unconfirmed += bool(ranked)
+    return None, None
+
+
 def iter_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: FrameCounts,
                detect_frames: int = 1) -> Iterator[FaceBatch]:
     """Decode, detect, landmark, confirm and crop the sampled frames of ``item``: one face per
@@ -115,7 +132,6 @@ def iter_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: Stage
     batched path gives each frame the boxes it gives it alone). Every runner (sequential,
     pipelined workers) gets its faces here. Raises a InputError for an unreadable input.
     """
-    ccfg = cfg.crop_config()
     frames = iter_frames(item.path, cfg.frame_config(item))
     previous = None  # the face picked last: "track" follows it
     while True:
@@ -127,18 +143,10 @@ def iter_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: Stage
         with timer.stage("detect"):
             found = detect_batch(eng.detector, [f.image for f in batch])
         for frame, boxes in zip(batch, found):
-            ranked = rank_faces(boxes, eng.detector.cfg, previous=previous)[:MAX_CANDIDATES]
-            face = None
-            for box in ranked:
-                face = face_of(frame, box, cfg, eng, timer, ccfg)
-                if face is not None:
-                    break
-            if face is None:
-                counts.no_face += 1
-                counts.unconfirmed += bool(ranked)
-                continue
-            previous = box
-            yield face
+            face, box = frame_face(frame, boxes, cfg, eng, timer, counts, previous=previous)
+            if face is not None:
+                previous = box
+                yield face
     if counts.decoded == 0:
         raise InputError("no frame could be read", source=item.path)
 

@@ -55,7 +55,7 @@ def test_ddp_two_processes_train_resume_evaluate(store, tmp_path):
     done = subprocess.run(_cmd(store, full_out), env=_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     names = sorted(p.name for p in full_out.iterdir() if p.name != "tensorboard")
-    assert names == ["best.pt", "epoch_1.pt", "epoch_2.pt", "epoch_3.pt", "last.pt", "metrics.csv", "metrics.jsonl"]
+    assert names == ["best.pt", "epoch_1.pt", "epoch_2.pt", "epoch_3.pt", "last.pt", "metrics.csv", "metrics.jsonl", "metrics.png"]
     rows = [json.loads(line) for line in (full_out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     last = torch.load(full_out / "last.pt", weights_only=True)

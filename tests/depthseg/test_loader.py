@@ -136,7 +136,7 @@ def test_damage_raises_naming_part_and_frame(v2_store, tmp_path):
     with pytest.raises(storage.IntegrityError, match=r"part vid-b: depth of frame\(s\) 1 cannot be read: shard .* damaged index"):
         r.read_batch(rows["vid-b"][1:2], ("depth",))
     # the same through the training loader
-    ds = FrameDataset(storage.open_dataset(path), {"video_id": "vid-c"})
+    ds = FrameDataset(storage.open_dataset(path), {"video_id": "vid-c"}, include_flagged=True)  # every frame, flagged too
     for workers in (0, 2):  # with workers: raised in a worker, decoding into a pooled buffer
         with pytest.raises(storage.IntegrityError, match=r"part vid-c: image of frame\(s\) 3"):
             list(make_loader(ds, 8, num_workers=workers))

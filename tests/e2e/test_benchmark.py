@@ -24,7 +24,8 @@ from tests.helpers.dataset_trees import build_oulu_benchmark
 pytestmark = pytest.mark.slow
 
 TINY = ["--epochs", "1", "--size", "32", "--max-frames", "2", "--input-size", "32", "--label-size", "8",
-        "--batch-size", "8", "--device", "cpu", "--threads", "1"]
+        "--batch-size", "8", "--device", "cpu", "--threads", "1",
+        "--include-flagged"]  # the fixture's 32-px two-frame clips get QC flags; the fold machinery is what is tested
 FOLDS = [f"oulu-npu-p3_fold{k}" for k in range(1, 7)]
 
 
@@ -110,7 +111,8 @@ def test_flow_reruns_only_the_fold_whose_metrics_are_gone(bench, tree, tmp_path)
     shutil.rmtree(out / "folds" / FOLDS[1] / "train")
     params = {"datasets": ["oulu-npu"], "roots": [str(tree)], "protocol": "oulu-npu-p3", "out_dir": str(out),
               "epochs": 1, "size": 32, "max_frames": 2, "input_size": 32, "label_size": 8, "batch_size": 8,
-              "device": "cpu", "threads": 1, "task_runner": "thread", "max_workers": 2}
+              "device": "cpu", "threads": 1, "task_runner": "thread", "max_workers": 2,
+              "include_flagged": True}
     with prefect_test_harness(server_startup_timeout=120):
         res = benchmark(**params)
     assert res["skipped"] == [f"oulu-npu-p3:fold={k}" for k in (1, 3, 4, 5, 6)]

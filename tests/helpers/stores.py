@@ -75,7 +75,8 @@ def make_part(n: int, *, seed: int, label: str = "live", video_id: str = "vid", 
     affine[:, 0, 2], affine[:, 1, 2] = -x0 * scale, -y0 * scale
     residual = rng.uniform(0.5, 3.0, n) if label != "spoof" else np.full(n, np.nan)
     qc = {name: rng.uniform(0, 1, n) for name in QC_COLUMNS if name != "qc_flags"}
-    qc["qc_flags"] = rng.integers(0, 4, n).astype(np.uint8)
+    rng.integers(0, 4, n)  # (the draw stays, so the frames of every fixture written from these parts stay too)
+    qc["qc_flags"] = np.zeros(n, np.uint8)  # unflagged: training leaves flagged frames out by default
     meta = {
         "video_id": [video_id] * n,
         "frame_index": np.arange(n) * 2,
