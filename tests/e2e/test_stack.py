@@ -92,8 +92,9 @@ def test_preprocess_and_train_deployments(stack, sample_input, tmp_path):
 
     out = tmp_path / "train"
     # flat parameters: each -p overrides one field, every other one keeps the deployment's value
+    # (include_flagged: the clips' small faces carry the small-face flag, left out by default)
     tr = run_deployment(stack, "train/sample", {"store": str(store), "out_dir": str(out), "epochs": 1,
-                                                 "test_split": "dev"}, one_by_one=True)
+                                                 "test_split": "dev", "include_flagged": True}, one_by_one=True)
     assert tr.returncode == 0 and "Completed" in tr.stdout, tr.stdout + tr.stderr
     ckpt = torch.load(out / "best.pt", weights_only=True, map_location="cpu")
     assert "model_state" in ckpt
