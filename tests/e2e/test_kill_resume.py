@@ -208,7 +208,7 @@ def _kill_twice(args, store, expected, t_first, t_total, rng, tmp_path) -> list[
 _FLOW_CODE = """
 import json, sys
 from flows.preprocess import preprocess
-print("COUNTS " + json.dumps(preprocess(params=json.loads(sys.argv[1]))["counts"]), flush=True)
+print("COUNTS " + json.dumps(preprocess(**json.loads(sys.argv[1]))["counts"]), flush=True)
 """
 
 
