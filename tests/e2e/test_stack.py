@@ -49,7 +49,11 @@ def stack(tmp_path_factory):
 def run_deployment(env: dict, name: str, params: dict, *, one_by_one: bool = False) -> subprocess.CompletedProcess:
     """``prefect deployment run NAME --params JSON`` (or ``-p key=value`` per parameter)."""
     prefect = str(Path(env["VENV"]) / "bin" / "prefect")
-    args = [a for k, v in params.items() for a in ("-p", f"{k}={v}")] if one_by_one else ["--params", json.dumps(params)]
+    def value(v):  # `-p` takes a JSON value (true, 1) or a bare string
+        return v if isinstance(v, str) else json.dumps(v)
+
+    args = ([a for k, v in params.items() for a in ("-p", f"{k}={value(v)}")] if one_by_one
+            else ["--params", json.dumps(params)])
     return subprocess.run([prefect, "deployment", "run", name, *args, "--watch", "--watch-timeout", "900"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=960)
 
