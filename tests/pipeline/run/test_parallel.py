@@ -7,7 +7,6 @@ partial in the store; a worker that cannot load its backends ends the run with t
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import signal
@@ -21,6 +20,7 @@ import pytest
 import zarr
 
 import storage
+from depthseg.benchmark import pinned_threads
 from pipeline.base.errors import ModelAssetMissing
 from pipeline.io.items import WorkItem
 from pipeline.run.parallel import WORKER_DIED, ParallelConfig, run_parallel
@@ -94,25 +94,13 @@ def staged_parts(store: Path) -> list[str]:
     return sorted(e.name for e in staging.iterdir() if e.is_dir()) if staging.is_dir() else []
 
 
-@contextlib.contextmanager
-def torch_threads(n: int):
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @pytest.mark.slow  # both runners over the test media (~95 s loaded)
 def test_parts_identical_to_sequential(tmp_path, media):
     """Bit-identical at equal torch thread counts (workers detect with 1 thread, so the reference
     does too); across thread counts within the tolerance pipeline/depth.py documents."""
     items = items_of(media)
     seq, par = tmp_path / "seq.zarr", tmp_path / "par.zarr"
-    with torch_threads(1):
+    with pinned_threads(1):
         rep_seq = run_preprocess(items, str(seq), CFG)
     finished = []
     rep_par = run_parallel(items, str(par), CFG, pcfg=replace(PCFG, main_threads=1), on_unit=finished.append)
@@ -148,7 +136,7 @@ def test_parts_identical_to_sequential(tmp_path, media):
     # another thread count (the detector's float reductions differ): same frames and records,
     # crops and depth within 1 level on a few pixels
     two = tmp_path / "two.zarr"
-    with torch_threads(2):
+    with pinned_threads(2):
         rep_two = run_preprocess(items, str(two), CFG)
     assert [u.frames_stored for u in rep_two.units] == [u.frames_stored for u in rep_seq.units]
     m_two = manifest(two)
