@@ -85,6 +85,11 @@ class Flat:
     default: Any
     opt: Opt
 
+    def as_field(self) -> Any:
+        """A dataclass field declaring this option again, as it is declared here (another config
+        that sets it: same default, bounds, choices and help)."""
+        return dataclasses.field(default=self.default, metadata={_OPT: self.opt})
+
 
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not MISSING:

@@ -43,7 +43,7 @@ def test_bad_numbers_rejected_at_parse_time_without_a_store(tmp_path, capsys, fl
                                 {"min_face_size": float("nan")}, {"max_pixels": 0}])
 def test_config_dataclass_rejects_non_finite_values(kw):
     with pytest.raises(ConfigError, match=next(iter(kw))):
-        PreprocessConfig(**kw)
+        PreprocessConfig.flat(**kw)
 
 
 @pytest.mark.parametrize("kw", [{"fps": "nan"}, {"fps": float("inf")}, {"crop_scale": float("nan")},
