@@ -28,6 +28,7 @@ from tests.conftest import FACES
     ("--fps", "nan"), ("--fps", "inf"), ("--fps", "-inf"), ("--fps", "0"), ("--fps", "-2"),
     ("--every-n", "0"), ("--every-n", "-1"), ("--every-n", "1.5"), ("--max-frames", "0"),
     ("--crop-scale", "nan"), ("--size", "0"), ("--batch-size", "0"), ("--workers", "-1"), ("--max-pixels", "0"),
+    ("--depth-far-value", "0"), ("--depth-far-value", "1"), ("--min-face-size", "-1"),  # the stages' own bounds
 ])
 def test_bad_numbers_rejected_at_parse_time_without_a_store(tmp_path, capsys, flag, value):
     store = tmp_path / "store.zarr"
