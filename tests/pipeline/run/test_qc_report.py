@@ -30,7 +30,7 @@ from PIL import Image
 
 import storage
 from pipeline.cli import main as cli
-from pipeline.face.crop import CropConfig, crop_face, transform_points
+from pipeline.face.crop import crop_face, transform_points
 from pipeline.face.detect import pick_face
 from pipeline.io.frames import read_image
 from pipeline.io.items import WorkItem
