@@ -44,7 +44,6 @@ video shorter than 512 frames peaks lower than any longer one, after which the p
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform
@@ -217,7 +216,8 @@ def isolate_prefect(home: Path) -> None:
         os.environ.pop(name, None)
 
 
-def run_flow(mode: str, paths: list[Path], work: Path, cfg, workers: int, items_per_task: int | None) -> dict:
+def run_flow(mode: str, paths: list[Path], work: Path, cfg, workers: int, items_per_task: int | None,
+             max_frames: int | None = None) -> dict:
     """The ``preprocess`` flow on ``paths`` (a folder of links to them) into ``work/MODE.zarr``."""
     from flows.preprocess import preprocess
 
@@ -226,11 +226,11 @@ def run_flow(mode: str, paths: list[Path], work: Path, cfg, workers: int, items_
     folder.mkdir()
     for p in paths:
         (folder / p.name).symlink_to(p.resolve())
-    params = {"input": str(folder), "output": str(work / f"{mode}.zarr"), "size": cfg.size,
+    params = {"input": str(folder), "output": str(work / f"{mode}.zarr"), "size": cfg.output_config()["size"],
               "batch_size": cfg.batch_size, "task_runner": runner, "max_workers": n or workers,
               "report": str(work / f"{mode}.report.json")}
-    if cfg.max_frames:
-        params["max_frames"] = cfg.max_frames
+    if max_frames:
+        params["max_frames"] = max_frames
     if items_per_task:
         params["items_per_task"] = items_per_task
     return preprocess(**params)
@@ -282,7 +282,7 @@ def start_prefect(cfg, paths: list[Path], work: Path) -> float:
     """One tiny flow run, untimed in the results: starts Prefect's ephemeral API server (paid
     once per process). Returns its wall seconds."""
     t0 = time.perf_counter()
-    run_flow("flow-warmup", paths[:1], work, dataclasses.replace(cfg, max_frames=2), 1, None)
+    run_flow("flow-warmup", paths[:1], work, cfg, 1, None, max_frames=2)
     return time.perf_counter() - t0
 
 

@@ -24,7 +24,7 @@ from tests.helpers.flow_inputs import write_clips  # noqa: E402
 def test_task_body_pins_threads_and_batches_detection(tmp_path, portraits, monkeypatch):
     clips = write_clips(tmp_path / "clips", portraits)
     inputs = collect_items(str(clips))
-    cfg = PreprocessConfig(size=64, max_frames=4)
+    cfg = PreprocessConfig.from_dict({"size": 64, "max_frames": 4})
     seen = {}
     real = runners.run_units
 
@@ -37,8 +37,7 @@ def test_task_body_pins_threads_and_batches_detection(tmp_path, portraits, monke
     cv2_before = cv2.getNumThreads()
     out = str(tmp_path / "s.zarr")
     storage.DatasetWriter.open(out, cfg.output_config())
-    execution = {"device": "cpu", "model_dir": None, "batch_size": 64, "max_pixels": cfg.max_pixels,
-                 "threads": 1, "detect_batch": 8}
+    execution = {"device": "cpu", "model_dir": None, "batch_size": 64, "threads": 1, "detect_batch": 8}
     try:
         res = preprocess_units.fn([it.to_dict() for it in inputs.items[:1]], out, cfg.output_config(), execution,
                                   inputs.root, "key")
