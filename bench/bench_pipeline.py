@@ -15,6 +15,14 @@ End to end (frames/s = sampled frames decoded / wall seconds):
     the sequential path (parts identical). Wall time includes starting the workers.
 ``pipelined-mix``
     the same with ``mix_items=True`` (batches across videos).
+``flow-process``, ``flow-dask-1``, ``flow-dask-2``
+    the Prefect ``preprocess`` flow called in this process (Prefect's ephemeral API, a temporary
+    ``PREFECT_HOME``): a process pool of ``--workers`` task processes, a local Dask cluster of 1
+    and of 2 single-threaded workers, one task per ``--items-per-task`` videos (default: the
+    flow's). Input: a folder of links to the round's videos. Wall time is the whole flow call
+    (task runner start, models loaded in each task process, the flow's store checks and report);
+    the ephemeral API server's start, paid once per process (a deployment finds its server
+    running), is timed apart in an untimed warm-up flow run, as the fork server's is.
 
 The set: ``--videos`` videos of ``--frames`` frames at 640×480, made from the shared portraits
 moving and scaling over a textured background (as ``tests/helpers/media.py``), a few frames without a
@@ -51,7 +59,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEPTHSEG_SHARED", REPO.parent / "shared"))
-MODES = ("baseline", "sequential", "pipelined", "pipelined-mix")
+FLOW_MODES = {"flow-process": ("process", None), "flow-dask-1": ("dask", 1), "flow-dask-2": ("dask", 2)}
+MODES = ("baseline", "sequential", "pipelined", "pipelined-mix", *FLOW_MODES)
 
 
 # ---------------------------------------------------------------------------------- media
@@ -193,7 +202,37 @@ class CpuMeter:
         self.workers = sum(self._workers.values())
 
 
-def run_mode(mode: str, paths: list[Path], work: Path, cfg, workers: int) -> dict:
+def isolate_prefect(home: Path) -> None:
+    """Prefect in this process: its ephemeral API with a temporary ``PREFECT_HOME`` (the user's
+    profile, database and settings untouched), no analytics. Before prefect is imported."""
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # a loaded machine
+    for name in ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILES_PATH"):
+        os.environ.pop(name, None)
+
+
+def run_flow(mode: str, paths: list[Path], work: Path, cfg, workers: int, items_per_task: int | None,
+             max_frames: int | None = None) -> dict:
+    """The ``preprocess`` flow on ``paths`` (a folder of links to them) into ``work/MODE.zarr``."""
+    from flows.preprocess import preprocess
+
+    runner, n = FLOW_MODES.get(mode, ("thread", None))
+    folder = work / f"{mode}-input"
+    folder.mkdir()
+    for p in paths:
+        (folder / p.name).symlink_to(p.resolve())
+    params = {"input": str(folder), "output": str(work / f"{mode}.zarr"), "size": cfg.output_config()["size"],
+              "batch_size": cfg.batch_size, "task_runner": runner, "max_workers": n or workers,
+              "report": str(work / f"{mode}.report.json")}
+    if max_frames:
+        params["max_frames"] = max_frames
+    if items_per_task:
+        params["items_per_task"] = items_per_task
+    return preprocess(**params)
+
+
+def run_mode(mode: str, paths: list[Path], work: Path, cfg, workers: int, items_per_task: int | None = None) -> dict:
     from pipeline.io.items import WorkItem
     from pipeline.run.parallel import ParallelConfig, run_parallel
     from pipeline.run.runners import run_preprocess
@@ -205,14 +244,17 @@ def run_mode(mode: str, paths: list[Path], work: Path, cfg, workers: int) -> dic
         counts = run_baseline(paths, work / "baseline", cfg)
     else:
         store = str(work / f"{mode}.zarr")
-        if mode == "sequential":
+        if mode in FLOW_MODES:
+            c = run_flow(mode, paths, work, cfg, workers, items_per_task)["counts"]
+            rep = None
+        elif mode == "sequential":
             rep = run_preprocess(items, store, cfg)
         else:
             pcfg = ParallelConfig(workers=workers, mix_items=(mode == "pipelined-mix"))
             rep = run_parallel(items, store, cfg, pcfg=pcfg)
-        c = rep.to_dict()["counts"]
+        c = rep.to_dict()["counts"] if rep else c
         if c["failed"]:
-            raise SystemExit(f"{mode}: {c['failed']} item(s) failed: {rep.to_dict()['failures']}")
+            raise SystemExit(f"{mode}: {c['failed']} item(s) failed")
         counts = {"decoded": c["frames_decoded"], "stored": c["frames_stored"]}
     meter.__exit__()
     counts["seconds"] = time.perf_counter() - t0
@@ -229,6 +271,19 @@ def start_fork_server(cfg, paths: list[Path], work: Path, workers: int) -> float
     t0 = time.perf_counter()
     run_parallel([WorkItem(str(paths[0]), label="live", max_frames=2)], str(work / "warmup.zarr"), cfg,
                  pcfg=ParallelConfig(workers=workers))
+    return time.perf_counter() - t0
+
+
+def start_prefect(cfg, paths: list[Path], work: Path) -> float:
+    """One tiny flow run, untimed in the results: starts Prefect's ephemeral API server (paid
+    once per process). Returns its wall seconds."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    t0 = time.perf_counter()
+    run_flow("flow-warmup", paths[:1], work, cfg, 1, None, max_frames=2)
+    # task processes (process pool, Dask workers) inherit the environment: without the URL of this
+    # process's server each would start its own ephemeral server (a deployment's run has its URL)
+    os.environ["PREFECT_API_URL"] = SubprocessASGIServer().api_url
     return time.perf_counter() - t0
 
 
@@ -275,11 +330,15 @@ def bench_e2e(args, cfg) -> dict:
         if any(m.startswith("pipelined") for m in modes):
             warm = start_fork_server(cfg, paths, Path(tmp), args.workers)
             print(f"  fork server start + first {args.workers} workers (untimed warm-up run): {warm:.1f} s", flush=True)
+        if any(m in FLOW_MODES for m in modes):
+            totals["_prefect_start"] = start_prefect(cfg, paths, Path(tmp))
+            print(f"  Prefect ephemeral API start + a 2-frame flow run (untimed warm-up run): "
+                  f"{totals['_prefect_start']:.1f} s", flush=True)
         for r, share in enumerate(rounds):
             for m in modes:
                 work = Path(tmp) / f"round{r}"
                 work.mkdir(exist_ok=True)
-                res = run_mode(m, share, work, cfg, args.workers)
+                res = run_mode(m, share, work, cfg, args.workers, args.items_per_task)
                 for k in totals[m]:
                     totals[m][k] += res[k]
                 print(f"  round {r + 1}/{len(rounds)} {m:14s} {res['decoded']:5d} frames {res['seconds']:7.1f} s "
@@ -304,6 +363,18 @@ def bench_e2e(args, cfg) -> dict:
         print(f"{m:16s} {t['decoded']:7d} {t['stored']:7d} {t['seconds']:8.1f} {fps:9.2f} {ratio:>12s} "
               f"{1000 * t['cpu'] / t['decoded']:13.1f}")
     print("(pipelined: wall time includes starting the workers; CPU: main process + workers)")
+    ref = totals.get("pipelined")
+    flows = [m for m in modes if m in FLOW_MODES]
+    if ref and flows:
+        start = totals["_prefect_start"]
+        print(f"\nflow vs pipelined (CLI --workers {args.workers}), frames/s ratio; the Prefect API server's start "
+              f"({start:.1f} s, once per process) in the last column only")
+        print(f"{'mode':16s} {'frames/s':>9s} {'ratio':>7s} {'with server start':>18s}")
+        for m in flows:
+            t = totals[m]
+            t["ratio_pipelined"] = t["fps"] / ref["fps"]
+            with_start = t["decoded"] / (t["seconds"] + start) / ref["fps"]
+            print(f"{m:16s} {t['fps']:9.2f} {t['ratio_pipelined']:7.2f} {with_start:18.2f}")
     if "_identical" in totals:
         print(f"pipelined parts identical to sequential: {all(totals['_identical'])}")
     return totals
@@ -420,6 +491,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--size", type=int, default=256, help="crop / depth size S")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--items-per-task", type=int, default=None, help="flow modes: videos per task (default: "
+                    "the flow's)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads of the baseline and the sequential path (default 1: on a "
                     "shared 2-core machine more threads only spin; give the baseline its best setting)")
@@ -438,6 +511,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_child:
         memory_child(args)
         return
+    if any(m in FLOW_MODES for m in args.modes) and not args.skip_e2e:
+        isolate_prefect(Path(tempfile.mkdtemp(prefix="bench-prefect-home-", dir=args.work)))
 
     import torch
 

@@ -30,7 +30,9 @@ class RunnerOptions:
     max_workers: int = opt(2, help="parallel units (threads/processes/dask workers)", ge=1)
     dask_address: str | None = opt(None, help="address of an existing Dask scheduler (tcp://host:8786); "
                                               "none: a local cluster")
-    items_per_task: int = opt(1, help="videos per task (larger: fewer API calls)", ge=1)
+    items_per_task: int | None = opt(None, help="videos per task (larger: fewer API calls); none: the videos split "
+                                                "evenly into a multiple of max_workers tasks of at most 8 videos",
+                                     ge=1)
     result_storage: str | None = opt(None, help="folder or fsspec URL for task results (the cache that lets a rerun "
                                                 "skip units); every worker must reach it (none: beside the store, "
                                                 "OUTPUT.prefect-results)")

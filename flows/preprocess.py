@@ -12,8 +12,10 @@ does not hold.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -30,6 +32,7 @@ from prefect.runtime import flow_run
 from flows.params import RunnerOptions, check_paths, preprocess_parameters
 from pipeline.base.options import build
 from pipeline.run.config import PreprocessRun
+from pipeline.run.parallel import ParallelConfig
 from flows.runners import make_task_runner
 from flows.workerenv import fingerprint, is_local_address, require_project_packages, unseen_paths
 
@@ -83,8 +86,41 @@ def preprocess_units(
     from pipeline.run.config import PreprocessConfig
     from pipeline.run.runners import run_units
 
-    cfg = PreprocessConfig.from_dict({**config, **execution})
-    return run_units(items, output, cfg, input_root=input_root, replace=replace)
+    cfg = PreprocessConfig.from_dict({**config, **{k: execution[k] for k in PreprocessConfig.EXECUTION_ONLY
+                                                   if k in execution}})
+    with task_threads(execution.get("threads")):
+        return run_units(items, output, cfg, input_root=input_root, replace=replace,
+                         detect_frames=execution.get("detect_batch", 1))
+
+
+@contextlib.contextmanager
+def task_threads(n: int | None):
+    """torch and OpenCV on ``n`` threads for the block (None: left as they are).
+
+    What the pipelined runner's workers do (:mod:`pipeline.run.parallel`): each task process
+    (thread, for the thread runner) gets its share of the cores, ``cores // max_workers``; left at
+    their defaults every torch and OpenCV in every task process would use all the cores, and on a
+    2-core machine two such processes ran the detector 13x slower than the CLI (issue 16).
+    torch's count belongs to the calling thread (OpenMP) and is restored after; OpenCV's is
+    process-wide and stays set (tasks of one run all set the same value). torch's inter-op pool
+    can be sized only before its first use: set once per process where still possible."""
+    if n is None:
+        yield
+        return
+    import cv2
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    cv2.setNumThreads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # already sized (started, or set by an earlier task of this process)
+        pass
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
@@ -162,14 +198,14 @@ def preprocess(**params) -> dict:
     logger = get_run_logger()
     config = cfg.output_config()
     execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size,
-                 "max_pixels": cfg.frames.max_pixels}
+                 "max_pixels": cfg.frames.max_pixels, "threads": _threads_per_task(runner_opts),
+                 "detect_batch": ParallelConfig.detect_batch}
     inputs = collect_items(run.input, manifest=run.manifest, dataset=run.dataset,
                            allow_outside_root=run.allow_outside_root, protocol=run.protocol)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
     store_key, committed = _store_state(run.output, config)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]
-    n = runner_opts.items_per_task
-    units = [items[i : i + n] for i in range(0, len(items), n)]
+    units = plan_units(items, runner_opts.items_per_task, runner_opts.max_workers)
     owner = f"prefect flow run {flow_run.get_id()}"
     result_storage = runner_opts.result_storage or _beside(run.output, ".prefect-results")
     _check_shared(runner_opts, run.output, result_storage, items[0]["path"] if items else None)
@@ -196,6 +232,38 @@ def preprocess(**params) -> dict:
     create_table_artifact(rows, key="preprocess-report", description=f"store {run.output}")
     logger.info("counts: %s", counts)
     return {"store": run.output, "report": report_path, "counts": counts}
+
+
+#: most videos in one task when the flow chooses (``items_per_task`` none)
+AUTO_ITEMS_PER_TASK = 8
+
+
+def plan_units(items: list, per_task: int | None, workers: int) -> list[list]:
+    """``items`` cut into tasks: ``per_task`` items each, or (None) into a multiple of ``workers``
+    tasks of at most :data:`AUTO_ITEMS_PER_TASK` items whose sizes differ by one at most.
+
+    Each task costs a few API calls, a cache key and a result file, and its items run one after
+    the other in one process: few, even tasks keep that overhead small and every worker busy
+    until the end (10 videos on 2 workers: 2 tasks of 5, where 3 of 3 and 1 would leave one
+    worker idle for a third of the run). Contiguous, so a task's items share their folder."""
+    if per_task:
+        return [items[i : i + per_task] for i in range(0, len(items), per_task)]
+    n = min(len(items), workers * -(-len(items) // (workers * AUTO_ITEMS_PER_TASK)))
+    if n == 0:
+        return []
+    size, extra = divmod(len(items), n)
+    bounds = [i * size + min(i, extra) for i in range(n + 1)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def _threads_per_task(opts: RunnerOptions) -> int:
+    """torch / OpenCV threads of each task (:func:`task_threads`): this machine's cores shared by
+    the ``max_workers`` tasks that run at once; on an external Dask cluster (other machines,
+    unknown cores) 1, one thread per task slot, as Dask itself sets ``OMP_NUM_THREADS=1``."""
+    if opts.task_runner == "dask" and opts.dask_address:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // opts.max_workers)
 
 
 def _default_report(output: str) -> str | None:

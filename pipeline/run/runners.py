@@ -17,7 +17,7 @@ from storage import DatasetWriter, run_lock
 
 
 def _each_unit(items: list[WorkItem], writer: DatasetWriter, cfg: PreprocessConfig, *, input_root: str | None,
-               replace: bool) -> Iterator[UnitResult]:
+               replace: bool, detect_frames: int = 1) -> Iterator[UnitResult]:
     """Check and process ``items`` one after the other in this process; the backends are loaded
     at the first item that needs them (a run of skips loads nothing)."""
     eng: Engines | None = None
@@ -25,7 +25,7 @@ def _each_unit(items: list[WorkItem], writer: DatasetWriter, cfg: PreprocessConf
         unit = Unit.check(item, writer, input_root=input_root, replace=replace)
         if not unit.settled:
             eng = eng or get_engines(cfg)
-            write_unit(unit, writer, cfg, eng, input_root=input_root, replace=replace)
+            write_unit(unit, writer, cfg, eng, input_root=input_root, replace=replace, detect_frames=detect_frames)
         yield unit.summary()
 
 
@@ -59,13 +59,15 @@ def run_preprocess(
 
 
 def run_units(items: list[dict], output: str, cfg: PreprocessConfig, *, input_root: str | None = None,
-              replace: bool = False) -> list[dict]:
+              replace: bool = False, detect_frames: int = 1) -> list[dict]:
     """Process ``items`` (``WorkItem.to_dict()`` form) into ``output``; one summary dict per item.
 
     The body of the Prefect task: paths and config in, small summaries out; the caller holds
     the store's run lock. Bad input fails its item (in the summaries); setup and store errors
-    raise.
+    raise. ``detect_frames``: frames per detector call, as the pipelined workers' ``detect_batch``
+    (same boxes as one frame at a time, see :mod:`pipeline.run.parallel`).
     """
     writer = DatasetWriter.open(output, cfg.output_config())
     units = [WorkItem(**it) for it in items]
-    return [u.to_dict() for u in _each_unit(units, writer, cfg, input_root=input_root, replace=replace)]
+    return [u.to_dict() for u in _each_unit(units, writer, cfg, input_root=input_root, replace=replace,
+                                            detect_frames=detect_frames)]

@@ -259,9 +259,10 @@ def finish_chunk(faces: FaceBatch, item: WorkItem, cfg: PreprocessConfig, eng: E
 
 
 def iter_part_chunks(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: StageTimer, counts: FrameCounts,
-                     root: str | None = None) -> Iterator[PartData]:
-    """The part of ``item`` as a stream of ``PartData`` chunks of at most ``cfg.batch_size`` frames."""
-    for faces in rebatch(iter_faces(item, cfg, eng, timer, counts), cfg.batch_size):
+                     root: str | None = None, detect_frames: int = 1) -> Iterator[PartData]:
+    """The part of ``item`` as a stream of ``PartData`` chunks of at most ``cfg.batch_size`` frames
+    (``detect_frames``: frames per detector call, see ``iter_faces``)."""
+    for faces in rebatch(iter_faces(item, cfg, eng, timer, counts, detect_frames=detect_frames), cfg.batch_size):
         data = finish_chunk(faces, item, cfg, eng, timer, counts, root=root)
         if data.frames:
             yield data

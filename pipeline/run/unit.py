@@ -165,12 +165,14 @@ class Unit:
 
 
 def write_unit(unit: Unit, writer: DatasetWriter, cfg: PreprocessConfig, eng: Engines, *,
-               input_root: str | None = None, replace: bool = False) -> None:
+               input_root: str | None = None, replace: bool = False, detect_frames: int = 1) -> None:
     """Process a checked ``unit`` in-process into its part, streamed chunk by chunk; the part
-    is committed (``unit.record``) or aborted by its ``with`` block (``unit.fail``)."""
+    is committed (``unit.record``) or aborted by its ``with`` block (``unit.fail``).
+    ``detect_frames``: frames per detector call (``stages.iter_faces``)."""
     try:
         with writer.begin_part(**unit.begin_args(replace)) as part:
-            for chunk in iter_part_chunks(unit.item, cfg, eng, unit.timer, unit.counts, root=input_root):
+            for chunk in iter_part_chunks(unit.item, cfg, eng, unit.timer, unit.counts, root=input_root,
+                                          detect_frames=detect_frames):
                 with unit.timer.stage("write"):
                     part.append(chunk)
             if part.frames == 0:
