@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from pipeline.base.options import add_arguments, build
 from pipeline.console import echo
+from pipeline.synth.generator import generate
 from pipeline.synth.plan import CLIP_NAMES, SynthConfig
 
 log = logging.getLogger("depthseg_fas.cli.synth")
@@ -48,9 +49,6 @@ def register(subparsers) -> None:
 
 def cmd_synth(args) -> int:
     """Run the generation with a tqdm bar (one step per clip); prints the manifest path."""
-    # torch and the renderer load when the command runs, not when the CLI builds its parser
-    from pipeline.synth.generator import generate
-
     width, height = args.size
     cfg = build(SynthConfig, dict(vars(args), width=width, height=height))
     workers = args.workers
