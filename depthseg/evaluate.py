@@ -222,6 +222,7 @@ def _write_scores(frame_path: Path, video_path: Path, ds: FrameDataset, scores: 
 def plot_roc_det(scores: np.ndarray, is_live: np.ndarray, attack_types: np.ndarray,
                  video_ids: np.ndarray, path: Path) -> None:
     """ROC (1 - BPCER vs APCER) and DET (BPCER vs APCER, log axes) at frame and video level."""
+    # on use: keeps every `depthseg-fas` call (the CLI imports this module) from importing matplotlib (~1 s)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -251,6 +252,7 @@ def plot_roc_det(scores: np.ndarray, is_live: np.ndarray, attack_types: np.ndarr
 def depth_grid(model: DepthSegNet, ds: FrameDataset, path: Path, *, n: int = 8, amp: bool = True) -> None:
     """A PNG grid: one row per sample (half bona fide, half attacks, evenly spread), columns
     input crop / predicted expected depth / target depth."""
+    # on use: keeps every `depthseg-fas` call (the CLI imports this module) from importing matplotlib (~1 s)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

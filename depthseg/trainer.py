@@ -56,8 +56,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
+import torch.utils.deterministic as tud
 from tqdm.auto import tqdm
 
 import storage
@@ -219,8 +221,6 @@ def _determinism(enabled: bool, cudnn_benchmark: bool) -> Iterator[None]:
     Filling uninitialised memory (a debugging aid that deterministic mode turns on) is left
     off: it made CPU training several times slower and changes no result of a correct op.
     """
-    import torch.utils.deterministic as tud
-
     prev = (torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
             torch.backends.cudnn.benchmark, tud.fill_uninitialized_memory)
@@ -365,6 +365,7 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
 
 def _plot_history(out: Path, history: list[dict[str, Any]]) -> None:
     """``metrics.png``: train / dev loss, dev error rates and the learning rate per epoch."""
+    # on use: keeps every `depthseg-fas` call (the CLI imports this module) from importing matplotlib (~1 s)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -393,7 +394,7 @@ def _plot_history(out: Path, history: list[dict[str, Any]]) -> None:
 
 def tensorboard_missing() -> str | None:
     """The one-line notice when the ``tensorboard`` package is not importable, else None."""
-    try:
+    try:  # tensorboard is an optional extra: imported where asked for, to see whether it is there
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
         return ("TensorBoard logging was asked for but tensorboard is not installed "
@@ -408,7 +409,7 @@ def _tensorboard(out: Path, wanted: bool):
     if notice is not None:
         log.warning("%s", notice)
         return None
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # optional extra, present (checked above)
 
     return SummaryWriter(str(out / "tensorboard"))
 
@@ -834,6 +835,4 @@ def _final_metrics(run: _Run) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    import segmentation_models_pytorch as smp
-
     return {"torch": str(torch.__version__), "segmentation_models_pytorch": str(smp.__version__)}
