@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or tmp)
         for name, frames in cases.items():
             rows.append(run_case(name, frames, out, cfg, eng))
-    print(f"rendered in {t_render:.0f} s; detector {cfg.detector}, landmarks {cfg.landmarks}")
+    print(f"rendered in {t_render:.0f} s; detector {cfg.detect.detector}, landmarks {cfg.detect.landmarks}")
     print(f"{'case':<12}{'frames':>7}{'detected':>10}{'kept':>7}{'flagged':>8}{'stored':>7}  flags of stored frames")
     for r in rows:
         note = ", ".join(f"{k} {v}" for k, v in r["flags"].items())

@@ -52,7 +52,7 @@ import torch
 
 from pipeline.base.errors import NoFaceDetected
 from pipeline.io.items import WorkItem
-from pipeline.reconstruct.depth import DepthConfig, depth_label
+from pipeline.reconstruct.depth import depth_label
 from pipeline.reconstruct.raster import interpolate, rasterize, rasterize_depth
 from pipeline.reconstruct.sfm import load_sfm
 from pipeline.run.config import PreprocessConfig
@@ -221,7 +221,7 @@ def warp_mask(mask: np.ndarray, affine: np.ndarray, size: int) -> np.ndarray:
 
 def truth(shots: list[Shot], affine: np.ndarray, tris: torch.Tensor, cfg: PreprocessConfig):
     """True ``(mask, depth)`` ``(N, S, S)`` in the stored crops (all-False for no-face shots)."""
-    s = cfg.size
+    s = cfg.crop.size
     n = len(shots)
     mask, z = np.zeros((n, s, s), bool), np.zeros((n, s, s), np.float32)
     idx = [i for i, sh in enumerate(shots) if sh.verts is not None]
@@ -239,8 +239,7 @@ def truth(shots: list[Shot], affine: np.ndarray, tris: torch.Tensor, cfg: Prepro
             mask[i] &= warp_mask(inside, affine[i], s)
             if sh.occluder is not None:
                 mask[i] &= ~warp_mask(sh.occluder, affine[i], s)
-    dcfg = DepthConfig(size=s, far_value=cfg.depth_far_value)
-    depth = depth_label(torch.from_numpy(z), torch.from_numpy(mask), dcfg).numpy()
+    depth = depth_label(torch.from_numpy(z), torch.from_numpy(mask), cfg.depth).numpy()
     return mask, depth
 
 
@@ -367,14 +366,14 @@ def eos_check(pool: list, n: int, cfg: PreprocessConfig, sfm_np) -> str:
     ref = EosReference(resolve_model_dir(cfg.model_dir) / "sfm", None)
     rng = np.random.default_rng(1)
     pick = rng.choice(len(pool), size=min(n, len(pool)), replace=False)
-    s = cfg.size
+    s = cfg.crop.size
     res = []
     for i in pick:
         lm, aff, label, gt_mask, gt_depth = pool[i]
         lm_crop = lm @ aff[:, :2].T + aff[:, 2]
         z, m = numpy_zbuffer(ref.mesh_pixels(lm_crop, s, crop=s), sfm_np.triangles, s)
         e = depth_label(torch.from_numpy(z[None]).float(), torch.from_numpy(m[None]),
-                        DepthConfig(size=s, far_value=cfg.depth_far_value))[0].numpy()
+                        cfg.depth)[0].numpy()
         for other, om in ((label.astype(np.float32) / 255, label > 0), (gt_depth, gt_mask)):
             u = (om | m).sum()
             res.append(((om & m).sum() / max(u, 1), np.abs(other - e).sum() / max(u, 1)))
@@ -392,8 +391,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eos", type=int, default=None, help="frames of the independent check (default 8 / 30)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = PreprocessConfig()
-    cfg = replace(cfg, qc=replace(cfg.qc, drop=()), **({"size": args.size} if args.size else {}))
+    cfg = PreprocessConfig.flat(qc_drop=(), **({"size": args.size} if args.size else {}))
     t0 = time.perf_counter()
     sfm_np = load_sfm(cfg.model_dir)
     sfm = sfm_np.to_torch("cpu", torch.float32)
@@ -410,7 +408,7 @@ def main(argv=None) -> None:
     for sh in noface_shots(20 if args.quick else 400, rng):
         groups.setdefault(sh.case, []).append(sh)
     print(f"{sum(map(len, groups.values()))} frames rendered ({len(plans)} identities), "
-          f"{time.perf_counter() - t0:.0f} s; crop {cfg.size}", flush=True)
+          f"{time.perf_counter() - t0:.0f} s; crop {cfg.crop.size}", flush=True)
     rows: dict = {}
     pool: list = []
     with tempfile.TemporaryDirectory(prefix="bench-labels-") as tmp, torch.inference_mode():

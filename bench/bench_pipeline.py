@@ -124,17 +124,13 @@ def run_baseline(paths: list[Path], out_dir: Path, cfg) -> dict:
     import torch
 
     from pipeline.face.crop import crop_face, transform_points
-    from pipeline.reconstruct.depth import DepthConfig, render_depth, to_uint8
+    from pipeline.reconstruct.depth import render_depth, to_uint8
     from pipeline.face.detect import pick_face
     from pipeline.base.errors import NoFaceDetected
-    from pipeline.reconstruct.fit import FitConfig
     from pipeline.io.frames import FrameConfig, iter_frames
     from pipeline.run.engines import get_engines
 
     eng = get_engines(cfg)
-    ccfg = cfg.crop_config()
-    fit_cfg = FitConfig(iterations=cfg.fit_iterations)
-    depth_cfg = DepthConfig(size=cfg.size, far_value=cfg.depth_far_value)
     decoded = stored = 0
     for path in paths:
         vdir = out_dir / path.stem
@@ -146,10 +142,10 @@ def run_baseline(paths: list[Path], out_dir: Path, cfg) -> dict:
             except NoFaceDetected:
                 continue
             lm = eng.landmarker.landmarks(frame.image, box)
-            crop = crop_face(frame.image, box, ccfg)
+            crop = crop_face(frame.image, box, cfg.crop)
             lm_crop = transform_points(crop.affine[None], lm.points[None]).astype(np.float32)
             with torch.inference_mode():
-                res = render_depth(eng.sfm, torch.as_tensor(lm_crop), fit_cfg=fit_cfg, depth_cfg=depth_cfg)
+                res = render_depth(eng.sfm, torch.as_tensor(lm_crop), fit_cfg=cfg.fit, depth_cfg=cfg.depth)
             depth = to_uint8(res.depth)[0].numpy()
             cv2.imwrite(str(vdir / f"{frame.index:06d}.jpg"), cv2.cvtColor(crop.image, cv2.COLOR_RGB2BGR))
             cv2.imwrite(str(vdir / f"{frame.index:06d}_depth.png"), depth)
@@ -293,7 +289,7 @@ def bench_e2e(args, cfg) -> dict:
                 totals.setdefault("_identical", []).append(same)
                 print(f"  round {r + 1}: pipelined parts identical to sequential: {same}", flush=True)
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\nend to end: {len(paths)} videos x {args.frames} frames 640x480, crop {cfg.size}, "
+    print(f"\nend to end: {len(paths)} videos x {args.frames} frames 640x480, crop {cfg.crop.size}, "
           f"batch {cfg.batch_size}, torch threads {torch.get_num_threads()} (baseline/sequential), "
           f"{args.workers} workers, {args.rounds} interleaved rounds")
     base = totals.get("baseline")
@@ -339,7 +335,7 @@ def memory_child(args) -> None:
     from pipeline.run.runners import run_preprocess
 
     torch.set_num_threads(args.threads)
-    cfg = PreprocessConfig(size=args.size, batch_size=args.batch_size)
+    cfg = PreprocessConfig.flat(size=args.size, batch_size=args.batch_size)
     item = WorkItem(args.memory_child, label="live")
     workers_hwm: dict[int, int] = {}
     stop = threading.Event()
@@ -450,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, '-m', 'bench.bench_pipeline', *(argv or sys.argv[1:])])}")
-    cfg = PreprocessConfig(size=args.size, batch_size=args.batch_size)
+    cfg = PreprocessConfig.flat(size=args.size, batch_size=args.batch_size)
     if not args.skip_e2e:
         bench_e2e(args, cfg)
     if args.memory_frames:

@@ -67,7 +67,7 @@ class BenchmarkConfig:
     """One benchmark: the protocol (all its folds, or one), the datasets, and the settings.
 
     ``datasets``: ``[(adapter name, dataset root), ...]`` (cross-dataset needs all four).
-    ``preprocess``: :class:`pipeline.run.config.PreprocessConfig` fields; ``train``:
+    ``preprocess``: :class:`pipeline.run.config.PreprocessConfig` flat option names; ``train``:
     :class:`~depthseg.trainer.TrainConfig` fields (not ``store``/``out_dir``/``protocol``).
     """
 
@@ -112,7 +112,7 @@ class BenchmarkConfig:
         return cls(**{**d, "datasets": [tuple(x) for x in d["datasets"]]})
 
     def preprocess_config(self):
-        return PreprocessConfig(**self.preprocess)
+        return PreprocessConfig.flat(**self.preprocess)
 
     def train_config(self, fold: str) -> TrainConfig:
         out = fold_dir(self.out_dir, fold) / "train"

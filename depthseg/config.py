@@ -17,13 +17,12 @@ run resumed would have nothing to train), and continuing an interrupted run is a
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.base.errors import ConfigError
-from pipeline.base.options import check_device, check_fields, group, opt
+from pipeline.base.options import check_device, check_fields, flat_fields, group, opt
 from pipeline.datasets import list_adapters
 from pipeline.run.config import PreprocessConfig
 
@@ -72,9 +71,9 @@ class EvaluateConfig:
 
 
 def _as_in(cls: type, name: str) -> Any:
-    """The option ``name`` declared as ``cls`` declares it (default, bounds, choices, help)."""
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return dataclasses.field(default=f.default, metadata=dict(f.metadata))
+    """The option of flat name ``name`` declared as ``cls`` (or its groups) declares it (default,
+    bounds, choices, help)."""
+    return next(fl for fl in flat_fields(cls) if fl.name == name).as_field()
 
 
 #: the settings a benchmark passes on (the rest keep the core's defaults)

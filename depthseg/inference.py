@@ -85,9 +85,9 @@ class Predictor:
         frame sampling (``every_n``, ``max_frames``: which video frames are scored)."""
         model, meta = load_checkpoint(path, device=device)
         size = int(meta.get("config", {}).get("input_size", 256))
-        pcfg = PreprocessConfig(detector=detector, landmarks=landmarks, every_n=every_n, max_frames=max_frames,
-                                size=max(size, 64), device=str(device),
-                                model_dir=os.fspath(model_dir) if model_dir is not None else None)
+        pcfg = PreprocessConfig.flat(detector=detector, landmarks=landmarks, every_n=every_n, max_frames=max_frames,
+                                     size=max(size, 64), device=str(device),
+                                     model_dir=os.fspath(model_dir) if model_dir is not None else None)
         return cls(model, meta, pcfg, batch_size=batch_size)
 
     def predict(self, path: str | os.PathLike) -> MediaPrediction:

@@ -158,7 +158,7 @@ def preprocess(**params) -> dict:
     logger = get_run_logger()
     config = cfg.output_config()
     execution = {"device": cfg.device, "model_dir": cfg.model_dir, "batch_size": cfg.batch_size,
-                 "max_pixels": cfg.max_pixels}
+                 "max_pixels": cfg.frames.max_pixels}
     inputs = collect_items(run.input, manifest=run.manifest, dataset=run.dataset,
                            allow_outside_root=run.allow_outside_root, protocol=run.protocol)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))

@@ -13,7 +13,12 @@ prefix for their flat names: ``qc`` → ``qc_min_face_size``). From that one dec
   so ``-p epochs=1`` keeps every other default only when each field is a top-level parameter.
   Bounds and choices go to the JSON schema as ``minimum``/``enum`` (the UI shows limits and
   dropdowns) while the value is checked by the config itself, so a bad value gets the CLI's message;
-- :func:`build` makes the config from flat values (a CLI namespace, a flow's keyword arguments).
+- :func:`build` makes the config from flat values (a CLI namespace, a flow's keyword arguments),
+  or takes a group whole (``qc=QCConfig(...)``).
+
+A bound or a choice is checked against the flat name (``qc_min_face_size``) when the config is
+built from flat values, against the field's own name when a group is made directly. An ``int``
+option refuses a non-integer value (``2.5`` frames), so the stage configs need no checks of their own.
 
 Choices may be a callable (a registry's ``names``), resolved when asked, so declaring a config
 does not import the backends.
@@ -25,6 +30,7 @@ import argparse
 import dataclasses
 import inspect
 import math
+import numbers
 import types
 import typing
 from dataclasses import MISSING, dataclass
@@ -49,17 +55,18 @@ class Opt:
     choices: tuple | Callable[[], list] | None = None
     cli: bool = True
     flow: bool = True
+    lt: float | None = None
 
     def choice_list(self) -> list | None:
         return list(self.choices()) if callable(self.choices) else (list(self.choices) if self.choices else None)
 
 
 def opt(default: Any = MISSING, *, help: str, ge: float | None = None, gt: float | None = None,
-        le: float | None = None, choices=None, cli: bool = True, flow: bool = True,
+        le: float | None = None, lt: float | None = None, choices=None, cli: bool = True, flow: bool = True,
         default_factory: Any = MISSING) -> Any:
     """A dataclass field that is a user-facing option. ``cli`` / ``flow`` False keep it out of the
     CLI flags / flow parameters (execution details an entry point sets itself)."""
-    meta = {_OPT: Opt(help, ge, gt, le, choices, cli, flow)}
+    meta = {_OPT: Opt(help, ge, gt, le, choices, cli, flow, lt)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -80,6 +87,11 @@ class Flat:
     default: Any
     opt: Opt
 
+    def as_field(self) -> Any:
+        """A dataclass field declaring this option again, as it is declared here (another config
+        that sets it: same default, bounds, choices and help)."""
+        return dataclasses.field(default=self.default, metadata={_OPT: self.opt})
+
 
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not MISSING:
@@ -94,8 +106,7 @@ def flat_fields(cls: type, prefix: str = "", path: tuple[str, ...] = ()) -> Iter
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if _GROUP in f.metadata:
-            sub = f.metadata[_GROUP]
-            yield from flat_fields(hints[f.name], f"{prefix}{sub}_" if sub else prefix, path + (f.name,))
+            yield from flat_fields(hints[f.name], _group_prefix(f, prefix), path + (f.name,))
         elif _OPT in f.metadata:
             yield Flat(prefix + f.name, path + (f.name,), hints[f.name], _default(f), f.metadata[_OPT])
 
@@ -116,7 +127,10 @@ def check_value(name: str, value: Any, o: Opt, tp: Any) -> Any:
             return value
         raise ConfigError(f"parameter {name!r}: a value is required")
     items = value if isinstance(value, (tuple, list)) else (value,)
+    integer = _inner(tp)[0] is int
     for v in items:
+        if integer and (isinstance(v, bool) or not isinstance(v, numbers.Integral)):
+            raise ConfigError(f"parameter {name!r}: must be an integer, got {v!r}")
         if isinstance(v, float) and not math.isfinite(v):
             raise ConfigError(f"parameter {name!r}: must be a finite number, got {v!r}")
         if o.ge is not None and v < o.ge:
@@ -125,6 +139,8 @@ def check_value(name: str, value: Any, o: Opt, tp: Any) -> Any:
             raise ConfigError(f"parameter {name!r}: must be > {o.gt:g}, got {v!r}")
         if o.le is not None and v > o.le:
             raise ConfigError(f"parameter {name!r}: must be <= {o.le:g}, got {v!r}")
+        if o.lt is not None and v >= o.lt:
+            raise ConfigError(f"parameter {name!r}: must be < {o.lt:g}, got {v!r}")
         valid = o.choice_list()
         if valid is not None and v not in valid:
             raise ConfigError(f"parameter {name!r}: unknown value {v!r}; valid: {valid}")
@@ -139,14 +155,49 @@ def check_fields(obj: Any) -> None:
             check_value(f.name, getattr(obj, f.name), f.metadata[_OPT], hints[f.name])
 
 
-def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """An instance of ``cls`` from flat ``values`` (missing names keep their defaults)."""
+def _group_prefix(f: dataclasses.Field, prefix: str) -> str:
+    sub = f.metadata[_GROUP]
+    return f"{prefix}{sub}_" if sub else prefix
+
+
+def group_keys(cls: type, prefix: str = "") -> Iterator[tuple[str, type]]:
+    """``(key, type)`` of every group of ``cls`` and its groups: the name under which :func:`build`
+    takes a ready instance of that group (``qc`` → a ``QCConfig``)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if _GROUP in f.metadata:
+            yield prefix + f.name, hints[f.name]
+            yield from group_keys(hints[f.name], _group_prefix(f, prefix))
+
+
+def build(cls: type, values: dict[str, Any], prefix: str = "", *, strict: bool = False) -> Any:
+    """An instance of ``cls`` from flat ``values`` (missing names keep their defaults).
+
+    A group may instead be given whole, as an instance under its field name (``qc=QCConfig(...)``;
+    then none of its flat names may be given too). ``strict``: a name that is neither a flat option
+    nor a group of ``cls`` is a ConfigError (else it is ignored: a flow's keyword arguments hold
+    the parameters of several configs)."""
+    if strict:
+        known = {fl.name for fl in flat_fields(cls)} | {k for k, _ in group_keys(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"unknown parameter(s) {unknown} of {cls.__name__}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for f in dataclasses.fields(cls):
         if _GROUP in f.metadata:
-            sub = f.metadata[_GROUP]
-            kwargs[f.name] = build(hints[f.name], values, f"{prefix}{sub}_" if sub else prefix)
+            sub = _group_prefix(f, prefix)
+            given = values.get(prefix + f.name)
+            if given is None:
+                kwargs[f.name] = build(hints[f.name], values, sub)
+                continue
+            if not isinstance(given, hints[f.name]):
+                raise ConfigError(f"parameter {prefix + f.name!r}: must be a {hints[f.name].__name__}, "
+                                  f"got {type(given).__name__}")
+            clash = sorted(fl.name for fl in flat_fields(hints[f.name], sub) if fl.name in values)
+            if clash:
+                raise ConfigError(f"parameter {prefix + f.name!r} given whole and in part ({clash})")
+            kwargs[f.name] = given
         elif _OPT in f.metadata and prefix + f.name in values:
             v = values[prefix + f.name]
             v = tuple(v) if isinstance(v, list) else v
@@ -215,7 +266,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, include: tuple[
 
 def _schema_extra(o: Opt) -> dict[str, Any]:
     extra: dict[str, Any] = {}
-    for key, value in (("minimum", o.ge), ("exclusiveMinimum", o.gt), ("maximum", o.le)):
+    for key, value in (("minimum", o.ge), ("exclusiveMinimum", o.gt), ("maximum", o.le), ("exclusiveMaximum", o.lt)):
         if value is not None:
             extra[key] = value
     valid = o.choice_list()

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from pipeline.base.errors import ConfigError
+from pipeline.base.options import check_fields, opt
 from pipeline.base.types import Crop, FaceBox
 
 _BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
@@ -36,23 +37,21 @@ _BORDERS = {"constant": cv2.BORDER_CONSTANT, "replicate": cv2.BORDER_REPLICATE}
 
 @dataclass(frozen=True)
 class CropConfig:
-    """Crop geometry: output side ``size`` px, square side ``crop_scale * max(box w, h)``.
+    """Crop geometry: output side ``size`` px, square side ``crop_scale * max(box w, h)``; ``size``
+    and ``crop_scale`` are the crop stage's options (:mod:`pipeline.base.options`).
 
     ``border`` is ``"constant"`` (0) or ``"replicate"``. With ``antialias`` (default) a crop that
     shrinks the frame by more than 1.5x is first area-averaged down, so the final bilinear warp
     does not alias fine texture (moire, print dots) into the crop.
     """
 
-    size: int = 256
-    crop_scale: float = 1.3
+    size: int = opt(256, help="crop side in pixels", ge=16, le=1024)
+    crop_scale: float = opt(1.3, help="crop side / face box side", ge=0.5, le=4.0)
     border: str = "constant"
     antialias: bool = True
 
     def __post_init__(self) -> None:
-        if int(self.size) != self.size or self.size < 1:
-            raise ConfigError(f"size must be a positive integer, got {self.size!r}")
-        if not (self.crop_scale > 0 and math.isfinite(self.crop_scale)):
-            raise ConfigError(f"crop_scale must be > 0, got {self.crop_scale!r}")
+        check_fields(self)
         if self.border not in _BORDERS:
             raise ConfigError(f"border must be one of {sorted(_BORDERS)}, got {self.border!r}")
 

@@ -25,6 +25,7 @@ fails yields the good frames, logs a warning and stops.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -45,6 +46,7 @@ from pipeline.base.errors import (
     UnreadableImage,
     UnsupportedInput,
 )
+from pipeline.base.options import check_fields, opt
 from pipeline.base.types import Frame
 
 logger = logging.getLogger(__name__)
@@ -68,39 +70,35 @@ _EXIF_ROTATION = {1: 0, 2: 0, 3: 180, 4: 180, 5: -90, 6: -90, 7: 90, 8: 90}
 
 @dataclass(frozen=True)
 class FrameConfig:
-    """Which frames :func:`iter_frames` yields.
+    """Which frames :func:`iter_frames` yields: the frame stage's options (:mod:`pipeline.base.options`;
+    the preprocess flags ``--every-n`` etc.).
 
     ``every_n`` keeps frames whose source index is a multiple of it. ``fps`` instead keeps a
     frame each time its timestamp reaches the next ``1/fps`` tick (so it works with variable
     frame rate; a target above the source rate keeps every frame); it is ignored for images,
     which have no time axis. ``max_frames`` caps the number of frames yielded. ``threads`` is
-    the decoder thread count (0: FFmpeg chooses). An image or video whose pictures have more
-    than ``max_pixels`` pixels (None: no limit) is refused with :class:`ImageTooLarge` before
-    any pixel is decoded (the size comes from the header / stream parameters).
+    the decoder thread count (0: FFmpeg chooses; not an option). An image or video whose pictures
+    have more than ``max_pixels`` pixels (None: no limit) is refused with :class:`ImageTooLarge`
+    before any pixel is decoded (the size comes from the header / stream parameters).
     """
 
-    every_n: int = 1
-    fps: float | None = None
-    max_frames: int | None = None
+    every_n: int = opt(1, help="keep every n-th frame", ge=1)
+    fps: float | None = opt(None, help="keep frames at this rate instead of every_n (videos)", gt=0)
+    max_frames: int | None = opt(None, help="at most this many frames per item", ge=1)
+    max_pixels: int | None = opt(DEFAULT_MAX_PIXELS, help="images and video frames with more pixels fail", ge=1)
     threads: int = 0
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
-        if int(self.every_n) != self.every_n or self.every_n < 1:
-            raise ConfigError(f"every_n must be an integer >= 1, got {self.every_n!r}")
-        if self.fps is not None:
-            if not (self.fps > 0 and math.isfinite(self.fps)):
-                raise ConfigError(f"fps must be a positive number or None, got {self.fps!r}")
-            if self.every_n != 1:
-                raise ConfigError("set either every_n or fps, not both")
-        if self.max_frames is not None and (
-            int(self.max_frames) != self.max_frames or self.max_frames < 1
-        ):
-            raise ConfigError(f"max_frames must be an integer >= 1 or None, got {self.max_frames!r}")
+        check_fields(self)
+        if self.fps is not None and self.every_n != 1:
+            raise ConfigError("set either every_n or fps, not both")
         if self.threads < 0:
             raise ConfigError(f"threads must be >= 0, got {self.threads!r}")
-        if self.max_pixels is not None and (int(self.max_pixels) != self.max_pixels or self.max_pixels < 1):
-            raise ConfigError(f"max_pixels must be an integer >= 1 or None, got {self.max_pixels!r}")
+
+    def capped(self, max_frames: int | None) -> FrameConfig:
+        """This sampling with ``max_frames`` capped at ``max_frames`` too (an item's own cap; None: none)."""
+        caps = [c for c in (self.max_frames, max_frames) if c]
+        return dataclasses.replace(self, max_frames=min(caps) if caps else None)
 
 
 @dataclass(frozen=True)

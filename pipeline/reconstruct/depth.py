@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from pipeline.base.errors import ConfigError
+from pipeline.base.options import check_fields, opt
 from pipeline.reconstruct import LABEL_VERSION
 from pipeline.reconstruct.fit import FitConfig, FitResult, fit_landmarks
 from pipeline.reconstruct.mesh import append_hole_centres
@@ -67,16 +68,15 @@ class DepthConfig:
     """
 
     size: int = 256
-    far_value: float = 0.1
+    far_value: float = opt(0.1, help="depth of the farthest visible face point (0-1)", gt=0, lt=1)
     far_percentile: float = 5.0
     max_window: int = 16
     chunk_size: int = 0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         if int(self.size) < 1:
             raise ConfigError(f"DepthConfig.size must be >= 1, got {self.size}")
-        if not 0.0 < float(self.far_value) < 1.0:
-            raise ConfigError(f"DepthConfig.far_value must be in (0, 1), got {self.far_value}")
         if not 0.0 <= float(self.far_percentile) < 50.0:
             raise ConfigError(f"DepthConfig.far_percentile must be in [0, 50), got {self.far_percentile}")
         if int(self.chunk_size) < 0:

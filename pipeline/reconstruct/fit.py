@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.base.errors import ConfigError, FitError
+from pipeline.base.options import check_fields, opt
 from pipeline.reconstruct.sfm import SFMTensors
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class FitConfig:
         nonnegative_expression: constrain blendshape coefficients to >= 0 (eos: NNLS).
     """
 
-    iterations: int = 5
+    iterations: int = opt(5, help="iterations of the 3D model fit", ge=1)
     lambda_shape: float = 30.0
     lambda_expression: float = 0.0
     n_shape_coeffs: int | None = None
@@ -85,8 +86,7 @@ class FitConfig:
     nonnegative_expression: bool = True
 
     def __post_init__(self) -> None:
-        if self.iterations < 1:
-            raise ConfigError(f"FitConfig.iterations must be >= 1, got {self.iterations}")
+        check_fields(self)
         if self.lambda_shape < 0 or self.lambda_expression < 0:
             raise ConfigError(
                 f"FitConfig.lambda_shape / lambda_expression must be >= 0, got "

@@ -1,14 +1,25 @@
-"""The preprocess configuration: each option declared once (:mod:`pipeline.base.options`).
+"""The preprocess configuration: one group of options per stage (:mod:`pipeline.base.options`).
 
-:class:`PreprocessConfig` is what the core runs with; the ``preprocess`` CLI flags and the
-``preprocess`` flow's flat parameters are generated from it and from :class:`PreprocessRun`
-(what to read and where to write), so a default, a description, a closed set of names or a
-bound exists only here. QC thresholds are the nested :class:`~pipeline.face.qc.QCConfig`
-(flat names ``qc_*``).
+:class:`PreprocessConfig` is what the core runs with. It holds each stage's own config, declared
+in the stage's module: :class:`~pipeline.io.frames.FrameConfig` (``frames``: sampling, pixel
+limit), :class:`~pipeline.face.config.DetectConfig` (``detect``: backends, detector thresholds),
+:class:`~pipeline.face.crop.CropConfig` (``crop``), :class:`~pipeline.reconstruct.fit.FitConfig`
+(``fit``), :class:`~pipeline.reconstruct.depth.DepthConfig` (``depth``) and
+:class:`~pipeline.face.qc.QCConfig` (``qc``), plus where and how it runs (device, model
+directory, batch size, workers). A stage function takes its own group (``iter_frames(path,
+cfg.frames)``, ``crop_face(..., cfg.crop)``). The ``preprocess`` CLI flags and the flow's flat
+parameters are generated from it and from :class:`PreprocessRun` (what to read and where to
+write), so a default, a description, a closed set of names or a bound exists only in the stage.
+
+Outside, the options stay flat: the groups' flat names are the field names (``--size``,
+``every_n``), prefixed for ``fit`` (``fit_iterations``), ``depth`` (``depth_far_value``) and
+``qc`` (``qc_min_face_size``). :meth:`PreprocessConfig.flat` builds one from those names.
+The depth labels are rendered at the crop's side: ``depth.size`` follows ``crop.size``.
 
 ``output_config()`` is the part that decides the stored arrays: its canonical JSON is hashed
-into the store's manifest (resume, refusing mixed configurations), so its form (flat fields, the
-QC thresholds as one ``qc`` dict, ``kind``, ``label_version``) must not change. ``label_version``
+into the store's manifest (resume, refusing mixed configurations), so its form (flat fields in
+the order stores have always had, the QC thresholds as one ``qc`` dict, ``kind``,
+``label_version``) must not change. ``label_version``
 (:data:`pipeline.reconstruct.LABEL_VERSION`) is not an option: it says what the depth labels mean,
 so a store of older labels is refused by the resume check (``from_dict``) and the flow's cache
 key changes with it.
@@ -16,35 +27,36 @@ key changes with it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import dataclasses
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from pipeline.base.errors import ConfigError
-from pipeline.base.options import check_device, check_fields, group, opt
+from pipeline.base.options import build, check_device, check_fields, flat_fields, group, opt
 from pipeline.datasets import list_adapters
+from pipeline.face.config import DetectConfig
 from pipeline.face.crop import CropConfig
-from pipeline.face.detect import DETECTORS
-from pipeline.face.landmarks import LANDMARKERS
 from pipeline.face.qc import QCConfig
-from pipeline.io.frames import DEFAULT_MAX_PIXELS, FrameConfig
-from pipeline.io.items import WorkItem
+from pipeline.io.frames import FrameConfig
 from pipeline.reconstruct import LABEL_VERSION
+from pipeline.reconstruct.depth import DepthConfig
+from pipeline.reconstruct.fit import FitConfig
+
+#: the order of the stored config's keys (stores written before the stages were nested have it;
+#: the hash sorts the keys, the store's attributes keep them as written)
+STORED_ORDER = ("detector", "landmarks", "every_n", "fps", "max_frames", "size", "crop_scale", "score_threshold",
+                "min_face_size", "fit_iterations", "depth_far_value")
+
 
 @dataclass(frozen=True)
 class PreprocessConfig:
     """Everything that decides what the preprocessing writes (plus where/how it runs)."""
 
-    detector: str = opt("blazeface", help="face detector", choices=DETECTORS.names)
-    landmarks: str = opt("dlib68", help="68-point landmark detector", choices=LANDMARKERS.names)
-    every_n: int = opt(1, help="keep every n-th frame", ge=1)
-    fps: float | None = opt(None, help="keep frames at this rate instead of every_n (videos)", gt=0)
-    max_frames: int | None = opt(None, help="at most this many frames per item", ge=1)
-    size: int = opt(256, help="crop side in pixels", ge=16, le=1024)
-    crop_scale: float = opt(1.3, help="crop side / face box side", ge=0.5, le=4.0)
-    score_threshold: float | None = opt(None, help="detector score threshold (none: the detector's own)")
-    min_face_size: float = opt(20.0, help="smallest face box side the detector keeps, pixels "
-                                                "(faces under qc_min_face_size are stored flagged)")
-    fit_iterations: int = opt(5, help="iterations of the 3D model fit", ge=1)
-    depth_far_value: float = opt(0.1, help="depth of the farthest visible face point (0-1)", ge=0, le=1)
+    frames: FrameConfig = group(FrameConfig, "")
+    detect: DetectConfig = group(DetectConfig, "")
+    crop: CropConfig = group(CropConfig, "")
+    fit: FitConfig = group(FitConfig, "fit")
+    depth: DepthConfig = group(DepthConfig, "depth")
     qc: QCConfig = group(QCConfig, "qc")
     # --- execution only (not part of the output config) ---
     device: str = opt("cpu", help="torch device: cpu | cuda | cuda:N")
@@ -52,33 +64,46 @@ class PreprocessConfig:
     batch_size: int = opt(64, help="faces per batched fit+render", ge=1)
     workers: int = opt(0, help="decode/detect/landmark worker processes (0: sequential in-process)", ge=0,
                        flow=False)
-    max_pixels: int | None = opt(DEFAULT_MAX_PIXELS, help="images and video frames with more pixels fail",
-                                 ge=1)
 
+    #: flat options that do not change the stored arrays (the frames' pixel limit only refuses inputs)
     EXECUTION_ONLY = ("device", "model_dir", "batch_size", "workers", "max_pixels")
 
     def __post_init__(self) -> None:
         check_fields(self)
         check_device(self.device)
+        if self.depth.size != self.crop.size:  # labels are rendered at the crop's side
+            object.__setattr__(self, "depth", dataclasses.replace(self.depth, size=self.crop.size))
 
-    def frame_config(self, item: WorkItem) -> FrameConfig:
-        """Frame sampling for ``item``: this config's, capped by the item's own ``max_frames``."""
-        caps = [c for c in (self.max_frames, item.max_frames) if c]
-        return FrameConfig(every_n=self.every_n, fps=self.fps, max_frames=min(caps) if caps else None,
-                           max_pixels=self.max_pixels)
+    @classmethod
+    def flat(cls, **values: Any) -> PreprocessConfig:
+        """A config from flat option names (``size=128, qc_max_yaw=30``) and/or whole groups by
+        field name (``qc=QCConfig(...)``); an unknown name is a ConfigError."""
+        return build(cls, values, strict=True)
 
-    def crop_config(self) -> CropConfig:
-        return CropConfig(size=self.size, crop_scale=self.crop_scale)
+    def flat_values(self) -> dict[str, Any]:
+        """Every option by its flat name (tuples as lists, as JSON has them)."""
+        out = {}
+        for fl in flat_fields(type(self)):
+            value: Any = self
+            for name in fl.path:
+                value = getattr(value, name)
+            out[fl.name] = list(value) if isinstance(value, tuple) else value
+        return out
 
     def output_config(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.EXECUTION_ONLY}
+        qc = {f"qc_{k}" for k in asdict(self.qc)}
+        values = {k: v for k, v in self.flat_values().items() if k not in self.EXECUTION_ONLY and k not in qc}
+        out = {k: values.pop(k) for k in STORED_ORDER if k in values}
+        out.update(values)
         out["qc"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.qc).items()}
         out["kind"] = "depthseg-fas/preprocess"
         out["label_version"] = LABEL_VERSION
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "PreprocessConfig":
+    def from_dict(cls, data: dict) -> PreprocessConfig:
+        """The config of a stored ``output_config()`` (flat names, ``qc`` a dict), plus any
+        execution options by their flat names."""
         data = dict(data)
         data.pop("kind", None)
         version = data.pop("label_version", LABEL_VERSION)
@@ -86,11 +111,8 @@ class PreprocessConfig:
             raise ConfigError(f"config of label version {version!r}: this code writes labels of version "
                               f"{LABEL_VERSION} (see pipeline.reconstruct.depth); use a new store")
         if isinstance(data.get("qc"), dict):
-            qc = dict(data["qc"])
-            if "drop" in qc:
-                qc["drop"] = tuple(qc["drop"])
-            data["qc"] = QCConfig(**qc)
-        return cls(**data)
+            data.update({f"qc_{k}": v for k, v in data.pop("qc").items()})
+        return cls.flat(**data)
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,14 @@ def _face_model(cfg: PreprocessConfig):
 
 def get_engines(cfg: PreprocessConfig) -> Engines:
     """Backends for ``cfg``, loaded on first use and cached per process."""
-    key = (cfg.detector, cfg.landmarks, cfg.device, cfg.model_dir, cfg.score_threshold, cfg.min_face_size)
+    d = cfg.detect
+    key = (d, cfg.device, cfg.model_dir)
     eng = _ENGINE_CACHE.get(key)
     if eng is None:
         _check_device(cfg)
-        det = create_detector(cfg.detector, device=cfg.device, model_dir=cfg.model_dir,
-                              score_threshold=cfg.score_threshold, min_face_size=cfg.min_face_size)
-        lmk = create_landmarker(cfg.landmarks, device=cfg.device, model_dir=cfg.model_dir)
+        det = create_detector(d.detector, device=cfg.device, model_dir=cfg.model_dir,
+                              score_threshold=d.score_threshold, min_face_size=d.min_face_size)
+        lmk = create_landmarker(d.landmarks, device=cfg.device, model_dir=cfg.model_dir)
         sfm = _face_model(cfg)
         eng = _ENGINE_CACHE[key] = Engines(det, lmk, sfm)
     return eng

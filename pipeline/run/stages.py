@@ -26,13 +26,12 @@ from pipeline.base.errors import NoFaceDetected, InputError
 from pipeline.base.types import FaceBox, Frame
 from pipeline.face.batch import FaceBatch, rebatch
 from pipeline.face.confirm import confirm_face, fit_free_measures
-from pipeline.face.crop import CropConfig, crop_face, inside_source, landmark_box
+from pipeline.face.crop import crop_face, inside_source, landmark_box
 from pipeline.face.detect import detect_batch, rank_faces
 from pipeline.face.qc import blur_measure, qc_flags
 from pipeline.io.frames import iter_frames
 from pipeline.io.items import WorkItem
-from pipeline.reconstruct.depth import DepthConfig, render_depth, to_uint8
-from pipeline.reconstruct.fit import FitConfig
+from pipeline.reconstruct.depth import render_depth, to_uint8
 from pipeline.run.engines import Engines
 from pipeline.run.config import PreprocessConfig
 from pipeline.run.timing import StageTimer
@@ -84,8 +83,7 @@ def relative_source(path: str | Path, root: str | Path | None) -> str:
     return Path(rel).as_posix()
 
 
-def face_of(frame: Frame, box: FaceBox, cfg: PreprocessConfig, eng: Engines, timer: StageTimer,
-            ccfg: CropConfig) -> FaceBatch | None:
+def face_of(frame: Frame, box: FaceBox, cfg: PreprocessConfig, eng: Engines, timer: StageTimer) -> FaceBatch | None:
     """Landmarks + crop of the face ``box`` of ``frame`` as a one-face batch; with ``cfg.qc.confirm``
     first checked to be a face (:func:`pipeline.face.confirm.confirm_face`): None when it is not."""
     with timer.stage("landmarks"):
@@ -99,7 +97,7 @@ def face_of(frame: Frame, box: FaceBox, cfg: PreprocessConfig, eng: Engines, tim
         # face only); the fit keeps the first pass, better on turned faces (bench_labels)
         placed = eng.landmarker.landmarks(frame.image, landmark_box(lm.points, box.score)).points
     with timer.stage("crop"):
-        crop = crop_face(frame.image, box, ccfg, landmarks=placed)
+        crop = crop_face(frame.image, box, cfg.crop, landmarks=placed)
     return FaceBatch.single(frame, box, lm, crop)
 
 
@@ -112,7 +110,7 @@ def frame_face(frame: Frame, boxes: list[FaceBox], cfg: PreprocessConfig, eng: E
     Every path to a face crop goes through here (the runners via :func:`iter_faces`, ``predict``)."""
     ranked = rank_faces(boxes, eng.detector.cfg, previous=previous)[:MAX_CANDIDATES]
     for box in ranked:
-        face = face_of(frame, box, cfg, eng, timer, cfg.crop_config())
+        face = face_of(frame, box, cfg, eng, timer)
         if face is not None:
             return face, box
     counts.no_face += 1
@@ -132,7 +130,7 @@ def iter_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines, timer: Stage
     batched path gives each frame the boxes it gives it alone). Every runner (sequential,
     pipelined workers) gets its faces here. Raises a InputError for an unreadable input.
     """
-    frames = iter_frames(item.path, cfg.frame_config(item))
+    frames = iter_frames(item.path, cfg.frames.capped(item.max_frames))
     previous = None  # the face picked last: "track" follows it
     while True:
         with timer.stage("decode"):
@@ -163,7 +161,7 @@ def extract_faces(item: WorkItem, cfg: PreprocessConfig, eng: Engines,
 
 def _blank(n: int, cfg: PreprocessConfig) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Zero depth and NaN fit measures for ``n`` faces (spoof faces: no fit)."""
-    return (np.zeros((n, cfg.size, cfg.size), dtype=np.uint8),
+    return (np.zeros((n, cfg.crop.size, cfg.crop.size), dtype=np.uint8),
             {k: np.full(n, np.nan, dtype=np.float32) for k in MEASURES})
 
 
@@ -179,8 +177,7 @@ def fit_and_render(landmarks_crop: np.ndarray, cfg: PreprocessConfig, eng: Engin
     depth, meas = _blank(len(landmarks_crop), cfg)
     with timer.stage("fit+render"), torch.inference_mode():
         lm = torch.as_tensor(landmarks_crop, dtype=torch.float32, device=cfg.device)
-        res = render_depth(eng.sfm, lm, fit_cfg=FitConfig(iterations=cfg.fit_iterations),
-                           depth_cfg=DepthConfig(size=cfg.size, far_value=cfg.depth_far_value))
+        res = render_depth(eng.sfm, lm, fit_cfg=cfg.fit, depth_cfg=cfg.depth)
         depth[:] = to_uint8(res.depth).cpu().numpy()
         for k, v in (("fit_residual", res.fit.residual), ("yaw", res.fit.yaw), ("pitch", res.fit.pitch),
                      ("roll", res.fit.roll)):
@@ -236,7 +233,7 @@ def finish_chunk(faces: FaceBatch, item: WorkItem, cfg: PreprocessConfig, eng: E
     else:
         depth, meas = rendered if rendered is not None else render_faces([faces], cfg, eng, timer)
         # no depth where the crop shows the black padding beyond the source image
-        outside = np.stack([~inside_source(a, hw, cfg.size) for a, hw in zip(faces.affine, faces.frame_hw)])
+        outside = np.stack([~inside_source(a, hw, cfg.crop.size) for a, hw in zip(faces.affine, faces.frame_hw)])
         depth = np.where(outside, np.uint8(0), depth)
     with timer.stage("qc"):
         blur = blur_measure(faces.image)

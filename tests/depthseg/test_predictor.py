@@ -52,7 +52,7 @@ def predictor(checkpoint, model_dir):
 def _old_predict(checkpoint, path, model_dir) -> tuple[str, np.ndarray]:
     """The ``predict`` command's line and depth panel as computed before Predictor existed."""
     model, meta = load_checkpoint(checkpoint)
-    pcfg = PreprocessConfig(detector="blazeface", landmarks="dlib68", every_n=1, max_frames=64,
+    pcfg = PreprocessConfig.flat(detector="blazeface", landmarks="dlib68", every_n=1, max_frames=64,
                             size=max(int(meta["config"]["input_size"]), 64), device="cpu", model_dir=str(model_dir))
     faces, counts = extract_faces(WorkItem(path=str(path)), pcfg, get_engines(pcfg), StageTimer())
     crops = faces.image

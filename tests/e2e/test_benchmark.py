@@ -8,16 +8,13 @@ fold whose metrics are gone, getting the same numbers (threads pinned per fold).
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pipeline.cli import main
+from tests.helpers.benchmark_table import P3_FOLDS, check_table, file_times, fold_metrics, read_table
 from tests.helpers.dataset_trees import build_oulu_benchmark
 
 # slow: preprocesses 50 clips and trains six folds (minutes on a loaded 2-core machine)
@@ -26,7 +23,7 @@ pytestmark = pytest.mark.slow
 TINY = ["--epochs", "1", "--size", "32", "--max-frames", "2", "--input-size", "32", "--label-size", "8",
         "--batch-size", "8", "--device", "cpu", "--threads", "1",
         "--include-flagged"]  # the fixture's 32-px two-frame clips get QC flags; the fold machinery is what is tested
-FOLDS = [f"oulu-npu-p3_fold{k}" for k in range(1, 7)]
+FOLDS = P3_FOLDS
 
 
 @pytest.fixture(scope="module")
@@ -43,32 +40,10 @@ def bench(tree, tmp_path_factory):
     return out
 
 
-def fold_metrics(out: Path) -> dict[str, dict]:
-    return {f: json.loads((out / "folds" / f / "eval" / "metrics.json").read_text()) for f in FOLDS}
-
-
-def read_table(out: Path) -> list[dict]:
-    with open(out / "table.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def test_all_six_folds_and_the_table_are_what_the_folds_measured(bench):
+    check_table(bench)
     metrics = fold_metrics(bench)
     rows = read_table(bench)
-    for level in ("video", "frame"):
-        mine = [r for r in rows if r["level"] == level]
-        folds = [r for r in mine if r["kind"] == "fold"]
-        assert [r["fold"] for r in folds] == [f.replace("_", "/") for f in FOLDS]
-        for col, key in (("apcer", "apcer_max"), ("bpcer", "bpcer"), ("acer", "acer")):
-            per_fold = np.array([metrics[f][level][key] for f in FOLDS], dtype=np.float64)
-            assert [float(r[col]) for r in folds] == per_fold.tolist()
-            mean = next(r for r in mine if r["kind"] == "mean")
-            std = next(r for r in mine if r["kind"] == "std")
-            assert float(mean[col]) == pytest.approx(per_fold.mean(), abs=1e-12)
-            sample_std = math.sqrt(((per_fold - per_fold.mean()) ** 2).sum() / (len(per_fold) - 1))
-            assert float(std[col]) == pytest.approx(sample_std, abs=1e-12)
-        for f, r in zip(FOLDS, folds):
-            assert r["apcer_type"] == metrics[f][level]["apcer_max_type"]
     for f in FOLDS:  # each fold tested on its own phone, thresholds from its dev role
         m = metrics[f]
         assert m["protocol"] == f"oulu-npu-p3:fold={f[-1]}" and m["threshold_source"].startswith("EER of")
@@ -82,13 +57,12 @@ def test_all_six_folds_and_the_table_are_what_the_folds_measured(bench):
 
 
 def test_rerun_skips_finished_folds(bench, tree, capsys):
-    before = {p: p.stat().st_mtime_ns for p in bench.rglob("*") if p.is_file() and "table" not in p.name}
+    before = file_times(bench)
     code = main(["benchmark", "--datasets", "oulu-npu", "--roots", str(tree), "--protocol", "oulu-npu-p3",
                  "--out-dir", str(bench), *TINY])
     assert code == 0
     assert "finished earlier, not rerun: " + ", ".join(f"oulu-npu-p3:fold={k}" for k in range(1, 7)) in capsys.readouterr().out
-    after = {p: p.stat().st_mtime_ns for p in bench.rglob("*") if p.is_file() and "table" not in p.name}
-    assert after == before  # no fold retrained or re-evaluated, the store untouched
+    assert file_times(bench) == before  # no fold retrained or re-evaluated, the store untouched
 
 
 def test_other_settings_in_the_same_folder_are_refused(bench, tree, capsys):

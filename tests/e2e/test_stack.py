@@ -1,5 +1,6 @@
 """Integration: the real local Prefect stack (server, work pool, deployments, worker) from a
-clean PREFECT_HOME runs the `preprocess` and `train` deployments through `prefect deployment run`."""
+clean PREFECT_HOME runs the `preprocess`, `train` and `benchmark` deployments through
+`prefect deployment run`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import yaml
 
 import storage
 from tests.conftest import REPO, load_rgb
+from tests.helpers.benchmark_table import check_table, file_times
+from tests.helpers.dataset_trees import build_oulu_benchmark
 from tests.helpers.media import make_face_video
 from tests.helpers.csv_manifest import write_manifest
 from tests.helpers.stores import manifest_file
@@ -119,3 +122,22 @@ def test_bad_parameter_fails_the_run_naming_it(stack, tmp_path):
     res = run_deployment(stack, "preprocess/sample", {"input": str(tmp_path), "output": str(tmp_path / "x.zarr"),
                                                       "batch_size": -2})
     assert "batch_size" in res.stdout + res.stderr
+
+
+def test_benchmark_deployment_runs_every_fold_and_a_rerun_skips_them(stack, tmp_path):
+    """`prefect deployment run benchmark/sample` with flat `-p` overrides: all six OULU-NPU P3 folds
+    trained and evaluated, the table what the folds measured; a second run retrains nothing."""
+    tree = build_oulu_benchmark(tmp_path / "OULU-NPU")
+    out = tmp_path / "p3"
+    params = {"datasets": ["oulu-npu"], "roots": [str(tree)], "protocol": "oulu-npu-p3", "out_dir": str(out),
+              "epochs": 1, "size": 32, "every_n": 1, "max_frames": 2, "input_size": 32, "label_size": 8,
+              "batch_size": 8, "threads": 1, "include_flagged": True}
+    first = run_deployment(stack, "benchmark/sample", params, one_by_one=True)
+    assert first.returncode == 0 and "Completed" in first.stdout, first.stdout + first.stderr
+    check_table(out)
+    before = file_times(out)
+    second = run_deployment(stack, "benchmark/sample", params, one_by_one=True)
+    assert second.returncode == 0 and "Completed" in second.stdout, second.stdout + second.stderr
+    assert file_times(out) == before  # no fold retrained or re-evaluated, the store untouched
+    log = (Path(stack["PREFECT_HOME"]) / "worker.log").read_text()
+    assert "6 fold(s), 0 to run: none" in log

@@ -72,8 +72,8 @@ def test_setup_error_is_not_recorded_as_an_item_failure(tmp_path, portraits, mod
     video = make_face_video(tmp_path / "clip.mp4", load_rgb(portraits[0]), n=2)
     item = WorkItem(path=str(video), label="live")
     with pytest.raises(ModelAssetMissing, match="models"):
-        preprocess_unit(item, str(tmp_path / "s.zarr"), PreprocessConfig(size=64, max_frames=2, model_dir=str(empty)))
+        preprocess_unit(item, str(tmp_path / "s.zarr"), PreprocessConfig.flat(size=64, max_frames=2, model_dir=str(empty)))
     # an input error still fails only the item
     res = preprocess_unit(WorkItem(path=str(tmp_path / "missing.mp4"), label="live"), str(tmp_path / "s.zarr"),
-                          PreprocessConfig(size=64, model_dir=str(model_dir)))
+                          PreprocessConfig.flat(size=64, model_dir=str(model_dir)))
     assert res.status == "failed" and res.reason == "not-found"

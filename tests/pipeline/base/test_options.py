@@ -140,7 +140,7 @@ def test_store_config_hash_unchanged():
     (a4cd58f) had 65b365c5ef1a739c for the default config, 4f188e111928552a for the demo's
     (README: now config 4ec887a9ba030754)."""
     for cfg, v1, v2 in ((PreprocessConfig(), "e5b10d8723a30806", "e4f01ecf450e4ac2"),
-                        (PreprocessConfig(size=128, every_n=3), "892958998c3965fc", "4ec887a9ba030754")):
+                        (PreprocessConfig.flat(size=128, every_n=3), "892958998c3965fc", "4ec887a9ba030754")):
         out = cfg.output_config()
         assert out["label_version"] == 2
         assert config_hash(out) == v2

@@ -74,7 +74,7 @@ def test_two_people_in_a_video_one_identity_is_kept(tmp_path):
             off = (480 - side) // 2
             frame[:im.shape[0], x0 + off:x0 + off + side] = im
         cv2.imwrite(str(folder / f"{k:03d}.png"), frame[..., ::-1])
-    cfg = PreprocessConfig(size=64)
+    cfg = PreprocessConfig.flat(size=64)
     eng = get_engines(cfg)
     faces = list(extract_faces(WorkItem(path=str(folder)), cfg, eng, StageTimer())[0].bbox)
     assert len(faces) == 6
@@ -116,7 +116,7 @@ def small_face_frames(folder: Path, eng) -> list[tuple[int, int, int]]:
 
 
 def test_faces_40_to_60_px_tall_are_found_and_stored(tmp_path):
-    cfg = PreprocessConfig(size=64)
+    cfg = PreprocessConfig.flat(size=64)
     eng = get_engines(cfg)
     folder = tmp_path / "small"
     truth = small_face_frames(folder, eng)
@@ -148,7 +148,7 @@ def _texture(rng: np.random.Generator) -> np.ndarray:
 @pytest.fixture(scope="module")
 def textures_with_detections(tmp_path_factory) -> Path:
     """A folder of smoothed-noise textures on each of which BlazeFace finds a "face"."""
-    det = create_detector("blazeface", min_face_size=PreprocessConfig().min_face_size)
+    det = create_detector("blazeface", min_face_size=PreprocessConfig().detect.min_face_size)
     rng = np.random.default_rng(7)
     folder = tmp_path_factory.mktemp("textures")
     n = 0
@@ -161,7 +161,7 @@ def textures_with_detections(tmp_path_factory) -> Path:
 
 
 def test_texture_detections_are_not_stored(textures_with_detections):
-    cfg = PreprocessConfig(size=64)
+    cfg = PreprocessConfig.flat(size=64)
     eng = get_engines(cfg)
     counts = FrameCounts()
     stored = sum(len(c.bbox) for c in iter_part_chunks(WorkItem(path=str(textures_with_detections)), cfg, eng,
@@ -174,7 +174,7 @@ def test_texture_detections_are_not_stored(textures_with_detections):
 def test_real_faces_are_confirmed():
     from pipeline.face.confirm import confirm_face
 
-    cfg = PreprocessConfig(size=64)
+    cfg = PreprocessConfig.flat(size=64)
     eng = get_engines(cfg)
     for path in sorted(FACES.glob("*.jpg")) + sorted(PAD.glob("*.jpg")):
         img = read_image(path)

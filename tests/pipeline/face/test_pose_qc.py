@@ -27,7 +27,7 @@ from pipeline.run.stages import FrameCounts, extract_faces, finish_chunk
 from pipeline.run.timing import StageTimer
 from tests.conftest import FACES
 
-CFG = PreprocessConfig(size=96)
+CFG = PreprocessConfig.flat(size=96)
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tests.conftest import FACES
     ("--fps", "nan"), ("--fps", "inf"), ("--fps", "-inf"), ("--fps", "0"), ("--fps", "-2"),
     ("--every-n", "0"), ("--every-n", "-1"), ("--every-n", "1.5"), ("--max-frames", "0"),
     ("--crop-scale", "nan"), ("--size", "0"), ("--batch-size", "0"), ("--workers", "-1"), ("--max-pixels", "0"),
+    ("--depth-far-value", "0"), ("--depth-far-value", "1"), ("--min-face-size", "-1"),  # the stages' own bounds
 ])
 def test_bad_numbers_rejected_at_parse_time_without_a_store(tmp_path, capsys, flag, value):
     store = tmp_path / "store.zarr"
@@ -43,7 +44,7 @@ def test_bad_numbers_rejected_at_parse_time_without_a_store(tmp_path, capsys, fl
                                 {"min_face_size": float("nan")}, {"max_pixels": 0}])
 def test_config_dataclass_rejects_non_finite_values(kw):
     with pytest.raises(ConfigError, match=next(iter(kw))):
-        PreprocessConfig(**kw)
+        PreprocessConfig.flat(**kw)
 
 
 @pytest.mark.parametrize("kw", [{"fps": "nan"}, {"fps": float("inf")}, {"crop_scale": float("nan")},

@@ -122,7 +122,7 @@ def test_second_run_on_locked_store_fails_fast_and_nothing_is_lost(tmp_path, vid
         assert len(rows) == u["frames_stored"] >= N_FRAMES // 2 and len(set(idx)) == len(idx)
         assert set(idx) <= set(range(u["frames_decoded"]))
     assert ds.read_batch([0], fields=("image",))["image"].shape == (1, SIZE, SIZE, 3)
-    cfg_a = PreprocessConfig(size=SIZE).output_config()
+    cfg_a = PreprocessConfig.flat(size=SIZE).output_config()
     stamped = json.loads((store / "zarr.json").read_text())["attributes"]
     assert stamped["config_hash"] == storage.config_hash(cfg_a), "the refused run changed the store's config"
     assert not lock.exists(), "run A left its lock behind"
@@ -140,7 +140,7 @@ def test_refused_run_leaves_an_empty_locked_store_alone(tmp_path, portraits):
     """The window before the holder's first commit: a run with another config must not re-stamp
     the store's config (the holder would then commit parts the store's config disowns)."""
     store = tmp_path / "e.zarr"
-    cfg_a = PreprocessConfig(size=SIZE).output_config()
+    cfg_a = PreprocessConfig.flat(size=SIZE).output_config()
     storage.DatasetWriter.open(str(store), cfg_a)  # created, no parts yet
     image = next(p for p in portraits if p.name == "obama-240p.jpg")
     with storage.run_lock(str(store), owner="test holder") as record:
@@ -155,5 +155,5 @@ def test_refused_run_leaves_an_empty_locked_store_alone(tmp_path, portraits):
         w = storage.DatasetWriter.open(str(store), cfg_a)
         assert w.config_hash == stamped and w.parts == {}
     # once the lock is free, an empty store may take another config (documented behaviour)
-    cfg_c = PreprocessConfig(size=96).output_config()
+    cfg_c = PreprocessConfig.flat(size=96).output_config()
     assert storage.DatasetWriter.open(str(store), cfg_c).config_hash == storage.config_hash(cfg_c)

@@ -32,7 +32,7 @@ def face() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def run():
-    cfg = PreprocessConfig(size=S)
+    cfg = PreprocessConfig.flat(size=S)
     eng = get_engines(cfg)
 
     def go(path):

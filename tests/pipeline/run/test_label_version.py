@@ -17,7 +17,7 @@ from tests.helpers.stores import PARTS, write_store
 
 
 def test_output_config_carries_the_label_version():
-    cfg = PreprocessConfig(size=64)
+    cfg = PreprocessConfig.flat(size=64)
     out = cfg.output_config()
     assert out["label_version"] == LABEL_VERSION >= 2
     assert PreprocessConfig.from_dict(out) == cfg
@@ -26,7 +26,7 @@ def test_output_config_carries_the_label_version():
 
 
 def test_store_of_older_labels_is_refused(tmp_path):
-    cfg = PreprocessConfig(size=64)
+    cfg = PreprocessConfig.flat(size=64)
     old = {k: v for k, v in cfg.output_config().items() if k != "label_version"}  # a version-1 store
     url = str(tmp_path / "store")
     write_store(url, parts=PARTS[:1], config=old)  # one part of version-1 labels

@@ -34,7 +34,7 @@ from tests.helpers.stores import read_manifest, staging_dir
 SIZE = 64
 # small batches and chunks, so that one fit+render batch mixes faces of several items and each
 # part is appended in several pieces
-CFG = PreprocessConfig(size=SIZE, batch_size=8)
+CFG = PreprocessConfig.flat(size=SIZE, batch_size=8)
 PCFG = ParallelConfig(workers=2, chunk_frames=5, detect_batch=3, append_frames=7)
 
 
@@ -232,7 +232,7 @@ def test_worker_that_cannot_load_its_models_ends_the_run(tmp_path, media, model_
     models = tmp_path / "models"
     models.mkdir()
     (models / "sfm").symlink_to(Path(model_dir) / "sfm", target_is_directory=True)
-    cfg = PreprocessConfig(size=SIZE, batch_size=8, model_dir=str(models))
+    cfg = PreprocessConfig.flat(size=SIZE, batch_size=8, model_dir=str(models))
     store = tmp_path / "store.zarr"
     with pytest.raises(ModelAssetMissing, match="blazeface"):
         run_parallel([WorkItem(str(media["b"]), label="live")], str(store), cfg,

@@ -30,7 +30,7 @@ from PIL import Image
 
 import storage
 from pipeline.cli import main as cli
-from pipeline.face.crop import CropConfig, crop_face, transform_points
+from pipeline.face.crop import crop_face, transform_points
 from pipeline.face.detect import pick_face
 from pipeline.io.frames import read_image
 from pipeline.io.items import WorkItem
@@ -65,14 +65,14 @@ def perturb(points: np.ndarray) -> np.ndarray:
 
 
 def test_perturbed_landmarks_raise_the_residual_and_the_flag(portraits):
-    cfg = PreprocessConfig(size=128)
+    cfg = PreprocessConfig.flat(size=128)
     eng = get_engines(cfg)
     qc = QCConfig()
     for name in ("obama.jpg", "biden.jpg"):
         img = read_image(next(p for p in portraits if p.name == name))
         box = pick_face(eng.detector.detect(img), eng.detector.cfg)
         lm = eng.landmarker.landmarks(img, box).points  # real dlib landmarks, frame pixels
-        crop = crop_face(img, box, CropConfig(size=cfg.size, crop_scale=cfg.crop_scale))
+        crop = crop_face(img, box, cfg.crop)
         both = np.stack([lm, perturb(lm)])
         lm_crop = transform_points(np.stack([crop.affine] * 2), both).astype(np.float32)
         depth, meas = fit_and_render(lm_crop, cfg, eng, StageTimer())
@@ -142,7 +142,7 @@ def _run(tmp_path: Path, face_video: Path, cfg: PreprocessConfig, monkeypatch, n
 
 
 def test_run_flags_perturbed_frames_in_the_store(tmp_path, face_video, monkeypatch):
-    store, rep, wrapper = _run(tmp_path, face_video, PreprocessConfig(size=SIZE), monkeypatch, "flag")
+    store, rep, wrapper = _run(tmp_path, face_video, PreprocessConfig.flat(size=SIZE), monkeypatch, "flag")
     (unit,) = rep["units"]
     assert unit["status"] == "written" and unit["frames_decoded"] == 9 and unit["frames_no_face"] == 0
     assert wrapper.calls == 9 and len(wrapper.perturbed) == 3
@@ -163,7 +163,7 @@ def test_run_flags_perturbed_frames_in_the_store(tmp_path, face_video, monkeypat
 
 
 def test_run_drops_perturbed_frames_when_asked(tmp_path, face_video, monkeypatch):
-    cfg = PreprocessConfig(size=SIZE, qc=QCConfig(drop=("high-residual",)))
+    cfg = PreprocessConfig.flat(size=SIZE, qc=QCConfig(drop=("high-residual",)))
     assert cfg.output_config()["qc"]["drop"] == ["high-residual"]  # part of the store's config
     store, rep, wrapper = _run(tmp_path, face_video, cfg, monkeypatch, "drop")
     (unit,) = rep["units"]
@@ -178,7 +178,7 @@ def test_run_drops_perturbed_frames_when_asked(tmp_path, face_video, monkeypatch
     assert extra["dropped_qc"] == 3 and extra["decoded"] == 9
     # a drop list with an unknown flag is a config error naming the valid ones
     with pytest.raises(ValueError, match="unknown value.*valid"):
-        PreprocessConfig(qc=QCConfig(drop=("wobbly",)))
+        PreprocessConfig.flat(qc=QCConfig(drop=("wobbly",)))
     assert set(FLAG_NAMES.values()) >= {"high-residual"}
 
 

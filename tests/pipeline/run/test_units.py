@@ -15,7 +15,7 @@ from pipeline.run.runners import run_preprocess, run_units
 from pipeline.run.unit import UnitResult, part_id_for
 from tests.conftest import FACES
 
-CFG = PreprocessConfig(size=64)
+CFG = PreprocessConfig.flat(size=64)
 
 
 @pytest.fixture()
@@ -52,7 +52,7 @@ def test_run_units_writes_skips_and_fails_items_like_the_cli(tmp_path, images):
 def test_run_units_stops_on_a_missing_model_instead_of_failing_every_item(tmp_path, images):
     """A setup error concerns the run, not an item: the task raises (before, each item of the
     Prefect task was reported failed and the flow went on)."""
-    cfg = PreprocessConfig(size=64, model_dir=str(tmp_path / "no-models"))
+    cfg = PreprocessConfig.flat(size=64, model_dir=str(tmp_path / "no-models"))
     items = [WorkItem(path=str(images / "obama.jpg")).to_dict()]
     with pytest.raises(ModelAssetMissing):
         run_units(items, str(tmp_path / "store.zarr"), cfg, input_root=str(images))
