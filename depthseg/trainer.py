@@ -554,8 +554,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
            on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
            ctx: distributed.DistContext = distributed.DistContext()) -> TrainResult:
     """The run inside :func:`train`'s determinism settings: set up, resume, one
-    :func:`_run_epoch` per epoch, then the result. The steps keep the original order of every
-    random draw (seeding, model init, generators), which exact resume depends on."""
+    :func:`_run_epoch` per epoch, then the result. Seeding, model init and the generators run in
+    this fixed order: the same seed must give the same run, and exact resume depends on it."""
     _seed_all(cfg.seed)
     run = _setup(cfg, out, device, ctx, *_open_splits(cfg))
     if resume:
