@@ -29,6 +29,7 @@ ran beside it.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import hashlib
 import json
@@ -44,9 +45,13 @@ import numpy as np
 import torch
 
 from pipeline.base.errors import ConfigError
-from pipeline.datasets.roles import fold_specs, protocol_for
+from pipeline.datasets import scan_dataset
+from pipeline.datasets.roles import fold_specs, preprocess_items, protocol_for
+from pipeline.run.config import PreprocessConfig
+from pipeline.run.runners import run_preprocess
 
-from .trainer import RESUME_MUTABLE, TrainConfig
+from .evaluate import evaluate
+from .trainer import RESUME_MUTABLE, TrainConfig, train
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +112,6 @@ class BenchmarkConfig:
         return cls(**{**d, "datasets": [tuple(x) for x in d["datasets"]]})
 
     def preprocess_config(self):
-        from pipeline.run.config import PreprocessConfig
-
         return PreprocessConfig.flat(**self.preprocess)
 
     def train_config(self, fold: str) -> TrainConfig:
@@ -184,10 +187,6 @@ def pinned_threads(n: int) -> Iterator[None]:
 def prepare_store(cfg: BenchmarkConfig) -> dict[str, Any]:
     """Scan the datasets and preprocess the items any fold uses into ``cfg.store`` (parts
     already committed are skipped). Returns counts per dataset."""
-    from pipeline.datasets import scan_dataset
-    from pipeline.datasets.roles import preprocess_items
-    from pipeline.run.runners import run_preprocess
-
     scans = [(name, scan_dataset(name, root)) for name, root in cfg.datasets]
     where = ", ".join(f"{name} at {root}" for name, root in cfg.datasets)
     used = {it.video_id for it in preprocess_items(cfg.protocol, [i for _, s in scans for i in s.items], where)}
@@ -204,9 +203,6 @@ def prepare_store(cfg: BenchmarkConfig) -> dict[str, Any]:
 
 def run_fold(cfg: BenchmarkConfig, fold: str) -> dict[str, Any]:
     """Train and evaluate one fold (unless finished); returns its ``metrics.json``."""
-    from .evaluate import evaluate
-    from .trainer import train
-
     done = finished(cfg, fold)
     if done is not None:
         log.info("benchmark: fold %s finished earlier (%s), not rerun", fold, _metrics_path(cfg, fold))
@@ -287,8 +283,6 @@ def format_markdown(cfg: BenchmarkConfig, rows: Sequence[dict[str, Any]]) -> str
 def write_table(cfg: BenchmarkConfig, rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     """``OUT/table.csv`` (fractions, full precision, with the std convention in its ``fold``
     cell) and ``OUT/table.md``; returns their paths."""
-    import csv
-
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     keys: list[str] = []

@@ -8,13 +8,20 @@ import os
 import sys
 from pathlib import Path
 
+import cv2
+
 from pipeline.base.errors import RunInterrupted
 from pipeline.base.options import add_arguments, build
 from pipeline.console import echo
 from pipeline.run.config import PreprocessConfig
 
+from .benchmark import benchmark
 from .config import BenchmarkRun, EvaluateConfig, TrainRun
-from .export import ExportConfig
+from .distributed import launch, strip_nproc
+from .evaluate import evaluate
+from .export import ExportConfig, export_checkpoint, read_metadata
+from .inference import Predictor, depth_panel
+from .trainer import tensorboard_missing, train
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +56,7 @@ def register(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from .trainer import tensorboard_missing, train
-
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        from .distributed import launch, strip_nproc
-
         return launch(args.nproc, strip_nproc(sys.argv[1:]))
 
     run = build(TrainRun, vars(args))
@@ -83,8 +86,6 @@ def _resume_hint(out: Path) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate
-
     cfg = build(EvaluateConfig, vars(args))
     res = evaluate(cfg.checkpoint, cfg.store, **cfg.kwargs())
     echo(json.dumps(res, indent=2, default=str))
@@ -93,8 +94,6 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_benchmark(args) -> int:
-    from .benchmark import benchmark
-
     cfg = build(BenchmarkRun, vars(args)).benchmark_config()
     res = benchmark(cfg)
     if res["skipped"]:
@@ -105,10 +104,6 @@ def cmd_benchmark(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import cv2
-
-    from .inference import Predictor, depth_panel
-
     predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device, detector=args.detector,
                                           landmarks=args.landmarks, every_n=args.every_n,
                                           max_frames=args.max_frames, model_dir=args.model_dir)
@@ -123,8 +118,6 @@ def cmd_predict(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export import export_checkpoint, read_metadata
-
     cfg = build(ExportConfig, vars(args))
     out = export_checkpoint(cfg.checkpoint, cfg.format, cfg.output)
     meta = read_metadata(out)

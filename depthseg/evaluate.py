@@ -75,13 +75,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     model, meta = load_checkpoint(checkpoint, device=device)
     reader = storage.open_dataset(store)
-    test = FrameDataset(reader, protocol_split(protocol, split), include_flagged=include_flagged)
-    if len(test) == 0:
-        raise SplitError(f"{store}: split {split!r} has no live/spoof frames to evaluate")
-    if test.is_live.all() or not test.is_live.any():
-        log.warning("%s: split %r has only %s frames (%d): BPCER/APCER, ACER, HTER, EER and AUC that "
-                    "need the missing class are undefined (null in metrics.json)", store, split,
-                    "live" if test.is_live.all() else "spoof", len(test))
+    test = _test_split(reader, store, split, protocol, include_flagged)
 
     thresholds, source, dev_summary = _thresholds(model, meta, reader, store, dev_store,
                                                   protocol_split(protocol, dev_split), batch_size,
@@ -93,16 +87,7 @@ def evaluate(
     usable = {k: v for k, v in thresholds.items() if not math.isnan(v)}
     metrics = frame_and_video_metrics(pred.scores, test.is_live, test.attack_type, test.video_id,
                                       usable)
-    files = {
-        "metrics": out / "metrics.json",
-        "scores_video": out / "scores_video.csv",
-        "scores_frame": out / "scores_frame.csv",
-        "roc_det": out / "roc_det.png",
-        "depth_grid": out / "depth_grid.png",
-    }
-    _write_scores(files["scores_frame"], files["scores_video"], test, pred.scores, thresholds)
-    plot_roc_det(pred.scores, test.is_live, test.attack_type, test.video_id, files["roc_det"])
-    depth_grid(model, test, files["depth_grid"], n=grid_samples, amp=amp)
+    files = _write_outputs(out, model, test, pred.scores, thresholds, grid_samples, amp)
 
     result = {
         "checkpoint": str(checkpoint),
@@ -128,6 +113,37 @@ def evaluate(
     log.info("%s %s: frame ACER %s HTER %s EER %s AUC %s | video ACER %s", store, split, f["acer"],
              f["hter"], f["eer"], f["auc"], v["acer"])
     return result
+
+
+def _test_split(reader: Any, store: str | os.PathLike, split: str, protocol: str | None,
+                include_flagged: bool) -> FrameDataset:
+    """The frames of ``split`` (a role of ``protocol`` when given) to evaluate; an empty split is a
+    :class:`SplitError`, a one-class split a warning (the metrics that need the other class are null)."""
+    test = FrameDataset(reader, protocol_split(protocol, split), include_flagged=include_flagged)
+    if len(test) == 0:
+        raise SplitError(f"{store}: split {split!r} has no live/spoof frames to evaluate")
+    if test.is_live.all() or not test.is_live.any():
+        log.warning("%s: split %r has only %s frames (%d): BPCER/APCER, ACER, HTER, EER and AUC that "
+                    "need the missing class are undefined (null in metrics.json)", store, split,
+                    "live" if test.is_live.all() else "spoof", len(test))
+    return test
+
+
+def _write_outputs(out: Path, model: DepthSegNet, test: FrameDataset, scores: np.ndarray,
+                   thresholds: dict[str, float], grid_samples: int, amp: bool) -> dict[str, Path]:
+    """The score tables, ROC/DET curves and depth grid of the test split; returns every output
+    file by name (``metrics`` is written last, by :func:`evaluate`)."""
+    files = {
+        "metrics": out / "metrics.json",
+        "scores_video": out / "scores_video.csv",
+        "scores_frame": out / "scores_frame.csv",
+        "roc_det": out / "roc_det.png",
+        "depth_grid": out / "depth_grid.png",
+    }
+    _write_scores(files["scores_frame"], files["scores_video"], test, scores, thresholds)
+    plot_roc_det(scores, test.is_live, test.attack_type, test.video_id, files["roc_det"])
+    depth_grid(model, test, files["depth_grid"], n=grid_samples, amp=amp)
+    return files
 
 
 def split_non_responses(test: FrameDataset) -> dict[str, Any]:
@@ -206,6 +222,7 @@ def _write_scores(frame_path: Path, video_path: Path, ds: FrameDataset, scores: 
 def plot_roc_det(scores: np.ndarray, is_live: np.ndarray, attack_types: np.ndarray,
                  video_ids: np.ndarray, path: Path) -> None:
     """ROC (1 - BPCER vs APCER) and DET (BPCER vs APCER, log axes) at frame and video level."""
+    # on use: keeps every `depthseg-fas` call (the CLI imports this module) from importing matplotlib (~1 s)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -235,6 +252,7 @@ def plot_roc_det(scores: np.ndarray, is_live: np.ndarray, attack_types: np.ndarr
 def depth_grid(model: DepthSegNet, ds: FrameDataset, path: Path, *, n: int = 8, amp: bool = True) -> None:
     """A PNG grid: one row per sample (half bona fide, half attacks, evenly spread), columns
     input crop / predicted expected depth / target depth."""
+    # on use: keeps every `depthseg-fas` call (the CLI imports this module) from importing matplotlib (~1 s)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -43,6 +43,7 @@ from pipeline.base.options import check_fields, opt
 from .labels import class_centres
 from .models import IMAGENET_MEAN, IMAGENET_STD, DepthSegNet
 from .score import frame_scores
+from .trainer import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +167,6 @@ def _finite_or_none(value: Any) -> float | None:
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.PathLike | None = None) -> Path:
     """Write the scoring graph of ``checkpoint`` as ``fmt`` (``onnx`` | ``torchscript``) to
     ``output`` (default: the checkpoint's path with ``.onnx`` / ``.torchscript.pt``); returns it."""
-    from .trainer import load_checkpoint
-
     cfg = ExportConfig(os.fspath(checkpoint), fmt, os.fspath(output) if output else None)  # checks fmt
     ckpt = Path(cfg.checkpoint)
     out = Path(cfg.output) if cfg.output else ckpt.with_suffix(".onnx" if fmt == "onnx" else ".torchscript.pt")
@@ -190,7 +189,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, output: str | os.
 
 def _write_onnx(traced: torch.jit.ScriptModule, metadata: dict[str, Any], path: Path) -> None:
     try:
-        import onnx
+        import onnx  # optional dependency (the export extra), imported on use
     except ImportError:
         raise ConfigError("ONNX export needs the onnx package: pip install 'depthseg-fas[export]'") from None
     size = metadata["input_size"]
@@ -212,7 +211,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of an exported file (``.onnx`` or TorchScript), as :func:`export_metadata` wrote it."""
     p = Path(path)
     if p.suffix == ".onnx":
-        import onnx
+        import onnx  # optional dependency (the export extra): only .onnx files need it
 
         proto = onnx.load(str(p), load_external_data=False)
         return {e.key: json.loads(e.value) for e in proto.metadata_props}

@@ -38,6 +38,7 @@ from pipeline.run.stages import FrameCounts, extract_faces, frame_face
 from pipeline.run.timing import StageTimer
 
 from .predict import predict_crops
+from .trainer import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,6 @@ class Predictor:
                         model_dir: str | os.PathLike | None = None, batch_size: int = 32) -> Predictor:
         """Load ``path`` (a training checkpoint) on ``device`` with the given face backends and
         frame sampling (``every_n``, ``max_frames``: which video frames are scored)."""
-        from .trainer import load_checkpoint
-
         model, meta = load_checkpoint(path, device=device)
         size = int(meta.get("config", {}).get("input_size", 256))
         pcfg = PreprocessConfig.flat(detector=detector, landmarks=landmarks, every_n=every_n, max_frames=max_frames,

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn as nn
+from tqdm.auto import tqdm
 
 from .data import FrameDataset, images_to_input, make_loader, prepare_batch
+from .distributed import ShardedBatchSampler
 from .labels import class_centres
 from .models import DepthSegNet
 from .score import frame_scores
@@ -114,14 +116,10 @@ def predict_dataset(
     total = torch.zeros((), dtype=torch.float64, device=device)
     sampler = None
     if shard is not None:
-        from .distributed import ShardedBatchSampler
-
         sampler = ShardedBatchSampler(len(dataset), batch_size, *shard, pad=False)
     loader = make_loader(dataset, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda",
                          batch_sampler=sampler)
     if progress:
-        from tqdm.auto import tqdm
-
         loader = tqdm(loader, desc=f"predict {dataset.split_name}", leave=False)
     for batch in loader:
         b = prepare_batch(batch, device, input_size=kw["in_size"], label_size=kw["label_size"],

@@ -56,8 +56,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
+import torch.utils.deterministic as tud
+from tqdm.auto import tqdm
 
 import storage
 from pipeline.base.errors import ConfigError, FasError
@@ -218,8 +221,6 @@ def _determinism(enabled: bool, cudnn_benchmark: bool) -> Iterator[None]:
     Filling uninitialised memory (a debugging aid that deterministic mode turns on) is left
     off: it made CPU training several times slower and changes no result of a correct op.
     """
-    import torch.utils.deterministic as tud
-
     prev = (torch.are_deterministic_algorithms_enabled(),
             torch.is_deterministic_algorithms_warn_only_enabled(),
             torch.backends.cudnn.benchmark, tud.fill_uninitialized_memory)
@@ -364,6 +365,7 @@ def _write_logs(out: Path, history: list[dict[str, Any]]) -> None:
 
 def _plot_history(out: Path, history: list[dict[str, Any]]) -> None:
     """``metrics.png``: train / dev loss, dev error rates and the learning rate per epoch."""
+    # on use: keeps every `depthseg-fas` call (the CLI imports this module) from importing matplotlib (~1 s)
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -392,7 +394,7 @@ def _plot_history(out: Path, history: list[dict[str, Any]]) -> None:
 
 def tensorboard_missing() -> str | None:
     """The one-line notice when the ``tensorboard`` package is not importable, else None."""
-    try:
+    try:  # tensorboard is an optional extra: imported where asked for, to see whether it is there
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
         return ("TensorBoard logging was asked for but tensorboard is not installed "
@@ -407,7 +409,7 @@ def _tensorboard(out: Path, wanted: bool):
     if notice is not None:
         log.warning("%s", notice)
         return None
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # optional extra, present (checked above)
 
     return SummaryWriter(str(out / "tensorboard"))
 
@@ -551,11 +553,65 @@ def train(
 def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
            on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
            ctx: distributed.DistContext = distributed.DistContext()) -> TrainResult:
-    cuda = device.type == "cuda"
-    amp = cfg.amp and cuda
-    channels_last = cfg.channels_last and cuda
+    """The run inside :func:`train`'s determinism settings: set up, resume, one
+    :func:`_run_epoch` per epoch, then the result. Seeding, model init and the generators run in
+    this fixed order: the same seed must give the same run, and exact resume depends on it."""
     _seed_all(cfg.seed)
+    run = _setup(cfg, out, device, ctx, *_open_splits(cfg))
+    if resume:
+        _resume(run)
+    tb = _tensorboard(out, cfg.tensorboard) if ctx.is_main else None
+    try:
+        for epoch in range(run.start_epoch + 1, cfg.epochs + 1):
+            row = _run_epoch(run, epoch, tb)
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, row)
+    finally:
+        if tb is not None:
+            tb.close()
+    if not run.history:
+        raise TrainingError(f"{out}: nothing trained (epochs={cfg.epochs}, resumed at {run.start_epoch})")
+    return TrainResult(out / "best.pt", out / "last.pt", _final_metrics(run), run.history)
 
+
+@dataclass
+class _Run:
+    """The state of one training run: what :func:`_setup` builds, and the history, best epoch
+    and step counter that the epochs advance and a checkpoint saves (and :func:`_resume` restores)."""
+
+    cfg: TrainConfig
+    out: Path
+    device: torch.device
+    ctx: distributed.DistContext
+    data_store: dict[str, Any]
+    train_ds: FrameDataset
+    dev_ds: FrameDataset | None
+    model: DepthSegNet
+    net: nn.Module  #: ``model``, wrapped for DDP under torchrun (the one trained)
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loader: Any
+    gens: dict[str, torch.Generator]
+    steps_per_epoch: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "key": [math.inf, math.inf]})
+    start_epoch: int = 0
+    step: int = 0
+
+    @property
+    def amp(self) -> bool:
+        return self.cfg.amp and self.device.type == "cuda"
+
+    @property
+    def channels_last(self) -> bool:
+        return self.cfg.channels_last and self.device.type == "cuda"
+
+
+def _open_splits(cfg: TrainConfig) -> tuple[dict[str, Any], FrameDataset, FrameDataset | None]:
+    """The store's identity (``data_store`` of the checkpoints), the training split and the dev
+    split (None when not asked for or empty), each checked to hold live and spoof frames."""
     reader = storage.open_dataset(cfg.store)
     data_store = {"path": str(cfg.store), "config_hash": reader.config_hash,
                   "label_version": int(reader.config.get("label_version", 1))}
@@ -573,17 +629,23 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
         _checked_split(dev_ds, cfg.store, "dev")
     log.info("train: %d frames (%d live), dev: %d frames", len(train_ds), int(train_ds.is_live.sum()),
              len(dev_ds) if dev_ds is not None else 0)
+    return data_store, train_ds, dev_ds
 
+
+def _setup(cfg: TrainConfig, out: Path, device: torch.device, ctx: distributed.DistContext,
+           data_store: dict[str, Any], train_ds: FrameDataset, dev_ds: FrameDataset | None) -> _Run:
+    """Model, loss, optimizer, the shuffling and augmentation generators, the loader (sharded
+    under torchrun) and the warm-up + cosine schedule over ``epochs * steps_per_epoch`` steps."""
+    cuda = device.type == "cuda"
     model = build_model(cfg.arch, cfg.encoder, cfg.num_classes, cfg.label_size,
                         cfg.encoder_weights, cfg.input_size).to(device)
-    if channels_last:
+    if cfg.channels_last and cuda:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss, cfg.num_classes, **cfg.loss_kwargs).to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
 
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     augment_gen = torch.Generator().manual_seed(cfg.seed + 1 + ctx.rank)
-    gens = {"shuffle": shuffle_gen, "augment": augment_gen}
     shard = distributed.ShardedBatchSampler(len(train_ds), cfg.batch_size, ctx.rank, ctx.world_size, shuffle=True,
                                             generator=shuffle_gen) if ctx.enabled else None
     loader = make_loader(train_ds, cfg.batch_size, shuffle=True, generator=shuffle_gen,
@@ -596,143 +658,170 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.min_lr_ratio))
-    fp16 = amp and not torch.cuda.is_bf16_supported()
+    fp16 = cfg.amp and cuda and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-    centres = class_centres(cfg.num_classes)
+    return _Run(cfg, out, device, ctx, data_store, train_ds, dev_ds, model, net, loss_fn, optimizer, scheduler,
+                scaler, loader, {"shuffle": shuffle_gen, "augment": augment_gen}, steps_per_epoch)
 
-    cfg_dict = cfg.to_dict()
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"epoch": 0, "key": [math.inf, math.inf]}
-    start_epoch, step = 0, 0
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if resume and last_path.is_file():
-        ckpt = load_checkpoint_dict(last_path, map_location="cpu")
-        with _checkpoint_contents(last_path):
-            _check_resume_config(ckpt["config"], cfg_dict, last_path)
-            if int(ckpt.get("world_size", 1)) != ctx.world_size:
-                raise ConfigError(f"cannot resume: saved by {ckpt.get('world_size', 1)} process(es), "
-                                  f"now {ctx.world_size} (the data sharding depends on it)", source=str(last_path))
-            model.load_state_dict(ckpt["model_state"])
-            optimizer.load_state_dict(ckpt["optimizer_state"])
-            scheduler.load_state_dict(ckpt["scheduler_state"])
-            scaler.load_state_dict(ckpt["scaler_state"])
-            _set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[ctx.rank], gens)
-            history, best = list(ckpt["history"]), dict(ckpt["best"])
-            start_epoch, step = int(ckpt["epoch"]), int(ckpt["global_step"])
-        log.info("resuming %s from epoch %d (step %d)", out, start_epoch, step)
-    elif resume:
+
+def _resume(run: _Run) -> None:
+    """Restore ``run`` from ``out/last.pt`` when it exists (else start afresh): weights,
+    optimizer / scheduler / scaler states, this rank's RNG states, history, best epoch, step.
+    Refuses a checkpoint of another config or another number of processes."""
+    last_path = run.out / "last.pt"
+    if not last_path.is_file():
         log.info("resume requested but %s does not exist: starting afresh", last_path)
+        return
+    ckpt = load_checkpoint_dict(last_path, map_location="cpu")
+    ctx = run.ctx
+    with _checkpoint_contents(last_path):
+        _check_resume_config(ckpt["config"], run.cfg.to_dict(), last_path)
+        if int(ckpt.get("world_size", 1)) != ctx.world_size:
+            raise ConfigError(f"cannot resume: saved by {ckpt.get('world_size', 1)} process(es), "
+                              f"now {ctx.world_size} (the data sharding depends on it)", source=str(last_path))
+        run.model.load_state_dict(ckpt["model_state"])
+        run.optimizer.load_state_dict(ckpt["optimizer_state"])
+        run.scheduler.load_state_dict(ckpt["scheduler_state"])
+        run.scaler.load_state_dict(ckpt["scaler_state"])
+        _set_rng_state(ckpt.get("rng_ranks", [ckpt["rng"]])[ctx.rank], run.gens)
+        run.history, run.best = list(ckpt["history"]), dict(ckpt["best"])
+        run.start_epoch, run.step = int(ckpt["epoch"]), int(ckpt["global_step"])
+    log.info("resuming %s from epoch %d (step %d)", run.out, run.start_epoch, run.step)
 
-    tb = _tensorboard(out, cfg.tensorboard) if ctx.is_main else None
-    try:
-        for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            running = torch.zeros((), dtype=torch.float64, device=device)
-            seen = 0
-            batches = loader
-            if cfg.progress and ctx.is_main:
-                from tqdm.auto import tqdm
 
-                batches = tqdm(loader, total=steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
-            for i, raw in enumerate(batches):
-                if i >= steps_per_epoch:
-                    break
-                b = prepare_batch(raw, device, input_size=cfg.input_size, label_size=cfg.label_size,
-                                  num_classes=cfg.num_classes, augment=cfg.augment,
-                                  generator=augment_gen, channels_last=channels_last)
-                loss = train_step(net, b, loss_fn, optimizer, scheduler, scaler, amp=amp,
-                                  grad_clip=cfg.grad_clip)
-                running += loss.double() * len(b.index)
-                seen += len(b.index)
-                step += 1
-            seen = int(distributed.all_sum(torch.tensor(seen), ctx))
-            train_loss = float(distributed.all_sum(running, ctx)) / max(seen, 1)
-            if not math.isfinite(train_loss):
-                raise TrainingError(f"epoch {epoch}: training loss is {train_loss} (diverged); "
-                                    f"lower lr (now {cfg.lr}) or enable grad_clip")
-            train_seconds = time.perf_counter() - t0
+def _run_epoch(run: _Run, epoch: int, tb: Any) -> dict[str, Any]:
+    """One epoch: train, evaluate dev, pick the best, write checkpoints and logs; returns the
+    epoch's history row."""
+    cfg, t0 = run.cfg, time.perf_counter()
+    train_loss, seen = _train_epoch(run, epoch)
+    train_seconds = time.perf_counter() - t0
+    row: dict[str, Any] = {"epoch": epoch, "step": run.step, "lr": run.scheduler.get_last_lr()[0],
+                           "train_loss": train_loss}
+    distributed.sync_buffers(run.model, run.ctx)  # every rank evaluates the model rank 0 saves
+    thresholds, dev_metrics, dev_loss = _evaluate_dev(run, row)
+    row.update({"epoch_seconds": time.perf_counter() - t0,
+                "train_images_per_s": seen / max(train_seconds, 1e-9)})
+    row = _plain(row)
+    run.history.append(row)
 
-            row: dict[str, Any] = {"epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0],
-                                   "train_loss": train_loss}
-            thresholds = {"frame": math.nan, "video": math.nan}
-            dev_metrics: dict[str, Any] = {}
-            dev_loss = math.nan
-            distributed.sync_buffers(model, ctx)  # every rank evaluates the model rank 0 saves
-            if dev_ds is not None:
-                pred = predict_dataset(model, dev_ds, batch_size=cfg.eval_batch_size,
-                                       num_workers=cfg.num_workers, loss_fn=loss_fn, amp=amp,
-                                       channels_last=channels_last, shard=ctx.shard())
-                dev_scores, dev_loss = distributed.sum_scores(pred.scores, pred.loss, ctx)
-                thresholds = dev_thresholds(dev_scores, dev_ds.is_live, dev_ds.video_id)
-                dev_metrics = frame_and_video_metrics(dev_scores, dev_ds.is_live, dev_ds.attack_type,
-                                                      dev_ds.video_id, thresholds)
-                fm, vm = dev_metrics["frame"], dev_metrics["video"]
-                row.update({"dev_loss": dev_loss, "dev_acer": fm["acer"], "dev_apcer_max": fm["apcer_max"],
-                            "dev_bpcer": fm["bpcer"], "dev_eer": fm["eer"], "dev_auc": fm["auc"],
-                            "dev_threshold": thresholds["frame"], "dev_video_acer": vm["acer"],
-                            "dev_video_threshold": thresholds["video"]})
-            row.update({"epoch_seconds": time.perf_counter() - t0,
-                        "train_images_per_s": seen / max(train_seconds, 1e-9)})
-            row = _plain(row)
-            history.append(row)
+    acer = row.get("dev_acer", math.nan)
+    key = [acer if math.isfinite(acer) else math.inf,
+           dev_loss if math.isfinite(dev_loss) else train_loss]
+    improved = key < run.best["key"]
+    if improved:
+        run.best = {"epoch": epoch, "key": key, "dev_metrics": _plain(dev_metrics),
+                    "thresholds": _plain(thresholds) if run.dev_ds is not None else {}}
+    _save_epoch(run, _checkpoint(run, epoch, thresholds, dev_metrics), epoch, improved)
+    if tb is not None:
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k != "epoch":
+                tb.add_scalar(k, v, epoch)
+    log.info("epoch %d/%d: train loss %.4f, dev loss %.4f, dev ACER %.4f%s (%.1f img/s)",
+             epoch, cfg.epochs, train_loss, dev_loss, acer, " *best*" if improved else "",
+             row["train_images_per_s"])
+    return row
 
-            acer = row.get("dev_acer", math.nan)
-            key = [acer if math.isfinite(acer) else math.inf,
-                   dev_loss if math.isfinite(dev_loss) else train_loss]
-            improved = key < best["key"]
-            if improved:
-                best = {"epoch": epoch, "key": key, "dev_metrics": _plain(dev_metrics),
-                        "thresholds": _plain(thresholds) if dev_ds is not None else {}}
 
-            ckpt = {
-                "format": CHECKPOINT_FORMAT,
-                "format_version": CHECKPOINT_VERSION,
-                "epoch": epoch,
-                "global_step": step,
-                "model_state": model.state_dict(),
-                "model_kwargs": dict(model.arch_kwargs),
-                "class_centres": centres.tolist(),
-                "threshold": thresholds["frame"] if dev_ds is not None else None,
-                "thresholds": _plain(thresholds) if dev_ds is not None else {},
-                "dev_metrics": _plain(dev_metrics),
-                "config": cfg_dict,
-                "data_store": data_store,
-                "history": history,
-                "best": best,
-                "optimizer_state": optimizer.state_dict(),
-                "scheduler_state": scheduler.state_dict(),
-                "scaler_state": scaler.state_dict(),
-                "rng": _rng_state(gens),
-                "versions": _versions(),
-            }
-            if ctx.enabled:  # every rank's RNG states, for an exact resume of each
-                ckpt.update(rng_ranks=distributed.gather_objects(ckpt["rng"], ctx), world_size=ctx.world_size)
-            epoch_path = out / f"epoch_{epoch}.pt"
-            if ctx.is_main:
-                _atomic_save(ckpt, epoch_path)
-                _atomic_copy(epoch_path, last_path)
-                if improved:
-                    _atomic_copy(epoch_path, best_path)
-                _write_logs(out, history)
-                _plot_history(out, history)
-            distributed.barrier(ctx)  # no rank runs ahead of a checkpoint it may resume from
-            if tb is not None:
-                for k, v in row.items():
-                    if isinstance(v, (int, float)) and k != "epoch":
-                        tb.add_scalar(k, v, epoch)
-            log.info("epoch %d/%d: train loss %.4f, dev loss %.4f, dev ACER %.4f%s (%.1f img/s)",
-                     epoch, cfg.epochs, train_loss, dev_loss, acer, " *best*" if improved else "",
-                     row["train_images_per_s"])
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, row)
-    finally:
-        if tb is not None:
-            tb.close()
+def _train_epoch(run: _Run, epoch: int) -> tuple[float, int]:
+    """The optimisation steps of one epoch (at most ``steps_per_epoch``); returns the mean
+    training loss and the number of images seen, summed over ranks. A non-finite loss stops the
+    run (:class:`TrainingError`)."""
+    cfg, device = run.cfg, run.device
+    run.model.train()
+    running = torch.zeros((), dtype=torch.float64, device=device)
+    seen = 0
+    batches = run.loader
+    if cfg.progress and run.ctx.is_main:
+        batches = tqdm(run.loader, total=run.steps_per_epoch, desc=f"epoch {epoch}/{cfg.epochs}", leave=False)
+    for i, raw in enumerate(batches):
+        if i >= run.steps_per_epoch:
+            break
+        b = prepare_batch(raw, device, input_size=cfg.input_size, label_size=cfg.label_size,
+                          num_classes=cfg.num_classes, augment=cfg.augment,
+                          generator=run.gens["augment"], channels_last=run.channels_last)
+        loss = train_step(run.net, b, run.loss_fn, run.optimizer, run.scheduler, run.scaler, amp=run.amp,
+                          grad_clip=cfg.grad_clip)
+        running += loss.double() * len(b.index)
+        seen += len(b.index)
+        run.step += 1
+    seen = int(distributed.all_sum(torch.tensor(seen), run.ctx))
+    train_loss = float(distributed.all_sum(running, run.ctx)) / max(seen, 1)
+    if not math.isfinite(train_loss):
+        raise TrainingError(f"epoch {epoch}: training loss is {train_loss} (diverged); "
+                            f"lower lr (now {cfg.lr}) or enable grad_clip")
+    return train_loss, seen
 
-    if not history:
-        raise TrainingError(f"{out}: nothing trained (epochs={cfg.epochs}, resumed at {start_epoch})")
-    metrics = {
+
+def _evaluate_dev(run: _Run, row: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any], float]:
+    """Dev thresholds (EER, frame and video), metrics and loss, added to ``row``; NaN thresholds,
+    no metrics and a NaN loss without a dev split."""
+    dev_ds = run.dev_ds
+    if dev_ds is None:
+        return {"frame": math.nan, "video": math.nan}, {}, math.nan
+    pred = predict_dataset(run.model, dev_ds, batch_size=run.cfg.eval_batch_size,
+                           num_workers=run.cfg.num_workers, loss_fn=run.loss_fn, amp=run.amp,
+                           channels_last=run.channels_last, shard=run.ctx.shard())
+    dev_scores, dev_loss = distributed.sum_scores(pred.scores, pred.loss, run.ctx)
+    thresholds = dev_thresholds(dev_scores, dev_ds.is_live, dev_ds.video_id)
+    dev_metrics = frame_and_video_metrics(dev_scores, dev_ds.is_live, dev_ds.attack_type,
+                                          dev_ds.video_id, thresholds)
+    fm, vm = dev_metrics["frame"], dev_metrics["video"]
+    row.update({"dev_loss": dev_loss, "dev_acer": fm["acer"], "dev_apcer_max": fm["apcer_max"],
+                "dev_bpcer": fm["bpcer"], "dev_eer": fm["eer"], "dev_auc": fm["auc"],
+                "dev_threshold": thresholds["frame"], "dev_video_acer": vm["acer"],
+                "dev_video_threshold": thresholds["video"]})
+    return thresholds, dev_metrics, dev_loss
+
+
+def _checkpoint(run: _Run, epoch: int, thresholds: dict[str, float], dev_metrics: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint dict of the epoch just trained (see the module docstring for its keys);
+    under torchrun it carries every rank's RNG states, for an exact resume of each."""
+    has_dev = run.dev_ds is not None
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_VERSION,
+        "epoch": epoch,
+        "global_step": run.step,
+        "model_state": run.model.state_dict(),
+        "model_kwargs": dict(run.model.arch_kwargs),
+        "class_centres": class_centres(run.cfg.num_classes).tolist(),
+        "threshold": thresholds["frame"] if has_dev else None,
+        "thresholds": _plain(thresholds) if has_dev else {},
+        "dev_metrics": _plain(dev_metrics),
+        "config": run.cfg.to_dict(),
+        "data_store": run.data_store,
+        "history": run.history,
+        "best": run.best,
+        "optimizer_state": run.optimizer.state_dict(),
+        "scheduler_state": run.scheduler.state_dict(),
+        "scaler_state": run.scaler.state_dict(),
+        "rng": _rng_state(run.gens),
+        "versions": _versions(),
+    }
+    if run.ctx.enabled:
+        ckpt.update(rng_ranks=distributed.gather_objects(ckpt["rng"], run.ctx), world_size=run.ctx.world_size)
+    return ckpt
+
+
+def _save_epoch(run: _Run, ckpt: dict[str, Any], epoch: int, improved: bool) -> None:
+    """Rank 0 writes ``epoch_{k}.pt``, ``last.pt`` (and ``best.pt`` when ``improved``) and the
+    logs; every rank then waits, so none runs ahead of a checkpoint it may resume from."""
+    out = run.out
+    epoch_path = out / f"epoch_{epoch}.pt"
+    if run.ctx.is_main:
+        _atomic_save(ckpt, epoch_path)
+        _atomic_copy(epoch_path, out / "last.pt")
+        if improved:
+            _atomic_copy(epoch_path, out / "best.pt")
+        _write_logs(out, run.history)
+        _plot_history(out, run.history)
+    distributed.barrier(run.ctx)
+
+
+def _final_metrics(run: _Run) -> dict[str, Any]:
+    """:attr:`TrainResult.metrics` from the history and the best epoch."""
+    best, history = run.best, run.history
+    return {
         "best_epoch": best["epoch"],
         "best": best.get("dev_metrics", {}),
         "thresholds": best.get("thresholds", {}),
@@ -740,13 +829,10 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, resume: bool,
         "train_loss_first": history[0]["train_loss"],
         "train_loss_last": history[-1]["train_loss"],
         # per class: frames of the train split and QC-flagged ones left out (0 with include_flagged)
-        "qc_left_out": {lab: dict(d, flagged=0 if cfg.include_flagged else d["flagged"])
-                        for lab, d in train_ds.flag_drops.items()},
+        "qc_left_out": {lab: dict(d, flagged=0 if run.cfg.include_flagged else d["flagged"])
+                        for lab, d in run.train_ds.flag_drops.items()},
     }
-    return TrainResult(best_path, last_path, metrics, history)
 
 
 def _versions() -> dict[str, str]:
-    import segmentation_models_pytorch as smp
-
     return {"torch": str(torch.__version__), "segmentation_models_pytorch": str(smp.__version__)}

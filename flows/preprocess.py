@@ -16,8 +16,12 @@ import contextlib
 import hashlib
 import json
 import os
+import uuid
 from pathlib import Path
 
+import cv2
+import torch
+import zarr
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import (
     create_markdown_artifact,
@@ -26,15 +30,22 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import TaskRunContext
+from prefect.filesystems import RemoteFileSystem
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
 
 from flows.params import RunnerOptions, check_paths, preprocess_parameters
+from pipeline.base.errors import ConfigError
 from pipeline.base.options import build
+from pipeline.io.inputs import collect_items
 from pipeline.run.config import PreprocessRun
+from pipeline.run.html_report import write_html_report
 from pipeline.run.parallel import ParallelConfig
+from pipeline.run.report import RunReport
+from pipeline.run.unit import UnitResult
 from flows.runners import make_task_runner
 from flows.workerenv import fingerprint, is_local_address, require_project_packages, unseen_paths
+from storage import DatasetWriter, StoreError, file_checksum, run_lock
 
 #: exceptions worth retrying (the disk or network hiccuped); bad input never is
 TRANSIENT = (TimeoutError, ConnectionError, BlockingIOError, InterruptedError)
@@ -46,8 +57,6 @@ def _transient_only(task, task_run, state) -> bool:
     except TRANSIENT:
         return True
     except Exception as exc:  # noqa: BLE001 - inspected, not swallowed
-        from storage import StoreError
-
         cause = exc.__cause__
         return isinstance(exc, StoreError) and isinstance(cause, TRANSIENT)
     return False
@@ -55,8 +64,6 @@ def _transient_only(task, task_run, state) -> bool:
 
 def _unit_cache_key(context: TaskRunContext, arguments: dict) -> str:
     """Input checksums + config hash + the store's identity: a re-run skips finished units."""
-    from storage import file_checksum
-
     h = hashlib.sha256()
     h.update(arguments["store_key"].encode())
     h.update(json.dumps(arguments["config"], sort_keys=True, default=str).encode())
@@ -83,6 +90,8 @@ def preprocess_units(
 ) -> list[dict]:
     """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
     require_project_packages()  # on a Dask worker: fail naming a folder that shadows a package
+    # after the guard, deliberately: here a worker's first use of the packages fails in one line
+    # naming the shadowing folder, not with an ImportError far from the cause (flows.workerenv)
     from pipeline.run.config import PreprocessConfig
     from pipeline.run.runners import run_units
 
@@ -107,9 +116,6 @@ def task_threads(n: int | None):
     if n is None:
         yield
         return
-    import cv2
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
@@ -125,10 +131,6 @@ def task_threads(n: int | None):
 
 def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
     """The store's identity (changes when it is deleted and recreated) and its committed parts."""
-    import zarr
-
-    from storage import DatasetWriter
-
     w = DatasetWriter.open(output, config)
     created = zarr.open_group(output, mode="r").attrs.get("created", "")
     return f"{output}|{w.config_hash}|{created}", set(w.parts)
@@ -148,8 +150,6 @@ def _not_in_store(results: list[dict], parts: dict) -> bool:
 def _run_units(units: list[list[dict]], output: str, config: dict, execution: dict,
                input_root: str | None, store_key: str, gpu: bool, committed: set[str],
                replace: bool = False, results: str | None = None) -> list[dict]:
-    from storage import DatasetWriter
-
     logger = get_run_logger()
     task_fn = preprocess_units.with_options(tags=["gpu"]) if gpu else preprocess_units
     if results:
@@ -187,11 +187,6 @@ def preprocess(**params) -> dict:
     """Videos/images → aligned face crops + 3D-fit pseudo-depth in a zarr v3 store.
 
     Flat parameters (:mod:`flows.params`); a bad one fails the run before any work."""
-    from pipeline.io.inputs import collect_items
-    from pipeline.run.report import RunReport
-    from pipeline.run.unit import UnitResult
-    from storage import run_lock
-
     run, runner_opts = build(PreprocessRun, params), build(RunnerOptions, params)
     check_paths(input=run.input, manifest=run.manifest, model_dir=run.config.model_dir)
     cfg = run.config
@@ -220,8 +215,6 @@ def preprocess(**params) -> dict:
     rep = report.to_dict()
     report_path = run.report or _default_report(run.output)
     if report_path:
-        from pipeline.run.html_report import write_html_report
-
         Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
         html_path = write_html_report(rep, run.output, Path(report_path).with_suffix(".html"))
         create_markdown_artifact(f"Run report: `{html_path.resolve()}` (JSON: `{report_path}`)",
@@ -283,8 +276,6 @@ def _result_block(location: str):
     default under each worker's own PREFECT_HOME, which other machines cannot see). A folder
     is given as a Path; a URL as a RemoteFileSystem block saved under a name derived from it
     (Prefect takes only saved blocks, which workers then load from the API)."""
-    from prefect.filesystems import RemoteFileSystem
-
     if "://" not in location:
         path = Path(location)
         path.mkdir(parents=True, exist_ok=True)
@@ -299,10 +290,6 @@ def _check_shared(opts: RunnerOptions, output: str, result_storage: str, first_i
     storage as this machine does (a shared folder at the same path, or a URL); otherwise the
     parts would be written on the workers' own disks. Checked, not assumed: each worker hashes
     the head of the store's ``zarr.json``, of the first input and of a fresh probe file."""
-    import uuid
-
-    from pipeline.base.errors import ConfigError
-
     if opts.task_runner != "dask" or not opts.dask_address:
         return
     files = {"output": f"{output}/zarr.json", "input": first_item}

@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from depthseg.evaluate import evaluate
 from depthseg import trainer  # module import: this module's flow is also named `train`
 from depthseg.config import EvaluateConfig, TrainRun
+from depthseg.ddp_run import train_distributed
 from flows.params import check_paths, train_parameters
 from pipeline.base.options import build
 
@@ -20,8 +21,6 @@ def train_model(config: dict, resume: bool, nproc: int = 1) -> dict:
     paths and metrics."""
     cfg = trainer.TrainConfig(**{**config, "progress": False})
     if nproc > 1:  # torch DDP: torchrun with nproc processes (depthseg.distributed)
-        from depthseg.ddp_run import train_distributed
-
         res = train_distributed(cfg, nproc, resume=resume)
     else:
         res = trainer.train(cfg, resume=resume)

@@ -17,7 +17,10 @@ names up (``find_spec``), importing nothing.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
+import socket
 
 #: the project's top-level packages
 PACKAGES = ("storage", "pipeline", "depthseg", "flows")
@@ -49,9 +52,6 @@ _PROBE_BYTES = 1 << 16
 
 def fingerprint(path: str) -> str:
     """Size and hash of the first 64 KiB of the file ``path``, or ``missing`` (runs on workers)."""
-    import hashlib
-    import os
-
     try:
         with open(path, "rb") as f:
             head = f.read(_PROBE_BYTES)
@@ -63,7 +63,7 @@ def fingerprint(path: str) -> str:
 def unseen_paths(address: str, expected: dict[str, tuple[str, str]]) -> list[str]:
     """``label: path (worker: why)`` for each path a worker of the Dask cluster at ``address``
     does not see as this machine does; ``expected`` maps a label to (path, :func:`fingerprint`)."""
-    from distributed import Client
+    from distributed import Client  # on use: dask.distributed is heavy (~0.5 s), only this check needs it
 
     problems = []
     with Client(address, timeout=60) as client:
@@ -76,7 +76,5 @@ def unseen_paths(address: str, expected: dict[str, tuple[str, str]]) -> list[str
 
 def is_local_address(address: str) -> bool:
     """Whether a scheduler address (``tcp://host:port``) is on this machine."""
-    import socket
-
     host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
     return host in ("localhost", "127.0.0.1", "::1", "0.0.0.0", socket.gethostname(), socket.getfqdn())

@@ -10,11 +10,22 @@ import os
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+import storage
 from depthseg import cli as depthseg_cli
+from pipeline.base.errors import RunInterrupted
 from pipeline.base.options import add_arguments, build
 from pipeline.console import DEBUG_ENV, echo, error_message, number_type as _number
+from pipeline.datasets import datasets_command
+from pipeline.io.inputs import collect_items
 from pipeline.run.config import PreprocessRun
+from pipeline.run.html_report import sample_grid_png, write_html_report
+from pipeline.run.runners import run_preprocess
 from pipeline.synth import cli as synth_cli
+from storage import StoreError
+from storage.hdf5 import DEFAULT_MAX_BYTES, export_hdf5, import_hdf5
+from storage.inspect import format_summary
 
 log = logging.getLogger("depthseg_fas.cli")
 
@@ -33,12 +44,6 @@ def default_report_path(output: str) -> str:
 
 
 def cmd_preprocess(args) -> int:
-    from tqdm import tqdm
-
-    from pipeline.base.errors import RunInterrupted
-    from pipeline.io.inputs import collect_items
-    from pipeline.run.runners import run_preprocess
-
     run = build(PreprocessRun, vars(args))
     cfg = run.config
     inputs = collect_items(run.input, manifest=run.manifest, dataset=run.dataset,
@@ -78,8 +83,6 @@ def _write_run_report(report, args) -> tuple[dict, str]:
     Path(report_path).parent.mkdir(parents=True, exist_ok=True)
     Path(report_path).write_text(json.dumps(rep, indent=2, default=str))
     if args.html_report:
-        from pipeline.run.html_report import write_html_report
-
         write_html_report(rep, args.output, args.html_report)
     return rep, report_path
 
@@ -93,8 +96,6 @@ def _add_datasets(sub) -> None:
 
 
 def cmd_datasets(args) -> int:
-    from pipeline.datasets import datasets_command
-
     echo(datasets_command(args.root, args.dataset, args.protocol))
     return 0
 
@@ -114,8 +115,6 @@ def _add_inspect(sub) -> None:
 
 
 def _repair(store: str) -> int:
-    import storage
-
     done = storage.repair(store)
     echo(f"repair: manifest rebuilt with {len(done['parts'])} part(s)"
          + (f", {len(done['superseded'])} superseded folder(s)" if done["superseded"] else ""))
@@ -125,8 +124,6 @@ def _repair(store: str) -> int:
 
 
 def cmd_inspect(args) -> int:
-    import storage
-
     repaired = _repair(args.store) if args.repair else 0
     if args.migrate:
         done = storage.migrate(args.store)
@@ -135,16 +132,12 @@ def cmd_inspect(args) -> int:
     if args.json:
         echo(json.dumps(summ, indent=2, default=str))
     else:
-        from storage.inspect import format_summary
-
         echo(format_summary(summ))
     note = storage.inspect.layout_note(args.store)
     if note:
         echo(f"layout: {note}", err=args.json)
     problems = storage.verify(args.store)
     if args.grid:
-        from pipeline.run.html_report import sample_grid_png
-
         Path(args.grid).write_bytes(sample_grid_png(storage.open_dataset(args.store)))
         echo(f"grid: {args.grid}")
     if problems:
@@ -171,8 +164,6 @@ def _add_hdf5(sub) -> None:
 @contextlib.contextmanager
 def _hdf5_errors(what: str):
     """HDF5/file-system errors of an export or import as a StoreError (one line, exit 2)."""
-    from storage import StoreError
-
     try:
         yield
     except (OSError, ValueError, RuntimeError) as e:
@@ -180,8 +171,6 @@ def _hdf5_errors(what: str):
 
 
 def _export(args) -> int:
-    from storage.hdf5 import export_hdf5
-
     with _hdf5_errors(f"exporting {args.store} to {args.out}"):
         export_hdf5(args.store, args.out, split=args.split)
     echo(f"wrote {args.out}")
@@ -189,8 +178,6 @@ def _export(args) -> int:
 
 
 def _import(args) -> int:
-    from storage.hdf5 import DEFAULT_MAX_BYTES, import_hdf5
-
     max_bytes = DEFAULT_MAX_BYTES if args.max_gib is None else int(args.max_gib * 2**30)
     with _hdf5_errors(f"importing {args.h5} into {args.store}"):
         import_hdf5(args.h5, args.store, max_bytes=max_bytes)

@@ -36,6 +36,8 @@ import typing
 from dataclasses import MISSING, dataclass
 from typing import Any, Callable, Iterator, Union
 
+from pydantic import Field
+
 from pipeline.base.errors import ConfigError
 
 _OPT = "fas_option"
@@ -275,8 +277,6 @@ def _schema_extra(o: Opt) -> dict[str, Any]:
 
 def flow_parameters(cls: type, *, exclude: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """Keyword-only flow parameters, one per flow option of ``cls``, described for the UI."""
-    from pydantic import Field  # the flows' dependency; only flows call this
-
     out = []
     for fl in flat_fields(cls):
         if not fl.opt.flow or fl.name in exclude:

@@ -42,6 +42,8 @@ import cv2
 import numpy as np
 
 from pipeline.base.types import FaceBox
+from pipeline.face.crop import invert_affine, square_affine, transform_points
+from pipeline.face.detect import detect_batch
 
 #: context margins (crop side / box side) of the two re-detections
 CONFIRM_MARGINS = (1.3, 1.6, 2.2)
@@ -112,9 +114,6 @@ def redetected(detector, image: np.ndarray, box: FaceBox) -> bool:
     :data:`CONFIRM_MARGINS`: IoU >= :data:`CONFIRM_MIN_IOU`, score >= the detector's
     ``confirm_score`` (else its threshold) and, with keypoints, keypoints within
     :data:`CONFIRM_MAX_DRIFT` of the face size of the box's own."""
-    from pipeline.face.crop import invert_affine, square_affine, transform_points
-    from pipeline.face.detect import detect_batch
-
     min_score = float(getattr(detector, "confirm_score", getattr(detector, "threshold", -np.inf)))
     cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
     affines = [square_affine(cx, cy, m * max(box.width, box.height), CONFIRM_SIZE) for m in CONFIRM_MARGINS]
@@ -129,8 +128,6 @@ def redetected(detector, image: np.ndarray, box: FaceBox) -> bool:
 
 def _same_face(found: FaceBox, inv: np.ndarray, box: FaceBox) -> bool:
     """``found`` (crop pixels; ``inv`` maps them to the frame) is ``box`` again."""
-    from pipeline.face.crop import transform_points
-
     p = transform_points(inv, np.array([[found.x0, found.y0], [found.x1, found.y1]], np.float32))
     if FaceBox(p[0, 0], p[0, 1], p[1, 0], p[1, 1]).iou(box) < CONFIRM_MIN_IOU:
         return False

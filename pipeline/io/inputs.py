@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipeline.base.errors import InputNotFound
 from pipeline.datasets import scan_dataset
+from pipeline.datasets.roles import preprocess_items
 from pipeline.io.items import WorkItem
 
 
@@ -50,7 +51,5 @@ def collect_items(
     rejected = [{"path": str(p), "reason": "rejected", "message": str(why)} for p, why in scan.rejected]
     items = list(scan.items)
     if protocol:
-        from pipeline.datasets.roles import preprocess_items
-
         items = preprocess_items(protocol, items, str(src))
     return Inputs(items, rejected, str(src if src.is_dir() else src.parent))

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import storage
+from pipeline.face.qc import FLAG_NAMES, describe_flags
 from storage.layout import safe_text
 
 CLASS_ORDER = ("live", "print", "replay", "spoof", "unknown")
@@ -54,8 +55,6 @@ def sample_grid_png(reader, per_class: int = 6, seed: int = 0) -> bytes:
 def flagged_grid_png(reader, per_flag: int = 6, seed: int = 0) -> bytes | None:
     """PNG of random QC-flagged crops, one row per flag (title: class and every flag of the
     frame), or None when no frame is flagged."""
-    from pipeline.face.qc import FLAG_NAMES, describe_flags
-
     meta = reader.meta
     flags = np.asarray(meta.get("qc_flags", np.zeros(len(reader), np.uint8))).astype(int)
     rng = np.random.default_rng(seed)
@@ -73,8 +72,6 @@ def flagged_grid_png(reader, per_flag: int = 6, seed: int = 0) -> bytes | None:
 
 def flag_counts(meta: dict) -> list[tuple[str, int, int]]:
     """``(flag name, live frames, spoof frames)`` carrying each QC flag (plus ``any``)."""
-    from pipeline.face.qc import FLAG_NAMES
-
     flags = np.asarray(meta.get("qc_flags", np.zeros(len(meta["label"]), np.uint8))).astype(int)
     label = np.asarray(meta["label"]).astype(str)
     rows = [(name, int(((flags & bit) != 0)[label == "live"].sum()), int(((flags & bit) != 0)[label == "spoof"].sum()))

@@ -12,7 +12,10 @@ import re
 
 from tqdm import tqdm
 
+from pipeline.base.options import add_arguments, build
 from pipeline.console import echo
+from pipeline.synth.generator import generate
+from pipeline.synth.plan import CLIP_NAMES, SynthConfig
 
 log = logging.getLogger("depthseg_fas.cli.synth")
 
@@ -35,31 +38,19 @@ def register(subparsers) -> None:
         "(path,label,attack_type,subject,session,device,split) for the generic CSV adapter.",
     )
     p.add_argument("--out", required=True, help="output folder (videos + manifest.csv)")
-    p.add_argument("--identities", type=int, default=12, help="number of identities, 5 clips each (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="master seed (same seed -> same frames)")
-    p.add_argument("--seconds", type=float, default=3.0, help="clip length in seconds (default 3)")
-    p.add_argument("--fps", type=float, default=15.0, help="frame rate (default 15)")
-    p.add_argument("--size", type=_size, default=(320, 240), help="frame size WIDTHxHEIGHT (default 320x240)")
+    add_arguments(p, SynthConfig)  # flags, defaults and bounds from pipeline.synth.plan.SynthConfig
+    size = (SynthConfig.width, SynthConfig.height)  # the fields' defaults
+    p.add_argument("--size", type=_size, default=size,
+                   help=f"frame size WIDTHxHEIGHT [default: {size[0]}x{size[1]}]")
     p.add_argument("--workers", type=int, default=None,
                    help="processes rendering identities in parallel (default: min(2, CPU count) on CPU, 1 on CUDA)")
-    p.add_argument("--device", default="cpu", help="torch device of the rendering: cpu | cuda | cuda:N")
-    p.add_argument("--crf", type=int, default=23, help="H.264 quality (default 23)")
-    p.add_argument("--model-dir", help="model directory (default $DEPTHSEG_MODEL_DIR, else ../shared/models)")
-    p.add_argument("--shared-dir", help="folder with data/faces and data/pad-samples (default ../shared)")
     p.set_defaults(func=cmd_synth)
 
 
 def cmd_synth(args) -> int:
     """Run the generation with a tqdm bar (one step per clip); prints the manifest path."""
-    # torch and the renderer load when the command runs, not when the CLI builds its parser
-    from pipeline.synth.generator import generate
-    from pipeline.synth.plan import CLIP_NAMES, SynthConfig
-
     width, height = args.size
-    cfg = SynthConfig(
-        identities=args.identities, seed=args.seed, seconds=args.seconds, fps=args.fps, width=width,
-        height=height, device=args.device, model_dir=args.model_dir, shared_dir=args.shared_dir, crf=args.crf,
-    )
+    cfg = build(SynthConfig, dict(vars(args), width=width, height=height))
     workers = args.workers
     if workers is None:
         workers = 1 if "cuda" in args.device else max(1, min(2, os.cpu_count() or 1))

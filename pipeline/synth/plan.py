@@ -3,7 +3,6 @@ split."""
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.base.errors import ConfigError
+from pipeline.base.options import check_fields, opt
 
 
 #: clip names of one identity, in generation order
@@ -48,37 +48,33 @@ class SynthConfig:
     pad-sample live image (else only the portraits and the astronaut).
     """
 
-    identities: int = 12
-    seed: int = 0
-    seconds: float = 3.0
-    fps: float = 15.0
-    width: int = 320
-    height: int = 240
-    device: str = "cpu"
-    model_dir: str | None = None
-    shared_dir: str | None = None
-    crf: int = 23
+    identities: int = opt(12, help="number of identities, 5 clips each", ge=1)
+    seed: int = opt(0, help="master seed (same seed -> same frames)")
+    seconds: float = opt(3.0, help="clip length in seconds", gt=0)
+    fps: float = opt(15.0, help="frame rate", gt=0)
+    #: set together by the CLI's ``--size WIDTHxHEIGHT``
+    width: int = opt(320, help="frame width (even)", ge=96, cli=False)
+    height: int = opt(240, help="frame height (even)", ge=96, cli=False)
+    device: str = opt("cpu", help="torch device of the rendering: cpu | cuda | cuda:N")
+    model_dir: str | None = opt(None, help="model directory (default $DEPTHSEG_MODEL_DIR, else ../shared/models)")
+    shared_dir: str | None = opt(None, help="folder with data/faces and data/pad-samples (default ../shared)")
+    crf: int = opt(23, help="H.264 quality", ge=0, le=51)
     extra_sources: bool = True
 
     def __post_init__(self) -> None:
-        if int(self.identities) != self.identities or self.identities < 1:
-            raise ConfigError(f"parameter 'identities' must be an integer >= 1, got {self.identities!r}")
-        if not (self.seconds > 0 and math.isfinite(self.seconds)):
-            raise ConfigError(f"parameter 'seconds' must be > 0, got {self.seconds!r}")
-        if not (self.fps > 0 and math.isfinite(self.fps)):
-            raise ConfigError(f"parameter 'fps' must be > 0, got {self.fps!r}")
+        check_fields(self)  # the bounds declared above
+        if int(self.identities) != self.identities:
+            raise ConfigError(f"parameter 'identities': must be an integer, got {self.identities!r}")
         for name in ("width", "height"):
             v = getattr(self, name)
-            if int(v) != v or v < 96 or v % 2:
-                raise ConfigError(f"parameter '{name}' must be an even integer >= 96, got {v!r}")
+            if int(v) != v or v % 2:
+                raise ConfigError(f"parameter '{name}': must be an even integer, got {v!r}")
         if self.width < self.height:
             raise ConfigError(
                 f"parameter 'size': landscape frames only (width >= height), got {self.width}x{self.height}"
             )
         if not any(k in str(self.device) for k in ("cpu", "cuda", "mps")):
             raise ConfigError(f"parameter 'device' must be cpu, cuda[:N] or mps, got {self.device!r}")
-        if not 0 <= int(self.crf) <= 51:
-            raise ConfigError(f"parameter 'crf' must be in 0..51, got {self.crf!r}")
 
     @property
     def num_frames(self) -> int:

@@ -279,3 +279,25 @@ def test_cli_synth_writes_videos_and_manifest(tmp_path, capsys):
     assert len(frames) == 6 and frames[0].shape == (192, 256, 3)
     with pytest.raises(SystemExit):
         main(["synth", "--out", str(out), "--size", "big"])
+
+
+def test_cli_flags_come_from_the_config(tmp_path, capsys):
+    """The synth flags, their defaults and bounds are SynthConfig's (one declaration): the parsed
+    defaults build the default config, and an out-of-range value stops at parse time, naming it."""
+    from pipeline.base.options import build
+    from pipeline.cli import build_parser, main
+
+    args = build_parser().parse_args(["synth", "--out", str(tmp_path / "set")])
+    width, height = args.size
+    assert build(SynthConfig, dict(vars(args), width=width, height=height)) == SynthConfig()
+    args = build_parser().parse_args(["synth", "--out", "x", "--identities", "3", "--size", "256x192",
+                                      "--crf", "30", "--fps", "10", "--model-dir", "m"])
+    cfg = build(SynthConfig, dict(vars(args), width=256, height=192))
+    assert (cfg.identities, cfg.crf, cfg.fps, cfg.model_dir) == (3, 30, 10.0, "m")
+    for flag, value, bound in (("--crf", "60", "<= 51"), ("--identities", "0", ">= 1"), ("--seconds", "0", "> 0")):
+        with pytest.raises(SystemExit) as exc:
+            main(["synth", "--out", str(tmp_path / "set"), flag, value])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert f"parameter '{flag[2:]}': must be {bound}" in err, err
+    assert not (tmp_path / "set").exists()
