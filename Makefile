@@ -31,7 +31,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=30
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not stack and not slow"
