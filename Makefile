@@ -34,7 +34,7 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=30
 
 test-fast: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m "not stack and not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -m "not stack and not slow" -n 2 --dist loadfile
 
 sample-data: setup
 	@test -f $(SAMPLE)/manifest.csv || $(VENV)/bin/depthseg-fas synth --out $(SAMPLE) --identities 12 --seed 0

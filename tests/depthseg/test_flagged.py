@@ -42,6 +42,7 @@ def test_flagged_frames_are_left_out_by_default(store):
     assert int(batch["is_live"].sum()) == 3 * N_LIVE
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_flag_drops_of_an_unflagged_store(tmp_path):
     reader = storage.open_dataset(make_store(tmp_path, size=32))
     drops = flag_drops(reader.filter(split="dev"))

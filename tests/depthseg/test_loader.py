@@ -142,6 +142,7 @@ def test_damage_raises_naming_part_and_frame(v2_store, tmp_path):
             list(make_loader(ds, 8, num_workers=workers))
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_damage_schema1_store(v1_store, tmp_path):
     path = _damaged(tmp_path, v1_store)
     r = storage.open_dataset(path)
@@ -168,6 +169,7 @@ def _check_batch(reader: storage.DatasetReader, ds: FrameDataset, batch: dict) -
     assert (batch["depth"].numpy()[~live] == 0).all()  # spoof depth is zero whatever is stored
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_plain_dataloader_and_make_loader(tmp_path):
     store = make_store(tmp_path)  # spoof frames stored with NON-zero depth
     ds = FrameDataset(store, "train")
@@ -192,6 +194,7 @@ def _in_pool(loader, tensor: torch.Tensor) -> bool:
     return data.data_ptr() <= tensor.data_ptr() < data.data_ptr() + data.numel()
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_make_loader_workers_decode_into_reused_buffers(tmp_path):
     """With workers, batches come in shared buffers reused from batch to batch (depthseg.batchpool),
     and a batch still held (or any view of it) is never overwritten."""
@@ -225,6 +228,7 @@ def test_make_loader_workers_decode_into_reused_buffers(tmp_path):
         _check_batch(ds.reader, ds, batch)
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_readme_plain_pytorch_example_runs(tmp_path):
     """The README's plain-PyTorch block, run as written on a real store (only its path swapped)."""
     readme = (REPO / "README.md").read_text()

@@ -96,6 +96,7 @@ def test_training_split_with_one_class_is_refused(tmp_path):
     assert not (tmp_path / "train" / "last.pt").exists()
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_no_dev_set_stores_no_nan(tmp_path, caplog):
     store = _store(tmp_path / "s.zarr", [("vid-a", 6, "live", ("train",), "obama.jpg"),
                                          ("vid-b", 6, "spoof", ("train",), "biden.jpg")])
@@ -109,6 +110,7 @@ def test_no_dev_set_stores_no_nan(tmp_path, caplog):
     assert res.metrics["thresholds"] == {}
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_evaluate_single_class_split_warns_loudly(tmp_path, caplog):
     store = make_store(tmp_path, size=64)
     train(_config(store, tmp_path / "train"))
@@ -122,6 +124,7 @@ def test_evaluate_single_class_split_warns_loudly(tmp_path, caplog):
     assert m["frame"]["apcer_pooled"] is not None
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_failed_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch):
     """Disk full while writing epoch 2's checkpoint: CheckpointError naming the file, no temp
     file anywhere in the output folder, last.pt still epoch 1's and loadable."""
@@ -147,6 +150,7 @@ def test_failed_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch):
     assert load_checkpoint_dict(out / "last.pt")["epoch"] == 1
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_failed_checkpoint_write_is_one_line_exit_1(tmp_path, monkeypatch, capsys):
     store = make_store(tmp_path, size=64)
     out = tmp_path / "train"

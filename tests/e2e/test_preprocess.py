@@ -34,6 +34,7 @@ def video_set(tmp_path_factory, portraits):
     return root
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_video_and_images_to_store(tmp_path, video_set, pad_samples):
     data = tmp_path / "in"
     shutil.copytree(video_set, data)
@@ -99,6 +100,7 @@ def test_video_and_images_to_store(tmp_path, video_set, pad_samples):
     assert rc == 2
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_bad_inputs_reported_rest_lands(tmp_path, video_set, portraits):
     data = tmp_path / "bad"
     data.mkdir()

@@ -21,6 +21,7 @@ from pipeline.run.config import PreprocessConfig  # noqa: E402
 from tests.helpers.flow_inputs import write_clips  # noqa: E402
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_task_body_pins_threads_and_batches_detection(tmp_path, portraits, monkeypatch):
     clips = write_clips(tmp_path / "clips", portraits)
     inputs = collect_items(str(clips))

@@ -20,6 +20,7 @@ def _arrays(group: zarr.Group) -> dict[str, np.ndarray]:
     }
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 @pytest.mark.parametrize("compression", ["gzip", "lzf"])
 def test_roundtrip_is_lossless(tmp_path, compression):
     src = tmp_path / "src.zarr"

@@ -198,6 +198,7 @@ def test_target_with_a_store_is_refused_and_kept(tmp_path, base):
     assert tree_snapshot(tmp_path) == before
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_import_into_empty_folder_and_missing_parents(tmp_path, base):
     empty = tmp_path / "empty.zarr"
     empty.mkdir()

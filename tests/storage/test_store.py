@@ -262,6 +262,7 @@ def _commit_parts(path: str, worker: int, count: int) -> None:
         w.write_part(pid, make_part(3 + k, seed=10 * worker + k, video_id=pid), input_checksum=pid)
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_concurrent_commits_from_processes(tmp_path):
     path = str(tmp_path / "shared.zarr")
     ctx = mp.get_context("spawn")

@@ -108,6 +108,7 @@ def face_chunk(seed: int, n: int = 64) -> storage.PartData:
 # -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_stream_equals_write_part(tmp_path):
     """Chunks of uneven sizes crossing a shard boundary give the part write_part gives."""
     n = 600  # > 512: two image/depth shards
@@ -235,6 +236,7 @@ def test_chunk_checks_and_builder_states(tmp_path):
     assert storage.verify(path) == []
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_abort_and_exceptions_leave_nothing_visible(tmp_path, caplog):
     path = tmp_path / "s.zarr"
     w = storage.DatasetWriter.open(path, CONFIG)
@@ -321,6 +323,7 @@ def _stream_until_killed(path: str, ready) -> None:
                 ready.set()
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_sigkill_mid_append_leaves_nothing_and_is_cleaned(tmp_path):
     path = tmp_path / "s.zarr"
     w = storage.DatasetWriter.open(path, CONFIG)
@@ -355,6 +358,7 @@ def test_sigkill_mid_append_leaves_nothing_and_is_cleaned(tmp_path):
     np.testing.assert_array_equal(r.filter(video_id="killed").read_batch(range(100), ("image",))["image"], data.image)
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_append_touches_one_shard_not_the_whole_array(tmp_path, monkeypatch):
     """Bytes read/written per append are bounded by a shard, whatever the part's length."""
     from zarr.storage import LocalStore

@@ -51,6 +51,7 @@ def roles_by_video(columns, roles) -> dict[str, str]:
     return {v: r for v, r in out.items() if r}
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 @pytest.mark.parametrize("name", ["oulu-npu-p1", "oulu-npu-p2", "oulu-npu-p3", "oulu-npu-p4"])
 def test_store_roles_are_the_protocol_roles_of_the_scan(oulu, name):
     cols = columns_of(oulu)

@@ -98,6 +98,7 @@ def test_marked_dot_lands_where_the_affine_says(box, dot, size, border, antialia
     assert np.abs(centroid(crop.image[..., 0]) - expected).max() < 1.0
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_real_landmarks_map_into_the_crop():
     """dlib's landmarks on a real face: a dot drawn at a landmark shows up in the crop where
     transform_points puts that landmark."""

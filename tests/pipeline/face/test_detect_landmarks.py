@@ -139,6 +139,7 @@ def test_detect_batch_matches_single_images(images, blazeface):
             np.testing.assert_allclose(p.as_array(), q.as_array(), atol=1e-3)
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_dlib_cnn_on_pad_samples(images):
     det = create_detector("dlib-cnn", max_side=320)  # MMOD on the CPU: keep the frames small
     ref = create_detector("blazeface")

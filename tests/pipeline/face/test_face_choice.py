@@ -115,6 +115,7 @@ def small_face_frames(folder: Path, eng) -> list[tuple[int, int, int]]:
     return truth
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_faces_40_to_60_px_tall_are_found_and_stored(tmp_path):
     cfg = PreprocessConfig.flat(size=64)
     eng = get_engines(cfg)
@@ -160,6 +161,7 @@ def textures_with_detections(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_texture_detections_are_not_stored(textures_with_detections):
     cfg = PreprocessConfig.flat(size=64)
     eng = get_engines(cfg)

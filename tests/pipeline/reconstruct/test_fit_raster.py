@@ -20,7 +20,7 @@ from pipeline.base.errors import ConfigError, FitError, ModelAssetMissing
 from pipeline.reconstruct.fit import FitConfig, fit_landmarks
 from pipeline.reconstruct.raster import interpolate, rasterize, rasterize_depth
 from pipeline.reconstruct.sfm import load_sfm
-from tests.conftest import REPO, SHARED
+from tests.conftest import SHARED
 
 FACES = SHARED / "data" / "faces"
 SFM_DIR = SHARED / "models" / "sfm"
@@ -390,6 +390,7 @@ def test_parity_with_eos(engine_out, model_t, crop_landmarks):
         assert abs(yaw - yaws[i]) < 5.0, f"{name}: yaw {yaw:.1f} vs eos {yaws[i]:.1f}"
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_batch_equals_single(engine_out, model_t):
     names, lm, res = engine_out
     cfg = FitConfig()

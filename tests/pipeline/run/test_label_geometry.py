@@ -57,6 +57,7 @@ def save(tmp_path, name: str, image: np.ndarray):
     return path
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_crop_depends_only_on_the_face(face, run, tmp_path):
     placements = {"narrow": ((420, 420), (40, 10)), "wide": ((720, 1280), (700, 250))}
     corners, depth = {}, {}

@@ -227,6 +227,7 @@ def test_killed_worker_fails_its_item_only(tmp_path, media):
     assert manifest(store)[part_id_for(long_item)]["frames"] == resumed.frames_stored
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_worker_that_cannot_load_its_models_ends_the_run(tmp_path, media, model_dir):
     """Model dir with the face model (the main process loads it) but no detector weights."""
     models = tmp_path / "models"

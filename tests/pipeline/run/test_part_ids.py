@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import storage
 from pipeline.cli import main as cli
@@ -40,6 +41,7 @@ def frames_by_part(store: Path) -> dict[str, dict]:
     return out
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_same_file_name_in_two_folders_is_a_conflict_unless_replace(tmp_path):
     a, b = tmp_path / "A", tmp_path / "B"
     a.mkdir(), b.mkdir()
@@ -96,6 +98,7 @@ def test_conflict_in_the_pipelined_runner_fails_the_item_only(tmp_path):
     np.testing.assert_array_equal(next(iter(after.values()))["image"], next(iter(before.values()))["image"])
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_two_image_folders_are_two_parts_and_frames_name_their_files(tmp_path):
     a, b = tmp_path / "A", tmp_path / "B"
     (a / "sub").mkdir(parents=True), b.mkdir()

@@ -141,6 +141,7 @@ def _run(tmp_path: Path, face_video: Path, cfg: PreprocessConfig, monkeypatch, n
     return store, report.to_dict(), wrapper
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_run_flags_perturbed_frames_in_the_store(tmp_path, face_video, monkeypatch):
     store, rep, wrapper = _run(tmp_path, face_video, PreprocessConfig.flat(size=SIZE), monkeypatch, "flag")
     (unit,) = rep["units"]
@@ -162,6 +163,7 @@ def test_run_flags_perturbed_frames_in_the_store(tmp_path, face_video, monkeypat
     assert rep["counts"]["frames_flagged_qc"] == unit["frames_flagged_qc"]
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine
 def test_run_drops_perturbed_frames_when_asked(tmp_path, face_video, monkeypatch):
     cfg = PreprocessConfig.flat(size=SIZE, qc=QCConfig(drop=("high-residual",)))
     assert cfg.output_config()["qc"]["drop"] == ["high-residual"]  # part of the store's config
