@@ -33,6 +33,8 @@ from prefect.context import TaskRunContext
 from prefect.filesystems import RemoteFileSystem
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
+from prefect.server.api.server import SubprocessASGIServer
+from prefect.settings import PREFECT_API_URL
 
 from flows.params import RunnerOptions, check_paths, preprocess_parameters
 from pipeline.base.errors import ConfigError
@@ -204,7 +206,7 @@ def preprocess(**params) -> dict:
     owner = f"prefect flow run {flow_run.get_id()}"
     result_storage = runner_opts.result_storage or _beside(run.output, ".prefect-results")
     _check_shared(runner_opts, run.output, result_storage, items[0]["path"] if items else None)
-    with run_lock(run.output, owner=owner):
+    with run_lock(run.output, owner=owner), shared_api_server():
         runner = make_task_runner(runner_opts)
         results = _run_units.with_options(task_runner=runner)(
             units, run.output, config, execution, inputs.root, store_key, cfg.device.startswith("cuda"), committed,
@@ -247,6 +249,29 @@ def plan_units(items: list, per_task: int | None, workers: int) -> list[list]:
     size, extra = divmod(len(items), n)
     bounds = [i * size + min(i, extra) for i in range(n + 1)]
     return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+@contextlib.contextmanager
+def shared_api_server():
+    """Task processes started in the block (process pool, local Dask cluster) use the temporary
+    API server this flow run already uses, when no ``PREFECT_API_URL`` is configured (the flow
+    called directly, not by a deployment). They inherit this process's environment, and without
+    the URL each started a temporary server of its own: seconds of CPU per process, and on a
+    loaded or single-core machine the start timed out ("Timed out while attempting to connect to
+    ephemeral Prefect API server"), failing the run. The environment is restored after."""
+    server = SubprocessASGIServer()
+    if PREFECT_API_URL.value() or not server.running:
+        yield
+        return
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
 
 
 def _threads_per_task(opts: RunnerOptions) -> int:
