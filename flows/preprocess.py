@@ -33,7 +33,6 @@ from prefect.context import TaskRunContext
 from prefect.filesystems import RemoteFileSystem
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.server.api.server import SubprocessASGIServer
 from prefect.settings import PREFECT_API_URL
 
 from flows.params import RunnerOptions, check_paths, preprocess_parameters
@@ -259,8 +258,15 @@ def shared_api_server():
     the URL each started a temporary server of its own: seconds of CPU per process, and on a
     loaded or single-core machine the start timed out ("Timed out while attempting to connect to
     ephemeral Prefect API server"), failing the run. The environment is restored after."""
+    if PREFECT_API_URL.value():
+        yield
+        return
+    # here, not at the top: the server module costs seconds to import, which every task process
+    # importing this module would pay; a process running a flow without a URL has it loaded
+    from prefect.server.api.server import SubprocessASGIServer
+
     server = SubprocessASGIServer()
-    if PREFECT_API_URL.value() or not server.running:
+    if not server.running:
         yield
         return
     before = os.environ.get("PREFECT_API_URL")
