@@ -8,7 +8,7 @@ landmarks, crop at the model's input size) and then the model, and returns a
     predictor = Predictor.from_checkpoint("runs/sample/train/best.pt", device="cpu")
     result = predictor.predict_image("face.jpg")      # or an (H, W, 3) uint8 RGB array
     result = predictor.predict_video("clip.mp4")      # a video or a folder of frames
-    print(result.score, result.decision, result.frame_scores, result.depth.shape)
+    result.score, result.decision, result.frame_scores, result.depth   # what it holds
 
 The decision rule is the checkpoint's: score >= dev threshold -> live (bona fide); the frame
 threshold for a single face frame, the video threshold for the mean of several frames (the
