@@ -277,13 +277,9 @@ def start_fork_server(cfg, paths: list[Path], work: Path, workers: int) -> float
 def start_prefect(cfg, paths: list[Path], work: Path) -> float:
     """One tiny flow run, untimed in the results: starts Prefect's ephemeral API server (paid
     once per process). Returns its wall seconds."""
-    from prefect.server.api.server import SubprocessASGIServer
-
     t0 = time.perf_counter()
+    # the flow points its task processes at this process's server (flows.preprocess.shared_api_server)
     run_flow("flow-warmup", paths[:1], work, cfg, 1, None, max_frames=2)
-    # task processes (process pool, Dask workers) inherit the environment: without the URL of this
-    # process's server each would start its own ephemeral server (a deployment's run has its URL)
-    os.environ["PREFECT_API_URL"] = SubprocessASGIServer().api_url
     return time.perf_counter() - t0
 
 
