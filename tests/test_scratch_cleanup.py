@@ -12,6 +12,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 MODULE_A = '''
@@ -52,6 +54,7 @@ def test_c(kept, tmp_path):
 '''
 
 
+@pytest.mark.slow  # a pytest session in a subprocess: ~8 s
 def test_passing_modules_leave_no_scratch_and_failing_ones_keep_theirs(tmp_path):
     root = tmp_path / "suite"
     (root / "tests").mkdir(parents=True)
