@@ -33,6 +33,7 @@ import torch
 from depthseg.trainer import CheckpointError, TrainConfig, TrainingError, load_checkpoint_dict, train
 from pipeline.cli import main as cli
 from tests.conftest import REPO
+from tests.helpers.signals import sigint_default
 from tests.helpers.stores import write_store
 from tests.helpers.train_store import make_store
 
@@ -180,7 +181,7 @@ def test_ctrl_c_training_keeps_last_checkpoint_and_resumes(tmp_path):
         with open(log, "wb") as fh:
             proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *_train_args(store, out, epochs)],
                                     cwd=REPO, env=ENV, stdout=fh, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=sigint_default)
             deadline = time.monotonic() + 400
             # epoch 1 complete: its metrics row is written after its checkpoints
             while proc.poll() is None and not (out / "metrics.jsonl").exists() and time.monotonic() < deadline:

@@ -28,6 +28,7 @@ from tests.conftest import REPO, load_rgb
 from tests.helpers.stores import manifest_file, read_manifest, staging_dir, write_manifest, write_store
 from tests.helpers.train_store import make_store
 from tests.helpers.media import make_face_video
+from tests.helpers.signals import sigint_default
 
 torch.set_num_threads(2)
 
@@ -170,7 +171,8 @@ def _interrupt_after_first_commit(args: list[str], store: Path, log: Path) -> su
     Ctrl-C) as soon as a part is committed; its exit status and output."""
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=REPO, env=ENV,
-                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=sigint_default)
         deadline = time.monotonic() + 400
         while proc.poll() is None and not _committed(store) and time.monotonic() < deadline:
             time.sleep(0.02)
