@@ -595,18 +595,12 @@ class _Run:
     loader: Any
     gens: dict[str, torch.Generator]
     steps_per_epoch: int
+    amp: bool  #: mixed precision: asked for and on CUDA
+    channels_last: bool  #: channels-last memory format: asked for and on CUDA
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "key": [math.inf, math.inf]})
     start_epoch: int = 0
     step: int = 0
-
-    @property
-    def amp(self) -> bool:
-        return self.cfg.amp and self.device.type == "cuda"
-
-    @property
-    def channels_last(self) -> bool:
-        return self.cfg.channels_last and self.device.type == "cuda"
 
 
 def _open_splits(cfg: TrainConfig) -> tuple[dict[str, Any], FrameDataset, FrameDataset | None]:
@@ -637,9 +631,10 @@ def _setup(cfg: TrainConfig, out: Path, device: torch.device, ctx: distributed.D
     """Model, loss, optimizer, the shuffling and augmentation generators, the loader (sharded
     under torchrun) and the warm-up + cosine schedule over ``epochs * steps_per_epoch`` steps."""
     cuda = device.type == "cuda"
+    amp, channels_last = cfg.amp and cuda, cfg.channels_last and cuda
     model = build_model(cfg.arch, cfg.encoder, cfg.num_classes, cfg.label_size,
                         cfg.encoder_weights, cfg.input_size).to(device)
-    if cfg.channels_last and cuda:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = build_loss(cfg.loss, cfg.num_classes, **cfg.loss_kwargs).to(device)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -658,10 +653,11 @@ def _setup(cfg: TrainConfig, out: Path, device: torch.device, ctx: distributed.D
     warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, warmup, total_steps, cfg.min_lr_ratio))
-    fp16 = cfg.amp and cuda and not torch.cuda.is_bf16_supported()
+    fp16 = amp and not torch.cuda.is_bf16_supported()
     scaler = torch.amp.GradScaler("cuda", enabled=fp16)
     return _Run(cfg, out, device, ctx, data_store, train_ds, dev_ds, model, net, loss_fn, optimizer, scheduler,
-                scaler, loader, {"shuffle": shuffle_gen, "augment": augment_gen}, steps_per_epoch)
+                scaler, loader, {"shuffle": shuffle_gen, "augment": augment_gen}, steps_per_epoch, amp,
+                channels_last)
 
 
 def _resume(run: _Run) -> None:
