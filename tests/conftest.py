@@ -11,6 +11,11 @@ import pytest
 
 # Prefect's telemetry heartbeat writes to the test server's SQLite and can log lock errors
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# A flow run without PREFECT_API_URL starts a temporary API server on a new SQLite database and
+# waits 20 s for it by default; on a loaded CI machine that start took longer and failed the run
+# ("Timed out while attempting to connect to ephemeral Prefect API server"). Set before the test
+# modules import, so the environments they copy for subprocesses carry it too.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("DEPTHSEG_SHARED", REPO.parent / "shared"))
