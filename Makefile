@@ -30,8 +30,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PY) -m pip install -e '.[test,insightface]' --config-settings editable_mode=compat
 	touch $@
 
+# two pytest-xdist workers, a test file each at a time (module fixtures built once): most long tests
+# wait on subprocesses, servers and I/O, so one worker alone left a core idle (load ~1.2 on 2 cores)
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=30
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=900 --durations=30 -n 2 --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not stack and not slow" -n 2 --dist loadfile
