@@ -389,9 +389,12 @@ def main(argv=None) -> None:
     ap.add_argument("--size", type=int, default=None, help="crop / label side (default: the CLI's, 256)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eos", type=int, default=None, help="frames of the independent check (default 8 / 30)")
+    ap.add_argument("--detector", default=None, help="face detector (default: the CLI's)")
+    ap.add_argument("--landmarks", default=None, help="landmark backend (default: the CLI's); compare backends by it")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = PreprocessConfig.flat(qc_drop=(), **({"size": args.size} if args.size else {}))
+    chosen = {k: v for k, v in (("size", args.size), ("detector", args.detector), ("landmarks", args.landmarks)) if v}
+    cfg = PreprocessConfig.flat(qc_drop=(), **chosen)
     t0 = time.perf_counter()
     sfm_np = load_sfm(cfg.model_dir)
     sfm = sfm_np.to_torch("cpu", torch.float32)
@@ -408,7 +411,7 @@ def main(argv=None) -> None:
     for sh in noface_shots(20 if args.quick else 400, rng):
         groups.setdefault(sh.case, []).append(sh)
     print(f"{sum(map(len, groups.values()))} frames rendered ({len(plans)} identities), "
-          f"{time.perf_counter() - t0:.0f} s; crop {cfg.crop.size}", flush=True)
+          f"{time.perf_counter() - t0:.0f} s; crop {cfg.crop.size}, detector {cfg.detect.detector}, landmarks {cfg.detect.landmarks}", flush=True)
     rows: dict = {}
     pool: list = []
     with tempfile.TemporaryDirectory(prefix="bench-labels-") as tmp, torch.inference_mode():
