@@ -21,6 +21,16 @@ Backends (``create_landmarker(name, ...)``; unknown names raise a KeyError listi
     insightface's ``1k3d68.onnx`` from ``insightface/<pack>/`` (option ``pack``, default
     ``buffalo_l``): 68 3D points of which x, y are kept; crop as insightface does (side
     ``1.5 * max(w, h)`` to 192 px).
+``mediapipe68``
+    MediaPipe's 468-point face mesh (``face_landmark.tflite`` of the mediapipe 0.10.21 wheel, run
+    by ``ai-edge-litert``), reduced to iBUG-68 by :data:`MEDIAPIPE_TO_IBUG68`. Its points are
+    projections of fixed mesh vertices, so they stay on the face when the head turns, where
+    dlib's semi-frontal 68 points slide off (``bench/bench_labels.py``: yaw +-45 label IoU
+    0.75-0.79 with dlib68, 0.89-0.94 with this). The file is looked up as
+    ``mediapipe/face_landmark.tflite`` in the model directory, then in the environment's
+    ``share/depthseg-fas/models/`` where ``make setup`` puts it (:mod:`pipeline.face.mediapipe_model`).
+    The crop is MediaPipe's: the box enlarged 1.5x, square, rotated upright by the detector's eye
+    keypoints when it gives them, to 192 px, RGB in [0, 1].
 
 The FAN and insightface backends run many faces per call (:meth:`landmarks_batch`), batched
 by ``LandmarkConfig.batch_size``. Each backend imports its library (face_alignment, dlib,
@@ -31,6 +41,7 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +57,7 @@ from pipeline.base.registry import Registry
 from pipeline.base.types import FaceBox, Landmarks
 from pipeline.face.crop import invert_affine, square_affine, transform_points
 from pipeline.face.detect import face_recognition_models_file, insightface_model, split_stage_kwargs
+from pipeline.face.mediapipe_model import load_interpreter
 
 logger = logging.getLogger(__name__)
 
@@ -397,6 +409,95 @@ def _insightface68_factory(cfg: LandmarkConfig, *, pack: str = "buffalo_l") -> I
 LANDMARKERS.register("insightface68")(_insightface68_factory)
 
 
+# --------------------------------------------------------------------------- mediapipe
+
+#: iBUG-68 landmark k (0-based) -> the face-mesh vertices averaged for it. Jaw 0-16 on the mesh's
+#: face oval, brows 17-26, nose bridge 27-30 and base 31-35, eyes 36-47 (corners 33/133, 362/263),
+#: outer lips 48-59 (corners 61/291), inner lips 60-67 (MediaPipe's canonical face model indices).
+MEDIAPIPE_TO_IBUG68: tuple[tuple[int, ...], ...] = (
+    (127,), (234,), (93,), (132, 58), (58, 172), (136,), (150,), (176,), (152,), (400,), (379,), (365,),
+    (397, 288), (361,), (323,), (454,), (356,),
+    (70,), (63,), (105,), (66,), (107,), (336,), (296,), (334,), (293,), (300,),
+    (168,), (197,), (5,), (4,), (75,), (97,), (2,), (326,), (305,),
+    (33,), (160,), (158,), (133,), (153,), (144,), (362,), (385,), (387,), (263,), (373,), (380,),
+    (61,), (40,), (37,), (0,), (267,), (270,), (291,), (321,), (314,), (17,), (84,), (91,),
+    (78,), (81,), (13,), (311,), (308,), (402,), (14,), (178,),
+)
+MEDIAPIPE_INPUT = 192
+MEDIAPIPE_MESH_POINTS = 468
+
+
+def mediapipe_crop_affine(box: FaceBox, size: int = MEDIAPIPE_INPUT, scale: float = 1.5) -> np.ndarray:
+    """Frame -> ``size`` px input affine of MediaPipe's face-landmark model: the box centre to the
+    crop centre, side ``scale * max(w, h)``, rotated so the detector's eye keypoints (BlazeFace's
+    ``right_eye``, ``left_eye``, the first two) lie on a horizontal line; no rotation without them."""
+    cx, cy = (box.x0 + box.x1) / 2.0, (box.y0 + box.y1) / 2.0
+    theta = 0.0
+    if box.keypoints is not None and len(box.keypoints) >= 2:
+        (rx, ry), (lx, ly) = np.asarray(box.keypoints[:2], dtype=np.float64)
+        theta = float(np.arctan2(ly - ry, lx - rx))  # the subject's right eye is on the image's left
+    s = size / (scale * max(box.width, box.height))
+    c, si = np.cos(-theta), np.sin(-theta)
+    lin = s * np.array([[c, -si], [si, c]])
+    t = np.array([size / 2.0, size / 2.0]) - lin @ np.array([cx, cy])
+    return np.concatenate([lin, t[:, None]], axis=1).astype(np.float32)
+
+
+def mesh_to_ibug68(mesh: np.ndarray) -> np.ndarray:
+    """``(..., 468, D)`` face-mesh points -> ``(..., 68, D)`` iBUG-68 (pairs averaged)."""
+    return np.stack([mesh[..., list(idx), :].mean(axis=-2) for idx in MEDIAPIPE_TO_IBUG68], axis=-2)
+
+
+class MediaPipe68Landmarker(LandmarkerBase):
+    """MediaPipe's face mesh on 192 px crops (one face per call: the model's batch is 1); scores
+    are the model's face-presence probability, the same for the 68 points of a face.
+
+    ``interpreter`` is an ``ai_edge_litert`` ``Interpreter`` (tensors allocated) or any object
+    with its ``get_input_details`` / ``get_output_details`` / ``set_tensor`` / ``invoke`` /
+    ``get_tensor``, whose outputs are the ``1404`` = 468 x (x, y, z) crop-pixel points and one
+    presence logit."""
+
+    name = "mediapipe68"
+
+    def __init__(self, interpreter: Any, cfg: LandmarkConfig):
+        super().__init__(cfg)
+        self.interpreter = interpreter
+        self.input_index = interpreter.get_input_details()[0]["index"]
+        outs = interpreter.get_output_details()
+        sizes = {int(np.prod(o["shape"])): o["index"] for o in outs}
+        if MEDIAPIPE_MESH_POINTS * 3 not in sizes or 1 not in sizes:
+            raise ConfigError(f"not MediaPipe's face-landmark model: outputs {[tuple(o['shape']) for o in outs]}")
+        self.points_index, self.score_index = sizes[MEDIAPIPE_MESH_POINTS * 3], sizes[1]
+        # one interpreter holds one input and output state: threads sharing this backend (the
+        # flow's thread task runner shares a process's backends) take turns
+        self._lock = threading.Lock()
+
+    def _run(self, images, boxes):
+        size = MEDIAPIPE_INPUT
+        pts, scores = [], []
+        for im, box in zip(images, boxes):
+            affine = mediapipe_crop_affine(box, size)
+            crop = cv2.warpAffine(im, affine, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+            with self._lock:
+                self.interpreter.set_tensor(self.input_index, (crop.astype(np.float32) / 255.0)[None])
+                self.interpreter.invoke()
+                mesh = np.array(self.interpreter.get_tensor(self.points_index), dtype=np.float64).reshape(-1, 3)
+                logit = float(np.asarray(self.interpreter.get_tensor(self.score_index)).reshape(-1)[0])
+            p68 = mesh_to_ibug68(mesh[:, :2])
+            pts.append(transform_points(invert_affine(affine), p68))
+            scores.append(np.full(NUM_LANDMARKS, 1.0 / (1.0 + np.exp(-logit)), dtype=np.float32))
+        return np.stack(pts), np.stack(scores)
+
+
+def _mediapipe68_factory(cfg: LandmarkConfig, *, threads: int = 1) -> MediaPipe68Landmarker:
+    if cfg.device != "cpu" and not str(cfg.device).startswith("cpu"):
+        logger.info("mediapipe68 runs on the CPU (LiteRT); device %s is used by the other stages", cfg.device)
+    return MediaPipe68Landmarker(load_interpreter(cfg.model_dir, threads=threads), cfg)
+
+
+LANDMARKERS.register("mediapipe68")(_mediapipe68_factory)
+
+
 __all__ = [
     "LandmarkConfig",
     "LandmarkDetector",
@@ -407,6 +508,10 @@ __all__ = [
     "Dlib68Landmarker",
     "FanLandmarker",
     "InsightFace68Landmarker",
+    "MediaPipe68Landmarker",
+    "MEDIAPIPE_TO_IBUG68",
+    "mediapipe_crop_affine",
+    "mesh_to_ibug68",
     "load_fan",
     "find_fan_weights",
     "decode_heatmaps",

@@ -142,6 +142,8 @@ def _landmark_cases() -> dict[str, Callable[[], Case]]:
 
     return {
         "dlib68": lambda: Case(lambda: create_landmarker("dlib68"), _portrait, _portrait_face, tol=4.0),
+        # the real model, installed by `make setup` (scripts/fetch_mediapipe_model.py)
+        "mediapipe68": lambda: Case(lambda: create_landmarker("mediapipe68"), _portrait, _portrait_face, tol=4.0),
         "fan2d": fan("fan2d"),
         "fan3d": fan("fan3d"),
         "insightface68": lambda: Case(

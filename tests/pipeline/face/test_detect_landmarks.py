@@ -189,7 +189,7 @@ def test_unknown_names_list_the_valid_ones():
         assert name in str(e.value) and name in DETECTORS
     with pytest.raises(KeyError) as e:
         create_landmarker("pfld")
-    for name in ("dlib68", "fan2d", "fan3d", "insightface68"):
+    for name in ("dlib68", "fan2d", "fan3d", "insightface68", "mediapipe68"):
         assert name in str(e.value) and name in LANDMARKERS
 
 
