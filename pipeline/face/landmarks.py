@@ -490,7 +490,7 @@ class MediaPipe68Landmarker(LandmarkerBase):
 
 
 def _mediapipe68_factory(cfg: LandmarkConfig, *, threads: int = 1) -> MediaPipe68Landmarker:
-    if cfg.device != "cpu" and not str(cfg.device).startswith("cpu"):
+    if not str(cfg.device).startswith("cpu"):
         logger.info("mediapipe68 runs on the CPU (LiteRT); device %s is used by the other stages", cfg.device)
     return MediaPipe68Landmarker(load_interpreter(cfg.model_dir, threads=threads), cfg)
 
