@@ -21,7 +21,8 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file from a checkout
-from pipeline.face.mediapipe_model import RELATIVE, SHA256, WHEEL, WHEEL_MEMBER, file_sha256, installed_dir  # noqa: E402
+from pipeline.face.mediapipe_model import RELATIVE, SHA256, WHEEL, WHEEL_MEMBER, installed_dir  # noqa: E402
+from storage import file_checksum  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="a folder already holding the mediapipe 0.10.21 wheel (offline); else pip downloads it")
     args = ap.parse_args(argv)
     target = args.dest / RELATIVE
-    if target.is_file() and file_sha256(target) == SHA256:
+    if target.is_file() and file_checksum(target) == SHA256:
         print(f"{target}: present")
         return 0
     with tempfile.TemporaryDirectory(prefix="mediapipe-wheel-") as tmp:
@@ -50,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         with zipfile.ZipFile(wheels[0]) as zf:
             data = zf.read(WHEEL_MEMBER)
-    if hashlib.sha256(data).hexdigest() != SHA256:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SHA256:
         print(f"fetch_mediapipe_model: {WHEEL_MEMBER} of {wheels[0].name} has sha256 "
-              f"{hashlib.sha256(data).hexdigest()}, expected {SHA256}", file=sys.stderr)
+              f"{digest}, expected {SHA256}", file=sys.stderr)
         return 1
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = target.with_name(target.name + ".part")

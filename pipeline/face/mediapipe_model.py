@@ -11,7 +11,6 @@ LiteRT (``ai-edge-litert``, the extra ``mediapipe``). Nothing here downloads any
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -45,10 +44,6 @@ def model_file(model_dir: str | None = None) -> Path:
     raise ModelAssetMissing(
         f"MediaPipe face-landmark model not found (looked for {', '.join(map(str, searched))}); get it with "
         + HOW_TO_GET, source=str(searched[0]))
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_interpreter(model_dir: str | None = None, *, threads: int = 1) -> Any:

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+import storage
 from pipeline.base.errors import ModelAssetMissing, SetupError
 from pipeline.base.types import FaceBox
 from pipeline.face import mediapipe_model
@@ -177,7 +178,7 @@ def test_fetch_script_installs_the_pinned_model_from_a_wheel(tmp_path):
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stderr
     target = dest / mediapipe_model.RELATIVE
-    assert mediapipe_model.file_sha256(target) == mediapipe_model.SHA256
+    assert storage.file_checksum(target) == mediapipe_model.SHA256
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "present" in again.stdout
     assert mediapipe_model.model_file(str(dest)) == target  # the model directory comes first
