@@ -46,7 +46,7 @@ from pipeline.run.report import RunReport
 from pipeline.run.unit import UnitResult
 from flows.runners import make_task_runner
 from flows.workerenv import fingerprint, is_local_address, require_project_packages, unseen_paths
-from storage import DatasetWriter, StoreError, file_checksum, run_lock
+from storage import DatasetWriter, StoreError, file_checksum, refuse_if_locked, run_lock
 
 #: exceptions worth retrying (the disk or network hiccuped); bad input never is
 TRANSIENT = (TimeoutError, ConnectionError, BlockingIOError, InterruptedError)
@@ -199,6 +199,7 @@ def preprocess(**params) -> dict:
     inputs = collect_items(run.input, manifest=run.manifest, dataset=run.dataset,
                            allow_outside_root=run.allow_outside_root, protocol=run.protocol)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
+    refuse_if_locked(run.output)  # at once, even while the holder sits in a commit
     store_key, committed = _store_state(run.output, config)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]
     units = plan_units(items, runner_opts.items_per_task, runner_opts.max_workers)

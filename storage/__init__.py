@@ -9,7 +9,7 @@ from .errors import (ConfigMismatch, IntegrityError, MigrationNeeded, PartConfli
                      SchemaTooOld, StoreError, StoreLocked)
 from .inspect import format_summary, migrate, repair, summary, verify
 from .layout import SCHEMA_VERSION, PartData, PartInfo, config_hash, file_checksum
-from .locks import run_lock
+from .locks import refuse_if_locked, run_lock
 from .reader import DatasetReader, open_dataset
 from .writer import DatasetWriter, PartBuilder
 
@@ -35,6 +35,7 @@ __all__ = [
     "migrate",
     "open_dataset",
     "repair",
+    "refuse_if_locked",
     "run_lock",
     "summary",
     "verify",

@@ -7,7 +7,10 @@ never looks; a legacy store (schema <= 2) has them in ``.staging/``, see :func:`
 * ``run.lock``: a run-level exclusive lock, created with ``O_CREAT | O_EXCL`` and holding JSON
   ``{"pid", "host", "owner", "time", "token"}``. A second run fails at once with
   :class:`StoreLocked` naming the holder. A lock whose pid is dead on this host is stale and is
-  taken over with a warning; a lock from another host is never broken automatically.
+  taken over with a warning; a lock from another host is never broken automatically. The check
+  reads the lock file before waiting for ``commit.lock``: a holder paused while it commits (Ctrl-Z,
+  a scheduler's suspend) must not make the second run wait without a word
+  (:func:`refuse_if_locked`, which entry points call before they open the store's writer).
 
 Remote (fsspec) stores have no locks: ``run_lock`` logs a warning and does nothing, and only one
 process may write such a store at a time.
@@ -21,6 +24,7 @@ import json
 import logging
 import os
 import socket
+import time
 from collections.abc import Iterator
 
 from .errors import StoreLocked
@@ -41,10 +45,32 @@ def commit_lock(loc: Location, folder: str = STAGING) -> Iterator[None]:
         os.makedirs(loc.path(folder), exist_ok=True)
     fd = os.open(loc.path(folder, COMMIT_LOCK), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _flock_waiting_loudly(fd, loc, folder)
         yield
     finally:
         os.close(fd)  # closing releases the flock
+
+
+COMMIT_WAIT_WARN_S = 10.0
+
+
+def _flock_waiting_loudly(fd: int, loc: Location, folder: str) -> None:
+    """``flock(LOCK_EX)`` on ``fd``; when it is not had within :data:`COMMIT_WAIT_WARN_S`, log who
+    holds the store's run lock (a commit takes milliseconds: the holder is paused or hung) and
+    go on waiting."""
+    deadline = time.monotonic() + COMMIT_WAIT_WARN_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+    holder = _read_holder(loc.path(folder, RUN_LOCK))
+    log.warning("%s: waited %.0f s for the store's commit lock; still waiting (run lock: %s)", loc.url,
+                COMMIT_WAIT_WARN_S, "none" if holder is None else _describe(holder))
+    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def legacy_commit_lock(loc: Location) -> contextlib.AbstractContextManager[None]:
@@ -98,6 +124,36 @@ def other_run_holder(loc: Location, folder: str = STAGING) -> dict | None:
     return holder
 
 
+def _live_holder(path: str, host: str) -> dict | None:
+    """The run lock at ``path`` when a live process holds it (``{}``: unreadable), else None."""
+    holder = _read_holder(path)
+    if holder is None:
+        return None
+    if holder and holder.get("host") == host and not _pid_alive(int(holder.get("pid", -1))):
+        return None
+    return holder
+
+
+def refuse_if_locked(url: str | os.PathLike, storage_options: dict | None = None) -> None:
+    """Raise :class:`StoreLocked` at once when another live process holds the store's run lock.
+
+    Reads the lock file only: it takes no lock and creates nothing, so it answers while the holder
+    sits inside a commit (paused, or slow). Entry points call it before opening the store's
+    writer (whose config check waits for ``commit.lock``). Remote stores and stores without a run
+    lock: returns. A lock of this very process is not "another run".
+    """
+    loc = Location.parse(url, storage_options)
+    if not loc.local:
+        return
+    path = loc.path(STAGING, RUN_LOCK)
+    holder = _live_holder(path, socket.gethostname())
+    if holder is None or (holder and holder.get("host") == socket.gethostname()
+                          and int(holder.get("pid", -1)) == os.getpid()):
+        return
+    raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
+                      f"remove {path} if that run is gone", holder=holder)
+
+
 def describe_holder(holder: dict) -> str:
     """One line naming a run lock's holder (pid, host, owner, since)."""
     return _describe(holder)
@@ -121,16 +177,19 @@ def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | No
     record = {"pid": os.getpid(), "host": socket.gethostname(), "owner": owner, "time": now_iso(),
               "token": token()}
     data = json.dumps(record).encode("utf-8")
+    holder = _live_holder(path, record["host"])
+    if holder is not None:  # before waiting for commit.lock, which a paused holder may keep
+        raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
+                          f"remove {path} if that run is gone", holder=holder)
     with commit_lock(loc):  # serialises stale-lock takeover between contenders
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
+            live = _live_holder(path, record["host"])
+            if live is not None:
+                raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(live)}; "
+                                  f"remove {path} if that run is gone", holder=live) from None
             holder = _read_holder(path)
-            stale = (holder is None or (holder and holder.get("host") == record["host"]
-                                        and not _pid_alive(int(holder.get("pid", -1)))))
-            if not stale:
-                raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
-                                  f"remove {path} if that run is gone", holder=holder) from None
             if holder:
                 log.warning("%s: taking over stale run lock of %s (process is gone)", loc.url,
                             _describe(holder))

@@ -77,7 +77,7 @@ from pipeline.run.report import RunReport, interruptible
 from pipeline.run.stages import FrameCounts, finish_chunk, iter_faces, render_faces
 from pipeline.run.timing import StageTimer
 from pipeline.run.unit import Unit, UnitResult, item_failure
-from storage import DatasetWriter, PartData, run_lock
+from storage import DatasetWriter, PartData, refuse_if_locked, run_lock
 
 log = logging.getLogger(__name__)
 
@@ -811,6 +811,7 @@ def run_parallel(
     ``report.units`` is in the order of ``items``; ``on_unit`` is called as items finish.
     """
     pcfg = pcfg or ParallelConfig(workers=cfg.workers or 2)
+    refuse_if_locked(output)  # at once, even while the holder sits in a commit
     writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
     threads = pcfg.main_threads or max(1, (os.cpu_count() or 1) - pcfg.workers)

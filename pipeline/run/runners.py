@@ -13,7 +13,7 @@ from pipeline.run.parallel import run_parallel
 from pipeline.run.config import PreprocessConfig
 from pipeline.run.report import RunReport, interruptible
 from pipeline.run.unit import Unit, UnitResult, write_unit
-from storage import DatasetWriter, run_lock
+from storage import DatasetWriter, refuse_if_locked, run_lock
 
 
 def _each_unit(items: list[WorkItem], writer: DatasetWriter, cfg: PreprocessConfig, *, input_root: str | None,
@@ -48,6 +48,7 @@ def run_preprocess(
     if cfg.workers > 0:
         return run_parallel(items, output, cfg, input_root=input_root, rejected=rejected, on_unit=on_unit,
                             replace=replace)
+    refuse_if_locked(output)  # at once, even while the holder sits in a commit
     writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
     with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer):

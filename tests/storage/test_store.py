@@ -328,6 +328,73 @@ def test_run_lock(tmp_path, caplog):
             pass
 
 
+def _hold_run_and_commit_locks(path: str, ready, release) -> None:
+    """A run paused inside a commit: it holds the run lock and the commit lock."""
+    from storage.layout import Location
+    from storage.locks import commit_lock
+
+    with storage.run_lock(path, owner="paused-run"), commit_lock(Location.parse(path)):
+        ready.set()
+        release.wait(60)
+
+
+def test_locked_store_is_refused_at_once_while_its_holder_sits_in_a_commit(tmp_path):
+    """A holder paused mid-commit (Ctrl-Z, a scheduler's suspend) keeps commit.lock: a second run
+    must still fail at once naming it, not wait without a word (CI hung here before the fix)."""
+    path = str(tmp_path / "held")
+    storage.refuse_if_locked(path)  # no store, no lock: nothing to refuse
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_run_and_commit_locks, args=(path, ready, release))
+    p.start()
+    try:
+        assert ready.wait(60)
+        with pytest.raises(storage.StoreLocked, match=f"pid {p.pid} .*paused-run"):
+            storage.refuse_if_locked(path)
+        with pytest.raises(storage.StoreLocked, match=f"pid {p.pid} .*paused-run"):
+            with storage.run_lock(path, owner="me"):
+                pass
+    finally:
+        release.set()
+        p.join(60)
+    storage.refuse_if_locked(path)  # released
+    with storage.run_lock(path, owner="me"):
+        storage.refuse_if_locked(path)  # this process's own lock is not another run's
+
+
+def _hold_commit_lock(path: str, ready, release) -> None:
+    from storage.layout import Location
+    from storage.locks import commit_lock
+
+    with commit_lock(Location.parse(path)):
+        ready.set()
+        release.wait(60)
+
+
+def test_a_long_wait_for_the_commit_lock_is_logged(tmp_path, monkeypatch, caplog):
+    import threading
+
+    from storage import locks
+    from storage.layout import Location
+
+    monkeypatch.setattr(locks, "COMMIT_WAIT_WARN_S", 0.3)
+    path = str(tmp_path / "slow")
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_commit_lock, args=(path, ready, release))
+    p.start()
+    try:
+        assert ready.wait(60)
+        threading.Timer(1.0, release.set).start()
+        with caplog.at_level(logging.WARNING, logger="storage.locks"):
+            with locks.commit_lock(Location.parse(path)):
+                assert release.is_set()  # had only once the holder let go
+    finally:
+        release.set()
+        p.join(60)
+    assert "waited 0 s for the store's commit lock; still waiting (run lock: none)" in caplog.text
+
+
 def test_failing_write_leaves_nothing_visible(store, monkeypatch):
     path, written = store
     manifest = manifest_file(path).read_bytes()

@@ -22,6 +22,8 @@ import pytest
 
 import storage
 from pipeline.run.config import PreprocessConfig
+from storage.layout import Location
+from storage.locks import commit_lock
 from tests.conftest import REPO, load_rgb
 from tests.helpers.media import make_face_video
 from tests.helpers.stores import staging_dir
@@ -157,3 +159,21 @@ def test_refused_run_leaves_an_empty_locked_store_alone(tmp_path, portraits):
     # once the lock is free, an empty store may take another config (documented behaviour)
     cfg_c = PreprocessConfig.flat(size=96).output_config()
     assert storage.DatasetWriter.open(str(store), cfg_c).config_hash == storage.config_hash(cfg_c)
+
+
+def test_run_is_refused_at_once_while_the_holder_is_paused_in_a_commit(tmp_path, portraits):
+    """CI failure: run A was paused (SIGSTOP) while it held commit.lock, and runs B and C, which
+    opened the store's writer before checking the run lock, waited for it without end. The run
+    lock is read first now: both CLI runs (same config, another config) fail at once."""
+    store = tmp_path / "p.zarr"
+    cfg_a = PreprocessConfig.flat(size=SIZE).output_config()
+    storage.DatasetWriter.open(str(store), cfg_a)
+    image = next(p for p in portraits if p.name == "obama-240p.jpg")
+    with storage.run_lock(str(store), owner="paused holder") as record, commit_lock(Location.parse(str(store))):
+        for size in (SIZE, 96):
+            c = subprocess.run(preprocess_cmd(image, store, size=size), cwd=REPO, capture_output=True,
+                               text=True, timeout=90)
+            assert c.returncode == 2, c.stderr[-2000:]
+            assert "store is locked by another run" in c.stderr and f"pid {record['pid']} " in c.stderr, c.stderr
+            assert "Traceback" not in c.stderr, c.stderr[-3000:]
+    assert not storage.open_dataset(str(store)).parts
