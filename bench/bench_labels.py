@@ -23,7 +23,10 @@ occluder and minus anything outside the source frame; the true depth is that z n
 the label rule (:func:`pipeline.reconstruct.depth.depth_label`). Reported per case and per yaw
 bin: detection rate, kept rate, median mask IoU, median mean |depth difference| on the union of
 the two masks, and QC precision / recall, where a label is *bad* if IoU < 0.8 or mean |d| > 0.1
-(a stored no-face frame is always bad) and *caught* if it has any QC flag or is dropped.
+(a stored no-face frame is always bad) and *caught* if it has any QC flag or is dropped, and
+the median error of the stored head pose (``dyaw``, ``dpit``: |fitted - true| yaw and pitch in
+degrees): at moderate yaw the label's depth error follows the pose error (a head fitted 10 deg
+less turned than it is tilts the whole depth map), so this column says where |d| comes from.
 
 Independent check: the synthetic frames share the face model and rasteriser with the labels, so
 on a subset of frames eos-py's ``fit_shape_and_pose`` is run on the stored landmarks and its
@@ -53,6 +56,7 @@ import torch
 from pipeline.base.errors import NoFaceDetected
 from pipeline.io.items import WorkItem
 from pipeline.reconstruct.depth import depth_label
+from pipeline.reconstruct.fit import yaw_pitch_roll
 from pipeline.reconstruct.raster import interpolate, rasterize, rasterize_depth
 from pipeline.reconstruct.sfm import load_sfm
 from pipeline.run.config import PreprocessConfig
@@ -71,13 +75,16 @@ _PIVOT = (0.0, -30.0, -95.0)  # head rotation pivot, model mm (as pipeline.synth
 
 @dataclass
 class Shot:
-    """One rendered frame: image, true mesh in frame pixels (None: no face), occluder mask."""
+    """One rendered frame: image, true mesh in frame pixels (None: no face), occluder mask, the
+    yaw asked for (relative to the source photo's pose) and the true head pose (yaw, pitch, roll
+    in degrees, the convention of the stored QC columns: the source's pose composed with it)."""
 
     case: str
     image: np.ndarray
     verts: np.ndarray | None = None
     occluder: np.ndarray | None = None
     yaw: float = 0.0
+    pose: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -87,6 +94,8 @@ class Row:
     kept: int = 0
     iou: list = field(default_factory=list)
     delta: list = field(default_factory=list)
+    dyaw: list = field(default_factory=list)
+    dpitch: list = field(default_factory=list)
     bad: int = 0
     caught: int = 0
     bad_caught: int = 0
@@ -126,7 +135,8 @@ class Scene:
         cur = out[:, ras.pix]
         out[:, ras.pix] = cur + st[:, 2] * (col.T - cur)
         img = (out.reshape(3, H, W).permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-        return Shot(case, np.ascontiguousarray(img), verts.numpy().astype(np.float64), yaw=yaw)
+        pose = tuple(float(a[0]) for a in yaw_pitch_roll((r @ fit.rotation)[None]))
+        return Shot(case, np.ascontiguousarray(img), verts.numpy().astype(np.float64), yaw=yaw, pose=pose)
 
 
 def hand_mask(centre, size: float, angle: float) -> np.ndarray:
@@ -261,8 +271,10 @@ def frame_errors(label: np.ndarray, gt_mask: np.ndarray, gt_depth: np.ndarray, a
     return iou, delta, 100 * holes, 100 * out
 
 
-def accumulate(rows: dict, keys: list[str], shot_ok: bool, stored: bool, kept: bool, err, flagged: bool) -> None:
-    """Add one frame to the rows named ``keys``; ``err`` = (iou, delta) when stored."""
+def accumulate(rows: dict, keys: list[str], shot_ok: bool, stored: bool, kept: bool, err, flagged: bool,
+               pose_err=None) -> None:
+    """Add one frame to the rows named ``keys``; ``err`` = (iou, delta) when stored, ``pose_err``
+    = (|yaw error|, |pitch error|) of the stored pose when the shot has a face."""
     for k in keys:
         r = rows.setdefault(k, Row())
         r.n += 1
@@ -275,6 +287,9 @@ def accumulate(rows: dict, keys: list[str], shot_ok: bool, stored: bool, kept: b
         if shot_ok:
             r.iou.append(err[0])
             r.delta.append(err[1])
+        if pose_err is not None:
+            r.dyaw.append(pose_err[0])
+            r.dpitch.append(pose_err[1])
         r.bad += bad
         r.caught += caught
         r.bad_caught += bad and caught
@@ -294,8 +309,9 @@ def evaluate(groups: dict[str, list[Shot]], cfg: PreprocessConfig, tris, work: P
             mask, depth = truth([shots[i] for i in fi], part.affine, tris, cfg)
             iou, delta, holes, out = frame_errors(part.depth, mask, depth, part.affine)
             flags = np.asarray(part.qc["qc_flags"]).astype(int)
+            fitted = np.stack([np.asarray(part.qc[k], np.float64) for k in ("yaw", "pitch")], 1)
             for j, i in enumerate(fi):
-                by_frame[int(i)] = (iou[j], delta[j], int(flags[j]))
+                by_frame[int(i)] = (iou[j], delta[j], int(flags[j]), fitted[j])
                 ex = extras.setdefault(shots[i].case, [])
                 ex.append((holes[j], out[j]))
                 if shots[i].verts is not None and abs(shots[i].yaw) <= 30 and shots[i].case == "pose":
@@ -305,9 +321,12 @@ def evaluate(groups: dict[str, list[Shot]], cfg: PreprocessConfig, tris, work: P
             keys.append("all faces" if sh.verts is not None else "all no-face")
             keys.append("all")
             got = by_frame.get(i)
+            pose_err = None
+            if got is not None and sh.pose is not None:
+                pose_err = tuple(abs(float(f) - t) for f, t in zip(got[3], sh.pose[:2]))
             accumulate(rows, keys, sh.verts is not None, got is not None,
                        got is not None and (got[2] & drop) == 0, got[:2] if got else None,
-                       got is not None and got[2] != 0)
+                       got is not None and got[2] != 0, pose_err)
         print(f"  {name}: {len(shots)} frames, {len(by_frame)} stored, {secs:.1f} s", flush=True)
     return extras
 
@@ -316,11 +335,14 @@ def table(rows: dict, extras: dict) -> str:
     def med(x):
         return f"{np.median(x):.3f}" if x else "   - "
 
+    def med1(x):
+        return f"{np.median(x):5.1f}" if x else "   - "
+
     def pct(a, b):
         return f"{100 * a / b:5.1f}" if b else "   - "
 
     head = (f"{'case':22s} {'n':>5s} {'det%':>5s} {'kept%':>5s} {'IoU':>6s} {'|d|':>6s} {'bad':>4s} "
-            f"{'QC P%':>5s} {'QC R%':>5s} {'hole%':>6s} {'out%':>6s}")
+            f"{'QC P%':>5s} {'QC R%':>5s} {'hole%':>6s} {'out%':>6s} {'dyaw':>5s} {'dpit':>5s}")
     lines = [head, "-" * len(head)]
     for k, r in rows.items():
         ex = extras.get(k, [])
@@ -328,7 +350,7 @@ def table(rows: dict, extras: dict) -> str:
         out = f"{np.mean([e[1] for e in ex]):6.2f}" if ex else "    - "
         lines.append(f"{k:22s} {r.n:5d} {pct(r.detected, r.n)} {pct(r.kept, r.n)} {med(r.iou):>6s} "
                      f"{med(r.delta):>6s} {r.bad:4d} {pct(r.bad_caught, r.caught)} {pct(r.bad_caught, r.bad)} "
-                     f"{hole} {out}")
+                     f"{hole} {out} {med1(r.dyaw):>5s} {med1(r.dpitch):>5s}")
     return "\n".join(lines)
 
 

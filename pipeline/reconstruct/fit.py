@@ -51,7 +51,7 @@ from pipeline.reconstruct.sfm import SFMTensors
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FitConfig", "FitResult", "fit_landmarks", "model_vertices", "project_vertices"]
+__all__ = ["FitConfig", "FitResult", "fit_landmarks", "model_vertices", "project_vertices", "yaw_pitch_roll"]
 
 
 @dataclass(frozen=True)
@@ -220,8 +220,9 @@ class _Pose:
         return p + torch.stack([t[:, 0], -t[:, 1]], -1)[:, None]
 
 
-def _ypr(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """eos / glm Euler angles (degrees) of ``R = Rz(roll) Ry(yaw) Rx(pitch)``."""
+def yaw_pitch_roll(rot: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """eos / glm Euler angles (degrees) of ``(B, 3, 3)`` rotations ``R = Rz(roll) Ry(yaw) Rx(pitch)``
+    (model -> camera; what :class:`FitResult` and the stored QC columns report)."""
     yaw = torch.rad2deg(torch.asin((-rot[:, 2, 0]).clamp(-1.0, 1.0)))
     pitch = torch.rad2deg(torch.atan2(rot[:, 2, 1], rot[:, 2, 2]))
     roll = torch.rad2deg(torch.atan2(rot[:, 1, 0], rot[:, 0, 0]))
@@ -486,7 +487,7 @@ class _Fit:
         image_verts = project_vertices(verts, pose.rot, pose.scale, pose.trans)  # (B, V, 3)
         errors, residual, face_size = _landmark_errors(model, verts, pose, self.lm, self.lm_up, self.f_idx,
                                                        self.f_img, var, occ_info)
-        yaw, pitch, roll = _ypr(pose.rot)
+        yaw, pitch, roll = yaw_pitch_roll(pose.rot)
         full_shape = torch.zeros(self.bsz, model.num_shape_coeffs, dtype=torch.float64, device=model.device)
         full_shape[:, :self.kk] = self.shape_c
         if logger.isEnabledFor(logging.DEBUG):
@@ -554,7 +555,7 @@ def _contour_block(model: SFMTensors, verts: torch.Tensor, pose: _Pose, lm_up: t
     use_occ = cfg.contour and cfg.occluding_contour
     idx_l, img_l, w_l = [], [], []
     occ_info = None
-    yaw = _ypr(pose.rot)[0]
+    yaw = yaw_pitch_roll(pose.rot)[0]
     right_front = yaw >= 0  # positive yaw: the subject's right cheek faces the camera
     both = torch.zeros_like(right_front) if use_occ else yaw.abs() < cfg.frontal_yaw_deg
     for cl, mc, active in (

@@ -17,7 +17,7 @@ import torch
 
 from pipeline.reconstruct.depth import DepthConfig, depth_label, render_depth, to_uint8
 from pipeline.base.errors import ConfigError, FitError, ModelAssetMissing
-from pipeline.reconstruct.fit import FitConfig, fit_landmarks
+from pipeline.reconstruct.fit import FitConfig, fit_landmarks, yaw_pitch_roll
 from pipeline.reconstruct.raster import interpolate, rasterize, rasterize_depth
 from pipeline.reconstruct.sfm import load_sfm
 from tests.conftest import SHARED
@@ -320,6 +320,20 @@ def test_fit_result_fields(engine_out, model_t):
     assert torch.all(torch.isnan(fit.landmark_errors[:, [60, 64]]))  # unmapped inner-mouth corners
     assert torch.all((fit.residual > 0) & (fit.residual < 0.1))
     assert torch.all(fit.yaw.abs() < 45) and torch.all(fit.pitch.abs() < 45)
+
+
+def test_yaw_pitch_roll_inverts_the_generator_rotation(engine_out):
+    """The angles the QC columns store are those the synthetic renderer (and the label benchmark's
+    true pose) composes: ``R = Rz(roll) Ry(yaw) Rx(pitch)``; and the fit's angles are its rotation's."""
+    from pipeline.synth.geometry import rotation_matrix
+
+    angles = torch.tensor([[30.0, 0, 0], [0, 20, 0], [0, 0, -10], [40, -15, 5], [-75, 25, -20]])
+    rot = rotation_matrix(*torch.deg2rad(angles).T)
+    got = torch.stack(yaw_pitch_roll(rot), 1)
+    assert torch.allclose(got, angles, atol=1e-3), got
+    fit = engine_out[2].fit
+    assert torch.allclose(torch.stack(yaw_pitch_roll(fit.rotation), 1),
+                          torch.stack([fit.yaw, fit.pitch, fit.roll], 1), atol=1e-4)
 
 
 def test_resolutions_agree(engine_out):
