@@ -12,6 +12,7 @@ import os
 import pickle
 import shutil
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -383,10 +384,16 @@ def test_a_long_wait_for_the_commit_lock_is_logged(tmp_path, monkeypatch, caplog
     ready, release = ctx.Event(), ctx.Event()
     p = ctx.Process(target=_hold_commit_lock, args=(path, ready, release))
     p.start()
+    def release_once_warned() -> None:  # the holder lets go only after the wait was logged
+        deadline = time.monotonic() + 60
+        while "still waiting" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+        release.set()
+
     try:
         assert ready.wait(60)
-        threading.Timer(1.0, release.set).start()
         with caplog.at_level(logging.WARNING, logger="storage.locks"):
+            threading.Thread(target=release_once_warned, daemon=True).start()
             with locks.commit_lock(Location.parse(path)):
                 assert release.is_set()  # had only once the holder let go
     finally:
