@@ -42,6 +42,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import tempfile
 import time
@@ -296,8 +297,10 @@ def accumulate(rows: dict, keys: list[str], shot_ok: bool, stored: bool, kept: b
 
 
 def evaluate(groups: dict[str, list[Shot]], cfg: PreprocessConfig, tris, work: Path, rows: dict,
-             eos_pool: list) -> dict:
-    """Run each group through the pipeline and fill ``rows``; returns geometry extras per case."""
+             eos_pool: list, records: list | None = None) -> dict:
+    """Run each group through the pipeline and fill ``rows``; returns geometry extras per case.
+    ``records``: one dict per frame is appended (case, true pose, stored, IoU, |d|, and every
+    stored QC column), for tuning QC thresholds offline (``--dump``)."""
     eng = get_engines(cfg)
     drop = PreprocessConfig().qc.drop_mask()
     extras: dict[str, list] = {}
@@ -310,8 +313,10 @@ def evaluate(groups: dict[str, list[Shot]], cfg: PreprocessConfig, tris, work: P
             iou, delta, holes, out = frame_errors(part.depth, mask, depth, part.affine)
             flags = np.asarray(part.qc["qc_flags"]).astype(int)
             fitted = np.stack([np.asarray(part.qc[k], np.float64) for k in ("yaw", "pitch")], 1)
+            qc_cols = {k: np.asarray(v) for k, v in part.qc.items()}
             for j, i in enumerate(fi):
-                by_frame[int(i)] = (iou[j], delta[j], int(flags[j]), fitted[j])
+                by_frame[int(i)] = (iou[j], delta[j], int(flags[j]), fitted[j],
+                                    {k: v[j].item() for k, v in qc_cols.items()})
                 ex = extras.setdefault(shots[i].case, [])
                 ex.append((holes[j], out[j]))
                 if shots[i].verts is not None and abs(shots[i].yaw) <= 30 and shots[i].case == "pose":
@@ -327,6 +332,12 @@ def evaluate(groups: dict[str, list[Shot]], cfg: PreprocessConfig, tris, work: P
             accumulate(rows, keys, sh.verts is not None, got is not None,
                        got is not None and (got[2] & drop) == 0, got[:2] if got else None,
                        got is not None and got[2] != 0, pose_err)
+            if records is not None:
+                records.append({"group": name, "case": sh.case, "yaw_asked": sh.yaw, "true_pose": sh.pose,
+                                "face": sh.verts is not None, "stored": got is not None,
+                                "iou": None if got is None else float(got[0]),
+                                "delta": None if got is None else float(got[1]),
+                                "qc": None if got is None else got[4]})
         print(f"  {name}: {len(shots)} frames, {len(by_frame)} stored, {secs:.1f} s", flush=True)
     return extras
 
@@ -413,6 +424,8 @@ def main(argv=None) -> None:
     ap.add_argument("--eos", type=int, default=None, help="frames of the independent check (default 8 / 30)")
     ap.add_argument("--detector", default=None, help="face detector (default: the CLI's)")
     ap.add_argument("--landmarks", default=None, help="landmark backend (default: the CLI's); compare backends by it")
+    ap.add_argument("--dump", type=Path, default=None, help="write one JSON line per frame (case, true pose, "
+                    "stored, IoU, |d|, QC columns) to this file, to tune QC thresholds offline")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     chosen = {k: v for k, v in (("size", args.size), ("detector", args.detector), ("landmarks", args.landmarks)) if v}
@@ -437,7 +450,11 @@ def main(argv=None) -> None:
     rows: dict = {}
     pool: list = []
     with tempfile.TemporaryDirectory(prefix="bench-labels-") as tmp, torch.inference_mode():
-        extras = evaluate(groups, cfg, sfm.triangles, Path(tmp), rows, pool)
+        records: list | None = [] if args.dump else None
+        extras = evaluate(groups, cfg, sfm.triangles, Path(tmp), rows, pool, records)
+    if args.dump:
+        args.dump.write_text("".join(json.dumps(r) + "\n" for r in records))
+        print(f"{len(records)} frame records written to {args.dump}")
     order = sorted(rows, key=lambda k: (not k.startswith("yaw"), k.startswith("all"),
                                         float(k.split()[1]) if k.startswith("yaw") else 0, k))
     print("\n" + table({k: rows[k] for k in order}, extras))
