@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install $(TORCH_PIN)
-	$(PY) -m pip install -e '.[test,insightface,mediapipe]' --config-settings editable_mode=compat
+	$(PY) -m pip install -e '.[test,insightface]' --config-settings editable_mode=compat
 	$(PY) scripts/fetch_mediapipe_model.py
 	touch $@
 

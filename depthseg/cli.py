@@ -46,7 +46,9 @@ def register(sub) -> None:
     p.add_argument("input", help="image, image folder or video")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", help="depth PNG path (default <input stem>.depth.png in the current folder)")
-    add_arguments(p, PreprocessConfig, include=("detector", "landmarks", "every_n", "device", "model_dir"))
+    trained = (None, "as the checkpoint's training store was made")
+    add_arguments(p, PreprocessConfig, include=("detector", "landmarks", "every_n", "device", "model_dir"),
+                  defaults={"detector": trained, "landmarks": trained})
     p.add_argument("--max-frames", type=int, default=64, help="at most this many frames scored [default: 64]")
     p.set_defaults(func=cmd_predict)
 

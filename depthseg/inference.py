@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import storage
 from pipeline.base.errors import ConfigError, NoFaceDetected, UnsupportedInput
 from pipeline.base.types import Frame
 from pipeline.face.batch import FaceBatch
@@ -38,9 +39,24 @@ from pipeline.run.stages import FrameCounts, extract_faces, frame_face
 from pipeline.run.timing import StageTimer
 
 from .predict import predict_crops
-from .trainer import load_checkpoint
+from .trainer import load_checkpoint, store_face_settings
 
 log = logging.getLogger(__name__)
+
+
+def _training_face_settings(meta: dict) -> dict:
+    """The face settings of the store a checkpoint was trained on (``{}``: unknown)."""
+    data = meta.get("data_store") or {}
+    if "preprocess" in data:
+        return dict(data["preprocess"])
+    path = data.get("path")
+    if not path or not os.path.exists(path):
+        return {}
+    try:
+        reader = storage.open_dataset(path)
+    except storage.StoreError:
+        return {}
+    return store_face_settings(reader.config) if reader.config_hash == data.get("config_hash") else {}
 
 
 @dataclass
@@ -78,14 +94,36 @@ class Predictor:
         self.model, self.meta, self.preprocess, self.batch_size = model, meta, preprocess, batch_size
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", *, detector: str = "blazeface",
-                        landmarks: str = "dlib68", every_n: int = 1, max_frames: int | None = 64,
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", *, detector: str | None = None,
+                        landmarks: str | None = None, every_n: int = 1, max_frames: int | None = 64,
                         model_dir: str | os.PathLike | None = None, batch_size: int = 32) -> Predictor:
-        """Load ``path`` (a training checkpoint) on ``device`` with the given face backends and
-        frame sampling (``every_n``, ``max_frames``: which video frames are scored)."""
+        """Load ``path`` (a training checkpoint) on ``device`` with the given frame sampling
+        (``every_n``, ``max_frames``: which video frames are scored).
+
+        Faces are cropped as the training store's were: its detector, landmarks and crop scale,
+        recorded in the checkpoint (``data_store["preprocess"]``; for older checkpoints read from
+        the store when it is still there with the same config hash). ``detector`` /
+        ``landmarks`` override them, with a warning when they differ (the crops then differ
+        from those the model learnt on); nothing recorded and no override: the preprocessing
+        defaults, with a warning."""
         model, meta = load_checkpoint(path, device=device)
         size = int(meta.get("config", {}).get("input_size", 256))
-        pcfg = PreprocessConfig.flat(detector=detector, landmarks=landmarks, every_n=every_n, max_frames=max_frames,
+        recorded = _training_face_settings(meta)
+        defaults = PreprocessConfig().flat_values()
+        chosen: dict = {}
+        for key, given in (("detector", detector), ("landmarks", landmarks), ("crop_scale", None)):
+            rec = recorded.get(key)
+            if given is None:
+                chosen[key] = rec if rec is not None else defaults[key]
+                if rec is None:
+                    log.warning("%s: the checkpoint does not say which %s its training crops were made "
+                                "with; using %s", path, key, chosen[key])
+            else:
+                chosen[key] = given
+                if rec is not None and rec != given:
+                    log.warning("%s: the model was trained on crops made with %s %s; scoring with %s %s "
+                                "makes other crops", path, key, rec, key, given)
+        pcfg = PreprocessConfig.flat(**chosen, every_n=every_n, max_frames=max_frames,
                                      size=max(size, 64), device=str(device),
                                      model_dir=os.fspath(model_dir) if model_dir is not None else None)
         return cls(model, meta, pcfg, batch_size=batch_size)

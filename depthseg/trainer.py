@@ -26,8 +26,9 @@ checkpoint intact; a failed write raises :class:`CheckpointError`.
 Checkpoints load with ``torch.load(path, weights_only=True)``: they hold tensors and plain
 containers only - the model state, the ``build_model`` kwargs, the class centres, the dev
 thresholds (frame and video), the config as a dict, the data trained on (``data_store``: the
-store's path, its config hash and the ``label_version`` of its depth labels, 1 for a store
-written before labels were versioned), the history, and (for resuming) the
+store's path, its config hash, the ``label_version`` of its depth labels, 1 for a store
+written before labels were versioned, and ``preprocess``: the detector, landmarks and crop scale
+its crops were made with, which :class:`depthseg.inference.Predictor` crops with), the history, and (for resuming) the
 optimizer / scheduler / grad-scaler states and every RNG state (torch, CUDA, numpy, python,
 and the generators used for shuffling and augmentation). :func:`load_checkpoint` rebuilds
 the model.
@@ -603,12 +604,22 @@ class _Run:
     step: int = 0
 
 
+#: the store settings that decide what a face crop looks like: inference must crop as they did
+FACE_SETTINGS = ("detector", "landmarks", "crop_scale")
+
+
+def store_face_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`FACE_SETTINGS` of a store's config (those it records)."""
+    return {k: config[k] for k in FACE_SETTINGS if k in config}
+
+
 def _open_splits(cfg: TrainConfig) -> tuple[dict[str, Any], FrameDataset, FrameDataset | None]:
     """The store's identity (``data_store`` of the checkpoints), the training split and the dev
     split (None when not asked for or empty), each checked to hold live and spoof frames."""
     reader = storage.open_dataset(cfg.store)
     data_store = {"path": str(cfg.store), "config_hash": reader.config_hash,
-                  "label_version": int(reader.config.get("label_version", 1))}
+                  "label_version": int(reader.config.get("label_version", 1)),
+                  "preprocess": store_face_settings(reader.config)}
     train_ds = _checked_split(FrameDataset(reader, protocol_split(cfg.protocol, cfg.train_split),
                                            include_flagged=cfg.include_flagged), cfg.store, "training")
     dev_ds = (FrameDataset(reader, protocol_split(cfg.protocol, cfg.dev_split), include_flagged=cfg.include_flagged)

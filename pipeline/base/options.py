@@ -235,8 +235,12 @@ def _arg_type(fl: Flat, scalar: type) -> Callable[[str], Any]:
     return parse
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, *, include: tuple[str, ...] | None = None) -> None:
-    """``--flag`` per CLI option of ``cls`` (dest: the flat name), or only those named in ``include``."""
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, include: tuple[str, ...] | None = None,
+                  defaults: dict[str, tuple[Any, str]] | None = None) -> None:
+    """``--flag`` per CLI option of ``cls`` (dest: the flat name), or only those named in ``include``.
+    ``defaults``: flat name -> (default, how the help names it) for a command whose default is
+    not the config's (e.g. ``predict`` takes the face settings from the checkpoint)."""
+    defaults = defaults or {}
     for fl in flat_fields(cls):
         if not fl.opt.cli or (include is not None and fl.name not in include):
             continue
@@ -244,7 +248,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, include: tuple[
         tp, _ = _inner(fl.type)
         valid = fl.opt.choice_list()
         kw: dict[str, Any] = {"dest": fl.name, "help": fl.opt.help}
-        if fl.default is inspect.Parameter.empty:
+        if fl.name in defaults:
+            kw["default"], said = defaults[fl.name]
+            kw["help"] += f" [default: {said}]"
+        elif fl.default is inspect.Parameter.empty:
             kw["required"] = True
         else:
             kw["default"] = fl.default

@@ -70,7 +70,7 @@ class LandmarkConfig:
     (None: the default model directory), ``batch_size`` (faces per network call) and
     backend-specific ``options`` (e.g. ``{"flip": True}`` for FAN)."""
 
-    name: str = "dlib68"
+    name: str = "mediapipe68"
     device: str = "cpu"
     model_dir: str | None = None
     batch_size: int = 16

@@ -53,7 +53,7 @@ def load_interpreter(model_dir: str | None = None, *, threads: int = 1) -> Any:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as e:
         raise ModelAssetMissing("the mediapipe68 landmark backend needs LiteRT: "
-                                "pip install 'depthseg-fas[mediapipe]' (ai-edge-litert)", source=str(path)) from e
+                                "pip install ai-edge-litert (a dependency of depthseg-fas)", source=str(path)) from e
     interpreter = Interpreter(model_path=str(path), num_threads=int(threads))
     interpreter.allocate_tensors()
     return interpreter

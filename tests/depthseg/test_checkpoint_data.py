@@ -1,5 +1,6 @@
 """Checkpoints record the data they were trained on (issue 13, item 8): the store, its config
-hash and the label version of its depth labels (1 for a store written before labels had one)."""
+hash and the label version of its depth labels (1 for a store written before labels had one), and
+the detector / landmarks / crop scale its crops were made with (what inference crops with)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ pytestmark = pytest.mark.slow  # two one-epoch trainings of a small PSPNet
 torch.set_num_threads(2)
 
 
-@pytest.mark.parametrize("config, version", [({"crop_size": 128, "label_version": 2}, 2),
-                                             ({"crop_size": 128}, 1)])
-def test_checkpoint_records_store_hash_and_label_version(tmp_path, config, version):
+@pytest.mark.parametrize("config, version, face", [
+    ({"crop_size": 128, "label_version": 2, "detector": "blazeface", "landmarks": "dlib68", "crop_scale": 1.3},
+     2, {"detector": "blazeface", "landmarks": "dlib68", "crop_scale": 1.3}),
+    ({"crop_size": 128}, 1, {})])
+def test_checkpoint_records_store_hash_and_label_version(tmp_path, config, version, face):
     store = make_store(tmp_path, config=config)
     cfg = TrainConfig(store=store, out_dir=str(tmp_path / "run"), arch="pspnet", encoder="resnet18",
                       input_size=64, label_size=32, num_classes=8, batch_size=16, epochs=1, device="cpu",
@@ -26,4 +29,4 @@ def test_checkpoint_records_store_hash_and_label_version(tmp_path, config, versi
     for path in (result.last_checkpoint, result.best_checkpoint):
         ckpt = torch.load(path, weights_only=True)
         assert ckpt["data_store"] == {"path": store, "config_hash": storage.open_dataset(store).config_hash,
-                                      "label_version": version}
+                                      "label_version": version, "preprocess": face}

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import storage
 from depthseg import MediaPrediction, Predictor
 from depthseg.inference import depth_panel
 from depthseg.predict import predict_crops
@@ -52,7 +53,8 @@ def predictor(checkpoint, model_dir):
 def _old_predict(checkpoint, path, model_dir) -> tuple[str, np.ndarray]:
     """The ``predict`` command's line and depth panel as computed before Predictor existed."""
     model, meta = load_checkpoint(checkpoint)
-    pcfg = PreprocessConfig.flat(detector="blazeface", landmarks="dlib68", every_n=1, max_frames=64,
+    # the test store records no face settings: the Predictor falls back to the preprocessing defaults
+    pcfg = PreprocessConfig.flat(detector="blazeface", landmarks=PreprocessConfig().detect.landmarks, every_n=1, max_frames=64,
                             size=max(int(meta["config"]["input_size"]), 64), device="cpu", model_dir=str(model_dir))
     faces, counts = extract_faces(WorkItem(path=str(path)), pcfg, get_engines(pcfg), StageTimer())
     crops = faces.image
@@ -130,3 +132,45 @@ def test_readme_example_runs(checkpoint, predictor, pad_samples, tmp_path, monke
     expected = predictor.predict_image(pad_samples["live"])
     assert out.getvalue().splitlines() == [f"score {expected.score:.4f} -> {expected.decision}",
                                            "(1,) (1, 32, 32)"]
+
+
+def _with_data_store(checkpoint, tmp_path, **data_store):
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["data_store"] = {k: v for k, v in {**ckpt["data_store"], **data_store}.items() if v is not None}
+    out = tmp_path / "ckpt.pt"
+    torch.save(ckpt, out)
+    return out
+
+
+def test_predictor_crops_as_the_training_store_did(checkpoint, model_dir, tmp_path, caplog):
+    """The model learnt on crops placed by the store's detector, landmarks and crop scale: the
+    Predictor uses those (recorded in the checkpoint), not the current defaults, and says so when
+    told otherwise or when the checkpoint does not know."""
+    face = {"detector": "blazeface", "landmarks": "dlib68", "crop_scale": 1.5}
+    assert PreprocessConfig().detect.landmarks != "dlib68"  # else this test shows nothing
+    ckpt = _with_data_store(checkpoint, tmp_path, preprocess=face)
+    with caplog.at_level("WARNING", logger="depthseg.inference"):
+        p = Predictor.from_checkpoint(ckpt, model_dir=model_dir)
+    assert (p.preprocess.detect.detector, p.preprocess.detect.landmarks, p.preprocess.crop.crop_scale) == \
+        ("blazeface", "dlib68", 1.5)
+    assert caplog.text == ""
+    with caplog.at_level("WARNING", logger="depthseg.inference"):
+        p = Predictor.from_checkpoint(ckpt, model_dir=model_dir, landmarks="mediapipe68")
+    assert p.preprocess.detect.landmarks == "mediapipe68"
+    assert "trained on crops made with landmarks dlib68; scoring with landmarks mediapipe68" in caplog.text
+
+    # a checkpoint from before the face settings were recorded: read from its store when that is
+    # still there with the same config hash ...
+    store = make_store(tmp_path / "s", size=64, config={"crop_size": 64, **face})
+    old = _with_data_store(checkpoint, tmp_path, path=store, preprocess=None,
+                           config_hash=storage.open_dataset(store).config_hash)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="depthseg.inference"):
+        p = Predictor.from_checkpoint(old, model_dir=model_dir)
+    assert (p.preprocess.detect.landmarks, p.preprocess.crop.crop_scale) == ("dlib68", 1.5) and caplog.text == ""
+    # ... else the defaults, named in a warning
+    gone = _with_data_store(checkpoint, tmp_path, path=str(tmp_path / "gone"), preprocess=None)
+    with caplog.at_level("WARNING", logger="depthseg.inference"):
+        p = Predictor.from_checkpoint(gone, model_dir=model_dir)
+    assert p.preprocess.detect.landmarks == PreprocessConfig().detect.landmarks
+    assert "does not say which landmarks its training crops were made with" in caplog.text

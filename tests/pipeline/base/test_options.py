@@ -136,11 +136,15 @@ def test_store_config_hash_unchanged():
     """The stored config keeps its form and hash; a change would orphan every store. Pinned: the
     hashes of labels version 2, and, without ``label_version``, those of the issue-13 detection
     defaults (floor 20 px, fit-free pose QC thresholds, confirmation: they store different frames),
-    so refactoring the options cannot move the hash. Issue 13 is the one deliberate change: main
-    (a4cd58f) had 65b365c5ef1a739c for the default config, 4f188e111928552a for the demo's
-    (README: now config 4ec887a9ba030754)."""
-    for cfg, v1, v2 in ((PreprocessConfig(), "e5b10d8723a30806", "e4f01ecf450e4ac2"),
-                        (PreprocessConfig.flat(size=128, every_n=3), "892958998c3965fc", "4ec887a9ba030754")):
+    so refactoring the options cannot move the hash. Deliberate changes: issue 13's (main a4cd58f had
+    65b365c5ef1a739c for the default config, 4f188e111928552a for the demo's), then the default
+    landmarks dlib68 -> mediapipe68 (2026-12-02): a config naming dlib68 keeps its hash, so stores
+    made with the former default resume with ``--landmarks dlib68`` (README: demo config e0772685e54b1854)."""
+    for cfg, v1, v2 in ((PreprocessConfig.flat(landmarks="dlib68"), "e5b10d8723a30806", "e4f01ecf450e4ac2"),
+                        (PreprocessConfig.flat(landmarks="dlib68", size=128, every_n=3), "892958998c3965fc",
+                         "4ec887a9ba030754"),
+                        (PreprocessConfig(), "4a0edc601f705e20", "7ca9b6af975627b9"),
+                        (PreprocessConfig.flat(size=128, every_n=3), "749adf7bbb5f768b", "e0772685e54b1854")):
         out = cfg.output_config()
         assert out["label_version"] == 2
         assert config_hash(out) == v2
