@@ -134,6 +134,11 @@ def _live_holder(path: str, host: str) -> dict | None:
     return holder
 
 
+def _locked(loc: Location, path: str, holder: dict) -> StoreLocked:
+    return StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
+                       f"remove {path} if that run is gone", holder=holder)
+
+
 def refuse_if_locked(url: str | os.PathLike, storage_options: dict | None = None) -> None:
     """Raise :class:`StoreLocked` at once when another live process holds the store's run lock.
 
@@ -150,8 +155,7 @@ def refuse_if_locked(url: str | os.PathLike, storage_options: dict | None = None
     if holder is None or (holder and holder.get("host") == socket.gethostname()
                           and int(holder.get("pid", -1)) == os.getpid()):
         return
-    raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
-                      f"remove {path} if that run is gone", holder=holder)
+    raise _locked(loc, path, holder)
 
 
 def describe_holder(holder: dict) -> str:
@@ -179,16 +183,14 @@ def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | No
     data = json.dumps(record).encode("utf-8")
     holder = _live_holder(path, record["host"])
     if holder is not None:  # before waiting for commit.lock, which a paused holder may keep
-        raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
-                          f"remove {path} if that run is gone", holder=holder)
+        raise _locked(loc, path, holder)
     with commit_lock(loc):  # serialises stale-lock takeover between contenders
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             live = _live_holder(path, record["host"])
             if live is not None:
-                raise StoreLocked(f"{loc.url}: store is locked by another run: {_describe(live)}; "
-                                  f"remove {path} if that run is gone", holder=live) from None
+                raise _locked(loc, path, live) from None
             holder = _read_holder(path)
             if holder:
                 log.warning("%s: taking over stale run lock of %s (process is gone)", loc.url,
