@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -283,6 +284,22 @@ def test_concurrent_commits_from_processes(tmp_path):
     assert staged(path) == []
 
 
+@contextlib.contextmanager
+def _holder_process(target, path: str):
+    """A spawned process running ``target(path, ready, release)``: yielded once it is ready, with
+    the event that lets it go; let go and joined on exit."""
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=target, args=(path, ready, release))
+    p.start()
+    try:
+        assert ready.wait(60)
+        yield p, release
+    finally:
+        release.set()
+        p.join(60)
+
+
 def _hold_lock(path: str, ready, release) -> None:
     with storage.run_lock(path, owner="other-run"):
         ready.set()
@@ -299,21 +316,13 @@ def test_run_lock(tmp_path, caplog):
         assert f"pid {os.getpid()}" in str(exc.value) and "run-1" in str(exc.value)
         assert socket.gethostname() in str(exc.value)
     # released: another process can take it, and then we cannot
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold_lock, args=(str(path), ready, release))
-    p.start()
-    try:
-        assert ready.wait(60)
+    with _holder_process(_hold_lock, str(path)) as (p, _):
         with pytest.raises(storage.StoreLocked, match=f"pid {p.pid}.*other-run"):
             with storage.run_lock(path, owner="me"):
                 pass
-    finally:
-        release.set()
-        p.join(60)
     assert not (staging_dir(path) / "run.lock").exists()
     # a lock left by a dead process on this host is taken over with a warning
-    dead = ctx.Process(target=os.getpid)
+    dead = mp.get_context("spawn").Process(target=os.getpid)
     dead.start()
     dead.join()
     lock = staging_dir(path) / "run.lock"
@@ -344,20 +353,12 @@ def test_locked_store_is_refused_at_once_while_its_holder_sits_in_a_commit(tmp_p
     must still fail at once naming it, not wait without a word (CI hung here before the fix)."""
     path = str(tmp_path / "held")
     storage.refuse_if_locked(path)  # no store, no lock: nothing to refuse
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold_run_and_commit_locks, args=(path, ready, release))
-    p.start()
-    try:
-        assert ready.wait(60)
+    with _holder_process(_hold_run_and_commit_locks, path) as (p, _):
         with pytest.raises(storage.StoreLocked, match=f"pid {p.pid} .*paused-run"):
             storage.refuse_if_locked(path)
         with pytest.raises(storage.StoreLocked, match=f"pid {p.pid} .*paused-run"):
             with storage.run_lock(path, owner="me"):
                 pass
-    finally:
-        release.set()
-        p.join(60)
     storage.refuse_if_locked(path)  # released
     with storage.run_lock(path, owner="me"):
         storage.refuse_if_locked(path)  # this process's own lock is not another run's
@@ -380,25 +381,17 @@ def test_a_long_wait_for_the_commit_lock_is_logged(tmp_path, monkeypatch, caplog
 
     monkeypatch.setattr(locks, "COMMIT_WAIT_WARN_S", 0.3)
     path = str(tmp_path / "slow")
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold_commit_lock, args=(path, ready, release))
-    p.start()
-    def release_once_warned() -> None:  # the holder lets go only after the wait was logged
-        deadline = time.monotonic() + 60
-        while "still waiting" not in caplog.text and time.monotonic() < deadline:
-            time.sleep(0.02)
-        release.set()
+    with _holder_process(_hold_commit_lock, path) as (_, release):
+        def release_once_warned() -> None:  # the holder lets go only after the wait was logged
+            deadline = time.monotonic() + 60
+            while "still waiting" not in caplog.text and time.monotonic() < deadline:
+                time.sleep(0.02)
+            release.set()
 
-    try:
-        assert ready.wait(60)
         with caplog.at_level(logging.WARNING, logger="storage.locks"):
             threading.Thread(target=release_once_warned, daemon=True).start()
             with locks.commit_lock(Location.parse(path)):
                 assert release.is_set()  # had only once the holder let go
-    finally:
-        release.set()
-        p.join(60)
     assert "waited 0 s for the store's commit lock; still waiting (run lock: none)" in caplog.text
 
 
