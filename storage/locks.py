@@ -106,24 +106,6 @@ def _describe(holder: dict) -> str:
             f"since {holder.get('time')})")
 
 
-def other_run_holder(loc: Location, folder: str = STAGING) -> dict | None:
-    """The run lock's record when another live process holds it (``{}``: unreadable lock), else None.
-
-    Call it under :func:`commit_lock` (run locks are taken under it). Remote stores: None.
-    ``folder``: ``LEGACY_STAGING`` for the run lock of a legacy store's writers.
-    """
-    if not loc.local:
-        return None
-    holder = _read_holder(loc.path(folder, RUN_LOCK))
-    if holder is None:
-        return None
-    if holder and holder.get("host") == socket.gethostname():
-        pid = int(holder.get("pid", -1))
-        if pid == os.getpid() or not _pid_alive(pid):
-            return None
-    return holder
-
-
 def _live_holder(path: str, host: str) -> dict | None:
     """The run lock at ``path`` when a live process holds it (``{}``: unreadable), else None."""
     holder = _read_holder(path)
@@ -134,28 +116,39 @@ def _live_holder(path: str, host: str) -> dict | None:
     return holder
 
 
+def other_run_holder(loc: Location, folder: str = STAGING) -> dict | None:
+    """The run lock's record when another live process holds it (``{}``: unreadable lock), else None.
+
+    A read of the lock file only (it answers while the holder sits in a commit); under
+    :func:`commit_lock` (run locks are taken under it) the answer cannot change meanwhile. Remote
+    stores: None. ``folder``: ``LEGACY_STAGING`` for the run lock of a legacy store's writers.
+    """
+    if not loc.local:
+        return None
+    host = socket.gethostname()
+    holder = _live_holder(loc.path(folder, RUN_LOCK), host)
+    if holder and holder.get("host") == host and int(holder.get("pid", -1)) == os.getpid():
+        return None
+    return holder
+
+
 def _locked(loc: Location, path: str, holder: dict) -> StoreLocked:
     return StoreLocked(f"{loc.url}: store is locked by another run: {_describe(holder)}; "
                        f"remove {path} if that run is gone", holder=holder)
 
 
 def refuse_if_locked(url: str | os.PathLike, storage_options: dict | None = None) -> None:
-    """Raise :class:`StoreLocked` at once when another live process holds the store's run lock.
+    """Raise :class:`StoreLocked` at once when another live process holds the store's run lock
+    (:func:`other_run_holder`).
 
-    Reads the lock file only: it takes no lock and creates nothing, so it answers while the holder
-    sits inside a commit (paused, or slow). Entry points call it before opening the store's
-    writer (whose config check waits for ``commit.lock``). Remote stores and stores without a run
-    lock: returns. A lock of this very process is not "another run".
+    Takes no lock and creates nothing, so it answers while the holder sits inside a commit
+    (paused, or slow). Entry points call it before opening the store's writer (whose config
+    check waits for ``commit.lock``). Remote stores and stores without a run lock: returns.
     """
     loc = Location.parse(url, storage_options)
-    if not loc.local:
-        return
-    path = loc.path(STAGING, RUN_LOCK)
-    holder = _live_holder(path, socket.gethostname())
-    if holder is None or (holder and holder.get("host") == socket.gethostname()
-                          and int(holder.get("pid", -1)) == os.getpid()):
-        return
-    raise _locked(loc, path, holder)
+    holder = other_run_holder(loc)
+    if holder is not None:
+        raise _locked(loc, loc.path(STAGING, RUN_LOCK), holder)
 
 
 def describe_holder(holder: dict) -> str:

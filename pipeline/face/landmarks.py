@@ -442,12 +442,16 @@ def mediapipe_crop_affine(box: FaceBox, size: int = MEDIAPIPE_INPUT, scale: floa
     landmarks, the crop placed from them and so the stored images (1 level on 0.3-0.7% of the
     pixels between runs with 1 and 2 threads)."""
     step, rad = MEDIAPIPE_CROP_GRID
-    cx, cy = (round((box.x0 + box.x1) / 2.0 / step) * step, round((box.y0 + box.y1) / 2.0 / step) * step)
+
+    def snap(v: float, grid: float) -> float:
+        return round(v / grid) * grid
+
+    cx, cy = snap((box.x0 + box.x1) / 2.0, step), snap((box.y0 + box.y1) / 2.0, step)
     theta = 0.0
     if box.keypoints is not None and len(box.keypoints) >= 2:
         (rx, ry), (lx, ly) = np.asarray(box.keypoints[:2], dtype=np.float64)
-        theta = round(float(np.arctan2(ly - ry, lx - rx)) / rad) * rad  # the subject's right eye is on the image's left
-    s = size / (round(scale * max(box.width, box.height) / step) * step)
+        theta = snap(float(np.arctan2(ly - ry, lx - rx)), rad)  # the subject's right eye is on the image's left
+    s = size / snap(scale * max(box.width, box.height), step)
     c, si = np.cos(-theta), np.sin(-theta)
     lin = s * np.array([[c, -si], [si, c]])
     t = np.array([size / 2.0, size / 2.0]) - lin @ np.array([cx, cy])
