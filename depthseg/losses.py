@@ -118,7 +118,7 @@ LOSSES.register("soft")(SoftLabelLoss)
 
 
 def build_loss(name: str = "ce", num_classes: int = 8, **kwargs) -> nn.Module:
-    """Build a loss by name (``ce``, ``ce+l1``, ``soft``; unknown: KeyError listing them).
+    """Build a loss by name (``ce``, ``ce+l1``, ``soft``; unknown: UnknownName (a ConfigError) listing them).
 
     Keyword arguments: ``class_weights`` (all), ``l1_weight`` (``ce+l1``), ``sigma`` (``soft``).
     """

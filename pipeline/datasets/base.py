@@ -253,7 +253,8 @@ ADAPTERS: Registry[DatasetAdapter] = Registry("dataset adapter")
 
 
 def create_adapter(name: str, **options) -> DatasetAdapter:
-    """Adapter ``name`` built with ``options``; unknown names raise KeyError listing valid ones."""
+    """Adapter ``name`` built with ``options``; an unknown name raises UnknownName (a ConfigError)
+    listing the valid ones."""
     return ADAPTERS.create(name, **options)
 
 

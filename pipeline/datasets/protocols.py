@@ -231,7 +231,8 @@ def _register(name: str, folds: list[dict] | None = None) -> Callable:
 
 
 def make_protocol(name: str, **options) -> Protocol:
-    """Protocol ``name`` (fold and options as keywords); unknown names raise KeyError listing valid ones."""
+    """Protocol ``name`` (fold and options as keywords); an unknown name raises UnknownName (a
+    ConfigError) listing the valid ones."""
     return PROTOCOLS.create(name, **options)
 
 
@@ -243,7 +244,7 @@ def list_protocols() -> list[str]:
 def protocol_folds(name: str) -> list[dict]:
     """Keyword sets of every fold of protocol ``name`` (``[{}]`` for single-fold protocols)."""
     if name not in PROTOCOLS:
-        PROTOCOLS.create(name)  # raises the KeyError listing valid names
+        PROTOCOLS.create(name)  # raises UnknownName (a config error) listing valid names
     return [dict(f) for f in _FOLDS[name]]
 
 

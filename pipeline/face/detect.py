@@ -5,7 +5,7 @@ records in frame pixels (pixel centres at integer coordinates, see :mod:`pipelin
 filtered by score and size and sorted by decreasing score. :func:`pick_face` then chooses the
 face to keep.
 
-Backends (``create_detector(name, ...)``; unknown names raise a KeyError listing these):
+Backends (``create_detector(name, ...)``; unknown names raise UnknownName (a ConfigError) listing these):
 
 ``blazeface`` / ``blazeface-back``
     MediaPipe BlazeFace front (128 px input) / back-camera (256 px input) models run through
@@ -248,7 +248,8 @@ def create_detector(name: str, cfg: DetectorConfig | None = None, **kwargs: Any)
     """Build the detector ``name``.
 
     ``kwargs`` that are :class:`DetectorConfig` fields override ``cfg``; the others are backend
-    options (merged over ``cfg.options``). Unknown names raise a KeyError listing valid ones.
+    options (merged over ``cfg.options``). Unknown names raise `UnknownName` (a config error)
+    listing valid ones.
     """
     cfg, options = split_stage_kwargs(cfg or DetectorConfig(), name, kwargs)
     return DETECTORS.create(name, cfg=cfg, **options)

@@ -3,7 +3,7 @@
 Every backend returns :class:`~pipeline.base.types.Landmarks`: ``(68, 2)`` float32 ``(x, y)`` in
 frame pixels (pixel centres at integer coordinates), iBUG-68 order, for one face box.
 
-Backends (``create_landmarker(name, ...)``; unknown names raise a KeyError listing these):
+Backends (``create_landmarker(name, ...)``; unknown names raise UnknownName (a ConfigError) listing these):
 
 ``dlib68``
     dlib's ERT shape predictor ``shape_predictor_68_face_landmarks.dat`` from the
@@ -156,7 +156,8 @@ def create_landmarker(name: str, cfg: LandmarkConfig | None = None, **kwargs: An
     """Build the landmark backend ``name``.
 
     ``kwargs`` that are :class:`LandmarkConfig` fields override ``cfg``; the others are backend
-    options (merged over ``cfg.options``). Unknown names raise a KeyError listing valid ones.
+    options (merged over ``cfg.options``). Unknown names raise `UnknownName` (a config error)
+    listing valid ones.
     """
     cfg, options = split_stage_kwargs(cfg or LandmarkConfig(), name, kwargs)
     return LANDMARKERS.create(name, cfg=cfg, **options)
