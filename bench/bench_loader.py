@@ -12,7 +12,9 @@ decode, BGR -> RGB) with the default collate. Both loaders: uniform per-frame sh
 ``--epochs`` epochs, interleaved, and the best epoch counts (timed from an epoch's first batch:
 starting the workers is not counted; each loader is made once and iterated every epoch, as the
 trainer does, so one-time set-up such as :mod:`depthseg.batchpool`'s buffers is not counted
-either). Also: bytes per frame on disk for both, and the time to open a store of
+either). Also: the ceiling of any store loader here, the zstd decode alone of
+the chunks of 20 frames of every part in 1 process and in 2 at once; bytes per frame on disk
+for both; the time to open a store of
 ``--open-parts`` tiny parts (one part written, then hard-linked under new ids into the
 manifest) with the packed columns (:mod:`storage.colpack`), and of ``--open-before-parts``
 through the part arrays (the path before, too slow for 5,000).
@@ -130,6 +132,46 @@ def loaders(store: str, folder: Path, batch: int, workers: int) -> dict[str, Dat
     }
 
 
+def _decode_loop(blobs: list[tuple[bytes, int]], frames: int, seconds: float) -> float:
+    """Frames decoded per second by one process over ``blobs`` ((zstd chunk, decoded size), the
+    chunks of ``frames`` frames) for about ``seconds``."""
+    from numcodecs.zstd import decompress
+
+    outs = {size: np.empty(size, np.uint8) for _, size in blobs}
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        for data, size in blobs:
+            decompress(data, outs[size])
+        n += frames
+    return n / (time.perf_counter() - t0)
+
+
+def decode_ceiling(store: str, per_part: int = 20, seconds: float = 6.0) -> dict[int, float]:
+    """Frames/s of the zstd decode alone of the first ``per_part`` frames of every part (image;
+    depth of live frames, as the loader reads them), by 1 process and by 2 at once (summed):
+    what no store loader on this machine can exceed, whatever its overheads."""
+    import multiprocessing as mp
+
+    import zarr
+    from numcodecs.zstd import Zstd
+
+    from storage.layout import ZSTD_LEVEL
+
+    codec, blobs, n = Zstd(level=ZSTD_LEVEL), [], 0
+    parts = zarr.open_group(store, mode="r")["parts"]
+    for key in sorted(parts.group_keys()):
+        group = parts[key]
+        image = group["image"][:per_part]
+        live = np.array([label == "live" for label in group["meta/label"][:len(image)].tolist()], dtype=bool)
+        depth = group["depth"][:len(image)][live]
+        blobs += [(codec.encode(a), a.nbytes) for arrays in (image, depth) for a in arrays]
+        n += len(image)
+    rates = {1: _decode_loop(blobs, n, seconds)}
+    with mp.get_context("fork").Pool(2) as pool:
+        rates[2] = sum(pool.starmap(_decode_loop, [(blobs, n, seconds)] * 2))
+    return rates
+
+
 def clone_store(src: str, dst: Path, parts: int) -> str:
     """A store of ``parts`` parts: ``src``'s one part hard-linked under new ids."""
     shutil.copytree(src, dst, copy_function=os.link)
@@ -207,6 +249,10 @@ def main() -> None:
         for name in names:
             cells = [f"{rates[name, w]:,.0f} | {rates[name, w] / rates['JPEG+PNG folder', w]:.2f}x" for w in wlist]
             print(f"| {name} | " + " | ".join(cells) + " |")
+        ceiling = decode_ceiling(store)
+        print(f"\nzstd decode alone (image + depth, no loader): 1 process {ceiling[1]:,.0f} frames/s, 2 processes "
+              f"{ceiling[2]:,.0f} ({ceiling[2] / ceiling[1]:.2f}x of one); vs JPEG+PNG with 2 workers: "
+              f"{ceiling[2] / rates['JPEG+PNG folder', max(wlist)]:.2f}x at most")
         if args.open_parts:
             lines = open_times(root, args.open_parts, args.open_before_parts)
             print("\nopen a store of tiny parts: " + "; ".join(lines) + f"; load {os.getloadavg()[0]:.2f}")
