@@ -28,7 +28,7 @@ from pipeline.face.batch import FaceBatch, rebatch
 from pipeline.face.confirm import confirm_face, fit_free_measures
 from pipeline.face.crop import crop_face, inside_source, landmark_box
 from pipeline.face.detect import detect_batch, rank_faces
-from pipeline.face.qc import blur_measure, qc_flags
+from pipeline.face.qc import blur_measure, face_outside, qc_flags
 from pipeline.io.frames import iter_frames
 from pipeline.io.items import WorkItem
 from pipeline.reconstruct.depth import render_depth, to_uint8
@@ -238,6 +238,7 @@ def finish_chunk(faces: FaceBatch, item: WorkItem, cfg: PreprocessConfig, eng: E
     with timer.stage("qc"):
         blur = blur_measure(faces.image)
         free = fit_free_measures(faces.landmarks, faces.keypoints, faces.face_size)
+        free["face_outside"] = face_outside(faces.landmarks, faces.bbox, faces.frame_hw)
         flags = qc_flags(
             cfg.qc, face_size=faces.face_size, residual=meas["fit_residual"], yaw=meas["yaw"],
             pitch=meas["pitch"], blur=blur, det_score=faces.det_score, **free,

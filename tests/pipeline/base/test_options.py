@@ -138,13 +138,16 @@ def test_store_config_hash_unchanged():
     defaults (floor 20 px, fit-free pose QC thresholds, confirmation: they store different frames),
     so refactoring the options cannot move the hash. Deliberate changes: issue 13's (main a4cd58f had
     65b365c5ef1a739c for the default config, 4f188e111928552a for the demo's), then the default
-    landmarks dlib68 -> mediapipe68 (2026-12-02): a config naming dlib68 keeps its hash, so stores
-    made with the former default resume with ``--landmarks dlib68`` (README: demo config e0772685e54b1854)."""
-    for cfg, v1, v2 in ((PreprocessConfig.flat(landmarks="dlib68"), "e5b10d8723a30806", "e4f01ecf450e4ac2"),
-                        (PreprocessConfig.flat(landmarks="dlib68", size=128, every_n=3), "892958998c3965fc",
-                         "4ec887a9ba030754"),
-                        (PreprocessConfig(), "4a0edc601f705e20", "7ca9b6af975627b9"),
-                        (PreprocessConfig.flat(size=128, every_n=3), "749adf7bbb5f768b", "e0772685e54b1854")):
+    landmarks dlib68 -> mediapipe68 (2026-12-02): a config naming dlib68 kept its hash, so stores
+    made with the former default resumed with ``--landmarks dlib68``; then the ``border-cut`` QC flag
+    (``qc.max_face_outside``, 2026-12-02): every stored config gains it, so a store made before it
+    (default e4f01ecf450e4ac2 / 7ca9b6af975627b9, demo e0772685e54b1854) is refused naming the
+    differing key rather than mixing parts with and without the flag (README: demo config dfb56bb92f8e4e65)."""
+    for cfg, v1, v2 in ((PreprocessConfig.flat(landmarks="dlib68"), "ec13356b75400881", "d2650c95eb3259d2"),
+                        (PreprocessConfig.flat(landmarks="dlib68", size=128, every_n=3), "3989c2321e2ec487",
+                         "c9a89822539a21bf"),
+                        (PreprocessConfig(), "717eb55ebbd865c1", "bf237ff66cd462c4"),
+                        (PreprocessConfig.flat(size=128, every_n=3), "5bb5e7ef5724ee49", "dfb56bb92f8e4e65")):
         out = cfg.output_config()
         assert out["label_version"] == 2
         assert config_hash(out) == v2

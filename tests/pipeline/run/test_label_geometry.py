@@ -3,7 +3,9 @@
 
 * the crop depends only on the face: the same face pixels in two canvases of different size
   and surroundings give crops within 2 px of each other and depth maps with IoU >= 0.95;
-* a face cut by the image border gets zero depth wherever its crop lies outside the image.
+* a face cut by the image border gets zero depth wherever its crop lies outside the image, and
+  the ``border-cut`` QC flag (``qc/face_outside`` over ``QCConfig.max_face_outside``); the same
+  face whole in a canvas does not.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.face.crop import invert_affine
+from pipeline.face.qc import BORDER_CUT, QCConfig, describe_flags, face_outside, qc_flags
 from pipeline.io.items import WorkItem
 from pipeline.run.config import PreprocessConfig
 from pipeline.run.engines import get_engines
@@ -89,3 +92,27 @@ def test_no_depth_outside_the_source_image(face, run, tmp_path):
     painted = (part.depth[0] > 0) & outside
     assert painted.sum() == 0, f"{painted.sum()} crop pixels outside the image carry depth"
     assert (part.depth[0] > 0).sum() > 0.1 * S * S  # the face inside still has its depth
+
+
+def test_a_face_cut_by_the_border_is_flagged_and_a_whole_one_is_not(face, run, tmp_path):
+    qc = QCConfig()
+    whole = run(save(tmp_path, "whole", canvas(face, (420, 420), (40, 10), seed=1)))
+    cut = run(save(tmp_path, "cut", np.ascontiguousarray(face[:, 135:])))  # a third of the face cut away
+    assert whole.qc["face_outside"][0] == 0.0
+    assert not whole.qc["qc_flags"][0] & BORDER_CUT
+    assert cut.qc["face_outside"][0] > qc.max_face_outside, cut.qc["face_outside"][0]
+    assert cut.qc["qc_flags"][0] & BORDER_CUT, describe_flags(int(cut.qc["qc_flags"][0]))
+
+
+def test_face_outside_is_the_larger_cut_fraction_of_the_two_boxes():
+    hw = np.array([[100, 200]] * 3, np.int32)  # H 100, W 200: the image is [-0.5, 199.5] x [-0.5, 99.5]
+    lm = np.zeros((3, 68, 2), np.float32)
+    lm[:, :34] = [50.0, 20.0]
+    lm[:, 34:] = [90.0, 60.0]  # landmarks' box (50, 20)-(90, 60): inside
+    lm[1, 34:] = [209.5, 60.0]  # frame 1: box (50, 20)-(209.5, 60), 10 of its 159.5 px wide beyond x = 199.5
+    bbox = np.array([[40, 10, 100, 70], [40, 10, 100, 70], [-30.5, 10, 29.5, 70]], np.float32)  # frame 2: half out
+    out = face_outside(lm, bbox, hw)
+    np.testing.assert_allclose(out, [0.0, 10 / 159.5, 0.5], rtol=1e-5)
+    flags = qc_flags(QCConfig(), face_size=np.full(3, 100.0), residual=np.zeros(3), yaw=np.zeros(3),
+                     pitch=np.zeros(3), blur=np.full(3, 100.0), det_score=np.ones(3), face_outside=out)
+    assert (flags & BORDER_CUT).tolist() == [0, 0, BORDER_CUT]  # 6% out: under the 10% default
