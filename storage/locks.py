@@ -4,8 +4,9 @@ never looks; a legacy store (schema <= 2) has them in ``.staging/``, see :func:`
 * ``commit.lock``: a short ``fcntl.flock`` held while the manifest is read-modified-replaced, a
   staged part is renamed into ``parts/`` or orphans are cleaned. It lets several processes of one
   run commit parts to the same store concurrently.
-* ``run.lock``: a run-level exclusive lock, created with ``O_CREAT | O_EXCL`` and holding JSON
-  ``{"pid", "host", "owner", "time", "token"}``. A second run fails at once with
+* ``run.lock``: a run-level exclusive lock holding JSON ``{"pid", "host", "owner", "time",
+  "token"}``, published complete (written to a temporary file, then hard-linked into place, which
+  fails when the lock exists, like ``O_EXCL``). A second run fails at once with
   :class:`StoreLocked` naming the holder. A lock whose pid is dead on this host is stale and is
   taken over with a warning; a lock from another host is never broken automatically. The check
   reads the lock file before waiting for ``commit.lock``: a holder paused while it commits (Ctrl-Z,
@@ -156,6 +157,37 @@ def describe_holder(holder: dict) -> str:
     return _describe(holder)
 
 
+def _publish(path: str, data: bytes, tok: str) -> None:
+    """Create the lock file ``path`` holding ``data``, complete or not at all: ``data`` goes to a
+    temporary file first (fsynced), which is then hard-linked to ``path`` (``link`` fails with
+    :class:`FileExistsError` when ``path`` exists, like ``O_EXCL``). A reader therefore never sees
+    an empty or half-written lock, and a process killed meanwhile leaves no lock that names
+    nobody (its ``.tmp`` is removed with the staging folder's other dead temporaries). A file
+    system without hard links falls back to ``O_EXCL`` + write."""
+    tmp = f"{path}.{tok}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here (some FUSE and SMB mounts)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | None = None) -> Iterator[dict]:
     """Hold the store's run-level exclusive lock for the duration of the ``with`` block.
@@ -179,7 +211,7 @@ def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | No
         raise _locked(loc, path, holder)
     with commit_lock(loc):  # serialises stale-lock takeover between contenders
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            _publish(path, data, record["token"])
         except FileExistsError:
             live = _live_holder(path, record["host"])
             if live is not None:
@@ -190,12 +222,7 @@ def run_lock(url: str | os.PathLike, owner: str = "", storage_options: dict | No
                             _describe(holder))
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            _publish(path, data, record["token"])
     try:
         yield record
     finally:

@@ -338,6 +338,30 @@ def test_run_lock(tmp_path, caplog):
             pass
 
 
+def test_run_lock_is_never_visible_half_written(tmp_path, monkeypatch):
+    """Another run reading the lock between its creation and its write saw an empty file ("an
+    unknown holder", and a test of the CLI failed on ``json.loads('')``); a process killed there
+    would leave a lock naming nobody, never broken automatically. The lock must appear complete."""
+    path = tmp_path / "atomic"
+    lock = staging_dir(path) / "run.lock"
+    seen = []
+    real_write = os.write
+
+    def watching_write(fd, data):
+        if lock.exists():  # what a concurrent reader would read at this instant
+            seen.append(lock.read_bytes())
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", watching_write)
+    for _ in range(2):  # a fresh lock, then a stale one's takeover
+        with storage.run_lock(path, owner="me") as rec:
+            assert json.loads(lock.read_text())["token"] == rec["token"]
+        lock.write_text(json.dumps({"pid": 2**22 + 1, "host": socket.gethostname(), "owner": "gone"}))
+    assert all(json.loads(b)["owner"] == "gone" for b in seen), seen
+    monkeypatch.undo()
+    assert sorted(p.name for p in staging_dir(path).iterdir() if p.name.startswith("run.lock")) == ["run.lock"]
+
+
 def _hold_run_and_commit_locks(path: str, ready, release) -> None:
     """A run paused inside a commit: it holds the run lock and the commit lock."""
     from storage.layout import Location
