@@ -72,6 +72,7 @@ from pipeline.base.errors import ConfigError, InputError, WorkerError
 from pipeline.face.batch import FaceBatch, Rebatcher, rebatch
 from pipeline.io.items import WorkItem
 from pipeline.run.engines import Engines, fit_engines, get_engines
+from pipeline.run.heap import frame_heap
 from pipeline.run.config import PreprocessConfig
 from pipeline.run.report import RunReport, interruptible
 from pipeline.run.stages import FrameCounts, finish_chunk, iter_faces, render_faces
@@ -227,7 +228,7 @@ def _worker_main(wid: int, tasks: Connection, results: Connection, cfg: Preproce
             out.send(("fatal", _picklable(exc), traceback.format_exc()))
             return
         out.send(("ready",))
-        with torch.inference_mode():
+        with torch.inference_mode(), frame_heap():
             while True:
                 try:
                     task = tasks.recv()
@@ -819,7 +820,7 @@ def run_parallel(
     torch.set_num_threads(threads)
     runner = _Runner(list(items), output, cfg, pcfg, input_root, report, on_unit, replace)
     try:
-        with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer):
+        with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer), frame_heap():
             try:
                 runner.run()
             finally:  # on Ctrl-C too: the report holds the items finished so far

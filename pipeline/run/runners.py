@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 from pipeline.io.items import WorkItem
 from pipeline.run.engines import Engines, get_engines
+from pipeline.run.heap import frame_heap
 from pipeline.run.parallel import run_parallel
 from pipeline.run.config import PreprocessConfig
 from pipeline.run.report import RunReport, interruptible
@@ -51,7 +52,7 @@ def run_preprocess(
     refuse_if_locked(output)  # at once, even while the holder sits in a commit
     writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
     report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
-    with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer):
+    with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer), frame_heap():
         for unit in _each_unit(items, writer, cfg, input_root=input_root, replace=replace):
             report.units.append(unit)
             if on_unit:
@@ -70,5 +71,6 @@ def run_units(items: list[dict], output: str, cfg: PreprocessConfig, *, input_ro
     """
     writer = DatasetWriter.open(output, cfg.output_config())
     units = [WorkItem(**it) for it in items]
-    return [u.to_dict() for u in _each_unit(units, writer, cfg, input_root=input_root, replace=replace,
-                                            detect_frames=detect_frames)]
+    with frame_heap():  # a Dask worker's malloc settings made every frame a fresh mmap (pipeline.run.heap)
+        return [u.to_dict() for u in _each_unit(units, writer, cfg, input_root=input_root, replace=replace,
+                                                detect_frames=detect_frames)]
