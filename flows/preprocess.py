@@ -45,7 +45,8 @@ from pipeline.run.parallel import ParallelConfig
 from pipeline.run.report import RunReport
 from pipeline.run.unit import UnitResult
 from flows.runners import make_task_runner
-from flows.workerenv import fingerprint, is_local_address, require_project_packages, unseen_paths
+from flows.workerenv import (fingerprint, is_local_address, require_project_packages, skip_collection_at_exit,
+                             unseen_paths)
 from storage import DatasetWriter, StoreError, file_checksum, refuse_if_locked, run_lock
 
 #: exceptions worth retrying (the disk or network hiccuped); bad input never is
@@ -91,6 +92,7 @@ def preprocess_units(
 ) -> list[dict]:
     """Process a batch of items (videos) into parts of ``output``; returns small summaries."""
     require_project_packages()  # on a Dask worker: fail naming a folder that shadows a package
+    skip_collection_at_exit()  # a spawned task process's exit is what the flow waits for at the end
     # after the guard, deliberately: here a worker's first use of the packages fails in one line
     # naming the shadowing folder, not with an ImportError far from the cause (flows.workerenv)
     from pipeline.run.config import PreprocessConfig

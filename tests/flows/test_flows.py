@@ -34,6 +34,9 @@ def test_preprocess_flow_then_cached_rerun(harness, clips, tmp_path):
     out = tmp_path / "store.zarr"
     res = preprocess(**flow_params(clips, out, task_runner="thread", max_workers=2))
     assert res["counts"]["written"] == 3 and res["counts"]["failed"] == 0
+    from flows import workerenv
+
+    assert workerenv._exit_hook  # the task (in this process: threads) made its process's exit quick
     ds = storage.open_dataset(str(out))
     assert len(ds) == 12
     before = {p.part_id: p for p in ds.parts}
