@@ -165,27 +165,27 @@ def _publish(path: str, data: bytes, tok: str) -> None:
     nobody (its ``.tmp`` is removed with the staging folder's other dead temporaries). A file
     system without hard links falls back to ``O_EXCL`` + write."""
     tmp = f"{path}.{tok}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _create(tmp, data)
         try:
             os.link(tmp, path)
         except FileExistsError:
             raise
         except OSError:  # no hard links here (some FUSE and SMB mounts)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _create(path, data)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def _create(path: str, data: bytes) -> None:
+    """A new file ``path`` (``O_EXCL``: FileExistsError if it exists) holding ``data``, fsynced."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

@@ -362,6 +362,21 @@ def test_run_lock_is_never_visible_half_written(tmp_path, monkeypatch):
     assert sorted(p.name for p in staging_dir(path).iterdir() if p.name.startswith("run.lock")) == ["run.lock"]
 
 
+def test_run_lock_without_hard_links_falls_back_to_exclusive_create(tmp_path, monkeypatch):
+    """Some mounts (FUSE, SMB) have no hard links: the lock is still taken, and still exclusive."""
+    def no_link(src, dst):
+        raise PermissionError(errno.EPERM, "Operation not permitted", src)
+
+    monkeypatch.setattr(os, "link", no_link)
+    path = tmp_path / "nolinks"
+    with storage.run_lock(path, owner="me") as rec:
+        assert json.loads((staging_dir(path) / "run.lock").read_text())["token"] == rec["token"]
+        with pytest.raises(storage.StoreLocked, match="me"):
+            with storage.run_lock(path, owner="other"):
+                pass
+    assert [p.name for p in staging_dir(path).iterdir() if p.name.startswith("run.lock")] == []
+
+
 def _hold_run_and_commit_locks(path: str, ready, release) -> None:
     """A run paused inside a commit: it holds the run lock and the commit lock."""
     from storage.layout import Location
