@@ -41,4 +41,3 @@ def test_task_process_exit_skips_the_collection_of_everything_it_loaded():
     lines = dict(line.split(": ") for line in out.stdout.splitlines())
     assert lines["frozen before exit"] == "0"
     assert int(lines["frozen at exit"]) > 100_000, out.stdout  # torch alone: hundreds of thousands of objects
-
