@@ -2,6 +2,9 @@
 
 These are edge functions: they read a store and write files; the numbers come from the run
 report dict of :func:`pipeline.run.report.RunReport.to_dict` and the store's metadata columns.
+The figures are drawn with OpenCV on numpy canvases (:func:`crop_cell`, :func:`grid_image`,
+:func:`histogram_image`: pure functions), not matplotlib: the report is written at the end of
+every flow run, and matplotlib's import and layout took ~3 s of it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 import storage
@@ -21,13 +25,90 @@ from storage.layout import safe_text
 CLASS_ORDER = ("live", "print", "replay", "spoof", "unknown")
 
 
-def _fig_png(fig) -> bytes:
-    import matplotlib.pyplot as plt  # on use, after choosing the headless Agg backend
+CELL = 144          # px of one crop in the grids (the crops are scaled to it)
+_TEXT = cv2.FONT_HERSHEY_SIMPLEX
+_INK, _PAPER, _BAR = (20, 20, 20), (255, 255, 255), (68, 119, 170)  # RGB
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
+
+def _png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:  # pragma: no cover - OpenCV encodes any uint8 3-channel image
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _text(img: np.ndarray, lines: list[str], x: int, y: int, scale: float = 0.36, line_h: int = 12) -> None:
+    """Draw ``lines`` (ASCII; other characters as ``?``) with their first baseline at ``y``."""
+    for k, line in enumerate(lines):
+        line = line.encode("ascii", "replace").decode()
+        cv2.putText(img, line, (x, y + k * line_h), _TEXT, scale, _INK, 1, cv2.LINE_AA)
+
+
+def crop_cell(image: np.ndarray, depth: np.ndarray, uv: np.ndarray, size: int = CELL) -> np.ndarray:
+    """One crop for the grids: RGB ``image`` (H×W×3 uint8) scaled to ``size``, the depth label
+    (H×W uint8, 0 = background) blended in (inferno, 45 %) where it is non-zero, and the landmarks
+    ``uv`` (N×2, crop pixels, x right / y down) as cyan dots. Returns ``size``×``size``×3 uint8."""
+    h = image.shape[0]
+    s = size / h
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(np.ascontiguousarray(image[..., :3]), (size, size), interpolation=interp).astype(np.float32)
+    dep = cv2.resize(depth, (size, size), interpolation=cv2.INTER_NEAREST)
+    colour = cv2.applyColorMap(dep, cv2.COLORMAP_INFERNO)[..., ::-1].astype(np.float32)
+    on = (dep > 0)[..., None]
+    out = np.where(on, 0.55 * img + 0.45 * colour, img).round().astype(np.uint8)
+    pts = np.round((np.asarray(uv, np.float64) + 0.5) * s - 0.5).astype(int)
+    keep = (pts >= 0).all(1) & (pts < size).all(1)
+    for x, y in pts[keep]:
+        cv2.circle(out, (int(x), int(y)), 1, (0, 255, 255), -1)
+    return out
+
+
+def grid_image(cells: list[list[tuple[np.ndarray, str]]], columns: int, title: str, size: int = CELL) -> np.ndarray:
+    """White RGB canvas: ``title`` on top, then one row per list of ``(cell, caption)`` (captions
+    may hold ``\\n``), ``columns`` cells wide."""
+    pad, cap_h, head = 6, 26, 24
+    rows = max(len(cells), 1)
+    w = pad + columns * (size + pad)
+    img = np.full((head + rows * (cap_h + size + pad), w, 3), _PAPER, np.uint8)
+    _text(img, [title], pad, 16, scale=0.45)
+    for r, row in enumerate(cells):
+        y0 = head + r * (cap_h + size + pad)
+        for c, (cell, caption) in enumerate(row[:columns]):
+            x0 = pad + c * (size + pad)
+            _text(img, caption.split("\n")[:2], x0, y0 + 10)
+            img[y0 + cap_h: y0 + cap_h + size, x0: x0 + size] = cell
+    return img
+
+
+def histogram_image(values: np.ndarray, title: str, bins: int = 30, w: int = 290, h: int = 220) -> np.ndarray:
+    """White RGB panel: a histogram of the finite ``values`` (``bins`` bars) with its title, the
+    range of the x axis under it and the largest count at the top left."""
+    img = np.full((h, w, 3), _PAPER, np.uint8)
+    _text(img, [title], 6, 14, scale=0.4)
+    left, right, top, bottom = 34, w - 10, 24, h - 22
+    cv2.line(img, (left, bottom), (right, bottom), _INK, 1)
+    cv2.line(img, (left, top), (left, bottom), _INK, 1)
+    v = np.asarray(values, np.float64)
+    v = v[np.isfinite(v)]
+    if not len(v):
+        _text(img, ["no value"], left + 8, (top + bottom) // 2)
+        return img
+    lo, hi = float(v.min()), float(v.max())
+    counts, edges = np.histogram(v, bins=bins, range=(lo, hi) if hi > lo else (lo - 0.5, lo + 0.5))
+    peak = max(int(counts.max()), 1)
+    bw = (right - left) / bins
+    for k, n in enumerate(counts):
+        if n:
+            x0 = int(round(left + 1 + k * bw))
+            x1 = max(x0, int(round(left + (k + 1) * bw)) - 1)
+            cv2.rectangle(img, (x0, int(round(bottom - (bottom - top) * n / peak))), (x1, bottom - 1), _BAR, -1)
+    _text(img, [f"{peak}"], 4, top + 8, scale=0.33)
+    _text(img, ["0"], 20, bottom, scale=0.33)
+    _text(img, [f"{edges[0]:.3g}"], left, bottom + 14, scale=0.33)
+    label = f"{edges[-1]:.3g}"
+    (tw, _), _ = cv2.getTextSize(label, _TEXT, 0.33, 1)
+    _text(img, [label], right - tw, bottom + 14, scale=0.33)
+    return img
 
 
 def _class_of(label: str, attack: str) -> str:
@@ -81,46 +162,23 @@ def flag_counts(meta: dict) -> list[tuple[str, int, int]]:
 
 def _crop_grid_png(reader, rows: list[list[tuple[int, str]]], columns: int, title: str) -> bytes:
     """PNG grid: one row per list of ``(frame index, title)``, each crop with its landmarks and depth."""
-    import matplotlib  # on use, after choosing the headless Agg backend
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # on use, after choosing the headless Agg backend
-
-    fig, axes = plt.subplots(max(len(rows), 1), columns, figsize=(1.6 * columns, 1.8 * max(len(rows), 1)),
-                             squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for r, row in enumerate(rows):
+    cells = []
+    for row in rows:
         batch = reader.read_batch([i for i, _ in row], fields=("image", "depth", "landmarks", "affine"))
+        line = []
         for c, (_, name) in enumerate(row):
-            ax = axes[r, c]
-            dep = batch["depth"][c].astype(np.float32) / 255.0
-            ax.imshow(batch["image"][c])
-            ax.imshow(np.ma.masked_where(dep <= 0, dep), cmap="inferno", alpha=0.45, vmin=0, vmax=1)
             a = batch["affine"][c]
             uv = batch["landmarks"][c] @ a[:, :2].T + a[:, 2]
-            ax.scatter(uv[:, 0], uv[:, 1], s=1.5, c="cyan")
-            ax.set_title(name, fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    return _fig_png(fig)
+            line.append((crop_cell(batch["image"][c], np.asarray(batch["depth"][c], np.uint8), uv), name))
+        cells.append(line)
+    return _png(grid_image(cells, columns, title))
 
 
 def _histograms_png(meta: dict) -> bytes:
-    import matplotlib  # on use, after choosing the headless Agg backend
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # on use, after choosing the headless Agg backend
-
     cols = [("face_size", "face size (px)"), ("fit_residual", "fit residual (RMS / face size)"),
             ("yaw", "yaw (deg)"), ("pitch", "pitch (deg)")]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.6))
-    for ax, (key, title) in zip(axes, cols):
-        v = np.asarray(meta.get(key, []), dtype=np.float64)
-        v = v[np.isfinite(v)]
-        if len(v):
-            ax.hist(v, bins=30, color="#4477aa")
-        ax.set_title(title, fontsize=9)
-    return _fig_png(fig)
+    return _png(np.concatenate([histogram_image(np.asarray(meta.get(k, []), dtype=np.float64), t)
+                                for k, t in cols], axis=1))
 
 
 def _table(rows: list[tuple], header: tuple) -> str:
