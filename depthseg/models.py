@@ -26,11 +26,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from segmentation_models_pytorch.encoders import encoders as smp_encoders
 
 from pipeline.base.assets import resolve_model_dir
 from pipeline.base.errors import ConfigError, ModelAssetMissing
@@ -94,11 +92,20 @@ def _head_upsampling(feature_size: float, label_size: int) -> int:
     return int(factor) if factor >= 1 and float(factor).is_integer() else 1
 
 
+def _smp():
+    """segmentation_models_pytorch, imported on the first model built: it brings in timm and
+    torchvision (~3 s), which the modules that only need the configs (the preprocess flow's task
+    processes import ``depthseg.config`` through ``flows.params``) must not pay."""
+    import segmentation_models_pytorch as smp
+
+    return smp
+
+
 @ARCHITECTURES.register("pspnet")
 def _pspnet(encoder: str, num_classes: int, label_size: int, in_size: int):
     # encoder_depth=3: features at stride 8 (32x32 for a 256 input, the label size)
     up = _head_upsampling(in_size / 8, label_size)
-    return smp.PSPNet(encoder_name=encoder, encoder_weights=None, encoder_depth=3,
+    return _smp().PSPNet(encoder_name=encoder, encoder_weights=None, encoder_depth=3,
                       classes=num_classes, upsampling=up)
 
 
@@ -106,13 +113,13 @@ def _pspnet(encoder: str, num_classes: int, label_size: int, in_size: int):
 def _deeplabv3plus(encoder: str, num_classes: int, label_size: int, in_size: int):
     # the decoder output is at stride 4
     up = _head_upsampling(in_size / 4, label_size)
-    return smp.DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes,
+    return _smp().DeepLabV3Plus(encoder_name=encoder, encoder_weights=None, classes=num_classes,
                              upsampling=up)
 
 
 @ARCHITECTURES.register("unet")
 def _unet(encoder: str, num_classes: int, label_size: int, in_size: int):
-    return smp.Unet(encoder_name=encoder, encoder_weights=None, classes=num_classes)
+    return _smp().Unet(encoder_name=encoder, encoder_weights=None, classes=num_classes)
 
 
 def architectures() -> list[str]:
@@ -180,7 +187,7 @@ def resolve_encoder_weights(
                                     source=str(as_path))
         return as_path
     name = str(weights)
-    settings = smp_encoders.get(encoder, {}).get("pretrained_settings", {})
+    settings = _smp().encoders.encoders.get(encoder, {}).get("pretrained_settings", {})
     if name not in settings:
         raise KeyError(
             f"Wrong encoder weights `{name}` for encoder `{encoder}`, supported weights: "

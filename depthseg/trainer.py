@@ -57,7 +57,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 import torch.utils.deterministic as tud
@@ -842,4 +841,6 @@ def _final_metrics(run: _Run) -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    return {"torch": str(torch.__version__), "segmentation_models_pytorch": str(smp.__version__)}
+    from importlib.metadata import version  # smp itself is imported only when a model is built
+
+    return {"torch": str(torch.__version__), "segmentation_models_pytorch": version("segmentation-models-pytorch")}

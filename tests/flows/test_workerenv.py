@@ -41,3 +41,20 @@ def test_task_process_exit_skips_the_collection_of_everything_it_loaded():
     lines = dict(line.split(": ") for line in out.stdout.splitlines())
     assert lines["frozen before exit"] == "0"
     assert int(lines["frozen at exit"]) > 100_000, out.stdout  # torch alone: hundreds of thousands of objects
+
+
+HEAVY = ("segmentation_models_pytorch", "timm", "torchvision", "matplotlib")
+
+
+@pytest.mark.parametrize("module", ["flows.preprocess", "pipeline.cli"])
+def test_preprocessing_entry_points_do_not_import_the_training_models(module):
+    """Every preprocess task process (and every ``depthseg-fas`` call) imports these; through
+    ``depthseg.config`` they used to import segmentation_models_pytorch, hence timm, torchvision
+    and torch._dynamo: 12 s -> 6.4 s of CPU to import ``flows.preprocess``, 10.8 s -> 5.5 s for
+    ``depthseg-fas --help`` (this machine). Building a model still imports smp."""
+    code = (f"import sys; import {module}; print(sorted(m for m in {HEAVY!r} if m in sys.modules)); "
+            "from depthseg.models import build_model; build_model('unet', encoder='resnet18', num_classes=3); "
+            "print('segmentation_models_pytorch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]
