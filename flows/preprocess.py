@@ -42,7 +42,7 @@ from pipeline.io.inputs import collect_items
 from pipeline.run.config import PreprocessRun
 from pipeline.run.html_report import write_html_report
 from pipeline.run.parallel import ParallelConfig
-from pipeline.run.report import RunReport
+from pipeline.run.report import RunReport, version_mix
 from pipeline.run.unit import UnitResult
 from flows.runners import make_task_runner
 from flows.workerenv import (fingerprint, is_local_address, require_project_packages, skip_collection_at_exit,
@@ -132,11 +132,12 @@ def task_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _store_state(output: str, config: dict) -> tuple[str, set[str]]:
-    """The store's identity (changes when it is deleted and recreated) and its committed parts."""
+def _store_state(output: str, config: dict) -> tuple[str, set[str], dict]:
+    """The store's identity (changes when it is deleted and recreated), its committed parts and
+    the package versions its parts differ in from this process (logged; :func:`version_mix`)."""
     w = DatasetWriter.open(output, config)
     created = zarr.open_group(output, mode="r").attrs.get("created", "")
-    return f"{output}|{w.config_hash}|{created}", set(w.parts)
+    return f"{output}|{w.config_hash}|{created}", set(w.parts), version_mix(w)
 
 
 def _not_in_store(results: list[dict], parts: dict) -> bool:
@@ -202,7 +203,7 @@ def preprocess(**params) -> dict:
                            allow_outside_root=run.allow_outside_root, protocol=run.protocol)
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
     refuse_if_locked(run.output)  # at once, even while the holder sits in a commit
-    store_key, committed = _store_state(run.output, config)
+    store_key, committed, mix = _store_state(run.output, config)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]
     units = plan_units(items, runner_opts.items_per_task, runner_opts.max_workers)
     owner = f"prefect flow run {flow_run.get_id()}"
@@ -215,7 +216,7 @@ def preprocess(**params) -> dict:
             run.replace, result_storage,
         )
     report = RunReport(output=run.output, config=config, rejected=inputs.rejected,
-                       units=[UnitResult(**r) for r in results])
+                       units=[UnitResult(**r) for r in results], version_mix=mix)
     rep = report.to_dict()
     report_path = run.report or _default_report(run.output)
     if report_path:

@@ -492,10 +492,17 @@ def config_diff(a: dict, b: dict) -> list[str]:
     return sorted(k for k in set(fa) | set(fb) if fa.get(k, ...) != fb.get(k, ...))
 
 
+#: packages whose version can change what a part holds, recorded per part (those installed):
+#: the store and array libraries, and the image / landmark backends (an OpenCV 5.0 -> 5.1
+#: upgrade alone changed the crops and depth labels of the same code, bench/RESULTS.md)
+VERSIONED_PACKAGES = (PACKAGE, "zarr", "numpy", "torch", "opencv-python-headless", "opencv-python",
+                      "ai-edge-litert", "dlib-bin", "dlib")
+
+
 def package_versions() -> dict[str, str]:
-    """Versions of the packages that shape a store: depthseg-fas, zarr, numpy, torch (if any)."""
+    """Versions of the installed :data:`VERSIONED_PACKAGES` (depthseg-fas: "unknown" if missing)."""
     out = {}
-    for name in (PACKAGE, "zarr", "numpy", "torch"):
+    for name in VERSIONED_PACKAGES:
         try:
             out[name] = _metadata.version(name)
         except _metadata.PackageNotFoundError:

@@ -385,6 +385,23 @@ class DatasetWriter:
         """Committed parts as of the last open/refresh/commit, by part id."""
         return {pid: PartInfo.from_manifest(pid, e) for pid, e in sorted(self._manifest["parts"].items())}
 
+    def version_mix(self) -> dict[str, dict[str, int]]:
+        """Packages whose version in committed parts differs from this process's:
+        ``{package: {version: parts}}`` listing every version found (this process's included,
+        with 0 parts when none has it). Packages a part does not record are not compared."""
+        out: dict[str, dict[str, int]] = {}
+        for info in self.parts.values():
+            for name, mine in self._versions.items():
+                theirs = info.versions.get(name)
+                if theirs is not None and theirs != mine:
+                    out.setdefault(name, {mine: 0})
+        for info in self.parts.values():
+            for name in out:
+                v = info.versions.get(name)
+                if v is not None:
+                    out[name][v] = out[name].get(v, 0) + 1
+        return out
+
     def refresh(self) -> None:
         """Re-read the manifest (to see parts other processes committed since)."""
         manifest = read_manifest(self._loc)

@@ -204,6 +204,12 @@ def build_html_report(report: dict, reader=None) -> str:
         for key in ("label", "attack_type", "split"):
             c = Counter(str(v) for v in meta[key])
             parts.append(f"<h3>frames by {key}</h3>" + _table(sorted(c.items()), (key, "frames")))
+    mix = report.get("version_mix") or {}
+    if mix:
+        parts.append("<h2>Package versions differ between parts</h2><p>The store's parts were made with "
+                     "other versions of these packages than this run's; their crops and labels may differ "
+                     "slightly.</p>" + _table([(name, v, n) for name, found in sorted(mix.items())
+                                                for v, n in sorted(found.items())], ("package", "version", "parts")))
     secs = report.get("seconds_per_stage", {})
     parts.append("<h2>Seconds per stage</h2>" + _table(sorted(secs.items()), ("stage", "seconds")))
     failures = report.get("failures", [])

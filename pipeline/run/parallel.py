@@ -74,7 +74,7 @@ from pipeline.io.items import WorkItem
 from pipeline.run.engines import Engines, fit_engines, get_engines
 from pipeline.run.heap import frame_heap
 from pipeline.run.config import PreprocessConfig
-from pipeline.run.report import RunReport, interruptible
+from pipeline.run.report import RunReport, interruptible, version_mix
 from pipeline.run.stages import FrameCounts, finish_chunk, iter_faces, render_faces
 from pipeline.run.timing import StageTimer
 from pipeline.run.unit import Unit, UnitResult, item_failure
@@ -814,7 +814,8 @@ def run_parallel(
     pcfg = pcfg or ParallelConfig(workers=cfg.workers or 2)
     refuse_if_locked(output)  # at once, even while the holder sits in a commit
     writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
-    report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
+    report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []),
+                       version_mix=version_mix(writer))
     threads = pcfg.main_threads or max(1, (os.cpu_count() or 1) - pcfg.workers)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -4,12 +4,15 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from pipeline.base.errors import RunInterrupted
 from pipeline.run.timing import StageTimer
 from pipeline.run.unit import UnitResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -19,6 +22,8 @@ class RunReport:
     units: list[UnitResult] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)  # inputs the adapter could not parse
     interrupted: bool = False  # Ctrl-C ended the run: ``units`` are the items finished before it
+    #: packages whose version differs between the store's parts and this run (:func:`version_mix`)
+    version_mix: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         seconds = StageTimer()
@@ -49,7 +54,23 @@ class RunReport:
                 for u in self.units if u.status == "failed"
             ] + [dict(r, reason=r.get("reason", "rejected")) for r in self.rejected],
             "units": [u.to_dict() for u in self.units],
+            "version_mix": self.version_mix,
         }
+
+
+def version_mix(writer) -> dict[str, dict[str, int]]:
+    """Packages whose version differs between the store's committed parts and this process
+    (``{package: {version: parts}}``, :meth:`storage.DatasetWriter.version_mix`), each logged as
+    a warning: the same config with another OpenCV, torch or landmark runtime can store slightly
+    different crops and labels, and a resumed store would mix them without a word. The run goes
+    on (an upgrade is common and the differences are small); the report carries the mix."""
+    mix = writer.version_mix()
+    for name, found in sorted(mix.items()):
+        seen = ", ".join(f"{v} ({n} part{'s' if n != 1 else ''})" for v, n in sorted(found.items()))
+        log.warning("%s: its parts were made with other %s versions than this run's: %s; the crops and labels "
+                    "of parts made with other versions may differ slightly (rebuild the store under one "
+                    "environment for identical parts)", writer.url, name, seen)
+    return mix
 
 
 @contextmanager

@@ -12,7 +12,7 @@ from pipeline.run.engines import Engines, get_engines
 from pipeline.run.heap import frame_heap
 from pipeline.run.parallel import run_parallel
 from pipeline.run.config import PreprocessConfig
-from pipeline.run.report import RunReport, interruptible
+from pipeline.run.report import RunReport, interruptible, version_mix
 from pipeline.run.unit import Unit, UnitResult, write_unit
 from storage import DatasetWriter, refuse_if_locked, run_lock
 
@@ -51,7 +51,8 @@ def run_preprocess(
                             replace=replace)
     refuse_if_locked(output)  # at once, even while the holder sits in a commit
     writer = DatasetWriter.open(output, cfg.output_config())  # fail fast on a config mismatch
-    report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []))
+    report = RunReport(output=output, config=cfg.output_config(), rejected=list(rejected or []),
+                       version_mix=version_mix(writer))
     with run_lock(output, owner="depthseg-fas preprocess"), interruptible(report, writer), frame_heap():
         for unit in _each_unit(items, writer, cfg, input_root=input_root, replace=replace):
             report.units.append(unit)
