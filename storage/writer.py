@@ -387,8 +387,8 @@ class DatasetWriter:
 
     def version_mix(self) -> dict[str, dict[str, int]]:
         """Packages whose version in committed parts differs from this process's:
-        ``{package: {version: parts}}`` listing every version found (this process's included,
-        with 0 parts when none has it). Packages a part does not record are not compared."""
+        ``{package: {version: parts}}`` listing every version found, this process's first (with
+        0 parts when none has it). Packages a part does not record are not compared."""
         out: dict[str, dict[str, int]] = {}
         for info in self.parts.values():
             for name, mine in self._versions.items():

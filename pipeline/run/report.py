@@ -66,10 +66,11 @@ def version_mix(writer) -> dict[str, dict[str, int]]:
     on (an upgrade is common and the differences are small); the report carries the mix."""
     mix = writer.version_mix()
     for name, found in sorted(mix.items()):
+        mine, *_ = found  # this process's version comes first
         seen = ", ".join(f"{v} ({n} part{'s' if n != 1 else ''})" for v, n in sorted(found.items()))
-        log.warning("%s: its parts were made with other %s versions than this run's: %s; the crops and labels "
-                    "of parts made with other versions may differ slightly (rebuild the store under one "
-                    "environment for identical parts)", writer.url, name, seen)
+        log.warning("%s: its parts were made with other %s versions than this run's %s: %s; the crops and "
+                    "labels of parts made with other versions may differ slightly (rebuild the store under "
+                    "one environment for identical parts)", writer.url, name, mine, seen)
     return mix
 
 

@@ -51,7 +51,8 @@ def test_resuming_under_another_opencv_is_reported(tmp_path, monkeypatch, caplog
     assert rep["counts"]["written"] == 1
     assert rep["version_mix"] == {cv: {"4.0.0-old": 1, real[cv]: 0}}
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert any(cv in m and "4.0.0-old (1 part)" in m and str(store) in m for m in warned), warned
+    assert any(cv in m and f"this run's {real[cv]}:" in m and "4.0.0-old (1 part)" in m and str(store) in m
+               for m in warned), warned
     text = html.read_text(encoding="utf-8")
     assert "Package versions differ between parts" in text and "4.0.0-old" in text
 
