@@ -46,6 +46,7 @@ def test_task_process_exit_skips_the_collection_of_everything_it_loaded():
 HEAVY = ("segmentation_models_pytorch", "timm", "torchvision", "matplotlib")
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine (a subprocess importing torch and prefect)
 @pytest.mark.parametrize("module", ["flows.preprocess", "pipeline.cli"])
 def test_preprocessing_entry_points_do_not_import_the_training_models(module):
     """Every preprocess task process (and every ``depthseg-fas`` call) imports these; through

@@ -273,6 +273,7 @@ def test_html_report_has_failures_grid_and_label_counts(html_report):
     assert px.std() > 20  # crops, not an empty figure
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine (a subprocess)
 def test_report_does_not_import_matplotlib(html_report, tmp_path):
     """The report is written at the end of every flow run: matplotlib's import and figure layout
     took ~3 s of it (a 960-frame store: 3.7 s -> 0.45 s with the OpenCV figures)."""

@@ -14,6 +14,8 @@ import json
 import logging
 import shutil
 
+import pytest
+
 import storage
 import storage.writer as writer_mod
 from pipeline.cli import main as cli
@@ -23,6 +25,7 @@ from tests.conftest import FACES
 SIZE = 64
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine (three CLI runs)
 def test_resuming_under_another_opencv_is_reported(tmp_path, monkeypatch, caplog):
     real = package_versions()
     cv = "opencv-python-headless" if "opencv-python-headless" in real else "opencv-python"
@@ -62,6 +65,7 @@ def test_resuming_under_another_opencv_is_reported(tmp_path, monkeypatch, caplog
     assert rep["version_mix"] == {cv: {"4.0.0-old": 1, real[cv]: 1}}
 
 
+@pytest.mark.slow  # >= 2.5 s on an idle 2-core machine (two CLI runs)
 def test_same_environment_reports_no_mix(tmp_path):
     data = tmp_path / "in"
     data.mkdir()
