@@ -204,6 +204,9 @@ def preprocess(**params) -> dict:
     logger.info("%d items planned, %d rejected by the adapter", len(inputs.items), len(inputs.rejected))
     refuse_if_locked(run.output)  # at once, even while the holder sits in a commit
     store_key, committed, mix = _store_state(run.output, config)
+    if mix:  # also in the run's log (the core's warning goes to the process's log only)
+        logger.warning("%s: parts made with other package versions than this run's: %s (first: this run's)",
+                       run.output, mix)
     items = [{k: v for k, v in it.to_dict().items()} for it in inputs.items]
     units = plan_units(items, runner_opts.items_per_task, runner_opts.max_workers)
     owner = f"prefect flow run {flow_run.get_id()}"

@@ -115,3 +115,26 @@ def test_cached_unit_whose_part_left_the_store_is_recomputed(harness, clips, tmp
     # every part the report calls written or skipped is in the manifest with its input's checksum
     for u in report["units"]:
         assert u["status"] in ("written", "skipped") and after[u["part_id"]].input_checksum == u["input_checksum"]
+
+
+@pytest.mark.slow  # two flow runs under the test harness (~10 s idle)
+def test_store_made_under_other_package_versions_is_reported(harness, clips, tmp_path, monkeypatch):
+    """A rerun of the flow on a store whose parts were made with another OpenCV reports the mix
+    (the same code with OpenCV 5.0 and 5.1 stored different crops and labels)."""
+    import storage.writer as writer_mod
+    from flows.preprocess import preprocess
+    from storage.layout import package_versions
+
+    real = package_versions()
+    cv = "opencv-python-headless" if "opencv-python-headless" in real else "opencv-python"
+    out = tmp_path / "mixed.zarr"
+    monkeypatch.setattr(writer_mod, "package_versions", lambda: dict(real, **{cv: "4.0.0-old"}))
+    res = preprocess(**flow_params(clips, out, task_runner="thread", max_workers=2))  # tasks in this process
+    assert res["counts"]["written"] == 3
+    assert json.loads(Path(res["report"]).read_text())["version_mix"] == {}
+    monkeypatch.undo()
+    res2 = preprocess(**flow_params(clips, out, task_runner="thread", max_workers=2))
+    assert res2["counts"]["skipped"] == 3
+    report = json.loads(Path(res2["report"]).read_text())
+    assert report["version_mix"] == {cv: {real[cv]: 0, "4.0.0-old": 3}}
+    assert "Package versions differ between parts" in Path(res2["report"]).with_suffix(".html").read_text()
