@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from bench.bench_labels import H, W, Scene, run_case
+from pipeline.face.crop import transform_points
 from pipeline.face.detect import pick_face
 from pipeline.face.landmarks import MEDIAPIPE_INPUT, mediapipe_crop_affine, mesh_to_ibug68
 from pipeline.reconstruct.fit import FitConfig, fit_landmarks, yaw_pitch_roll
@@ -104,9 +105,8 @@ def main(argv=None) -> None:
             if part is None:
                 continue
             for j, i in enumerate(np.asarray(part.meta["frame_index"])):
-                a = np.asarray(part.affine[j], np.float64)
-                det = np.asarray(part.landmarks[j], np.float64) @ a[:, :2].T + a[:, 2]  # crop px, as the stage fits
-                true_v = shots[i].verts[:nv, :2] @ a[:, :2].T + a[:, 2]
+                det = transform_points(part.affine[j], part.landmarks[j])  # crop px, as the stage fits
+                true_v = transform_points(part.affine[j], shots[i].verts[:nv, :2])
                 inner = det.copy()
                 inner[fixed] = true_v[lv[fixed]]
                 for name, lm, fcfg in (("detected", det, FitConfig()), ("true inner", inner, FitConfig()),

@@ -389,18 +389,14 @@ class DatasetWriter:
         """Packages whose version in committed parts differs from this process's:
         ``{package: {version: parts}}`` listing every version found, this process's first (with
         0 parts when none has it). Packages a part does not record are not compared."""
-        out: dict[str, dict[str, int]] = {}
-        for info in self.parts.values():
-            for name, mine in self._versions.items():
-                theirs = info.versions.get(name)
-                if theirs is not None and theirs != mine:
-                    out.setdefault(name, {mine: 0})
-        for info in self.parts.values():
-            for name in out:
-                v = info.versions.get(name)
-                if v is not None:
-                    out[name][v] = out[name].get(v, 0) + 1
-        return out
+        counts: dict[str, dict[str, int]] = {}
+        for entry in self._manifest["parts"].values():
+            for name, v in entry.get("versions", {}).items():
+                if name in self._versions:
+                    found = counts.setdefault(name, {})
+                    found[v] = found.get(v, 0) + 1
+        return {name: {self._versions[name]: found.get(self._versions[name], 0), **found}
+                for name, found in counts.items() if set(found) - {self._versions[name]}}
 
     def refresh(self) -> None:
         """Re-read the manifest (to see parts other processes committed since)."""

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 import storage
+from pipeline.face.crop import transform_points
 from pipeline.face.qc import FLAG_NAMES, describe_flags
 from storage.layout import safe_text
 
@@ -164,12 +165,9 @@ def _crop_grid_png(reader, rows: list[list[tuple[int, str]]], columns: int, titl
     cells = []
     for row in rows:
         batch = reader.read_batch([i for i, _ in row], fields=("image", "depth", "landmarks", "affine"))
-        line = []
-        for c, (_, name) in enumerate(row):
-            a = batch["affine"][c]
-            uv = batch["landmarks"][c] @ a[:, :2].T + a[:, 2]
-            line.append((crop_cell(batch["image"][c], np.asarray(batch["depth"][c], np.uint8), uv), name))
-        cells.append(line)
+        uv = transform_points(batch["affine"], batch["landmarks"])  # frame -> crop pixels
+        cells.append([(crop_cell(batch["image"][c], np.asarray(batch["depth"][c], np.uint8), uv[c]), name)
+                      for c, (_, name) in enumerate(row)])
     return _png(grid_image(cells, columns, title))
 
 
