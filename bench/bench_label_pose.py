@@ -16,6 +16,14 @@ Reported: median |fitted - true| yaw and pitch (degrees, the true pose being the
 composed with the generated turn), their 90th percentile, and the slope of fitted on true (1 =
 unbiased; below 1 = the pose is compressed towards frontal).
 
+Then, per source photo, whether the detected landmarks follow *real* head poses or only fail on
+generated turns: the photo's own pose (the generator's fit to its dlib landmarks on the full-size
+photo), the pose fitted to the detected landmarks of the unturned frame (turn 0, 0: the photo
+itself, re-rendered), and the slope of the fitted yaw / pitch on the generated turn. The photos'
+poses are real (up to 45 deg of yaw, 20 deg of pitch), so the slope of the turn-0 fit on the photo
+pose across photos says how the landmarks follow a real pose, to compare with the slope on the
+generated turns.
+
 Usage::
 
     python -m bench.bench_label_pose --landmarks mediapipe68 [--identities 11] [--mediapipe-3d]
@@ -97,9 +105,13 @@ def main(argv=None) -> None:
     if args.mediapipe_3d:
         variants["mediapipe 3D points"] = []
     truth: dict[str, list] = {k: [] for k in variants}
+    by_source: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="bench-label-pose-") as tmp, torch.inference_mode():
         for gi, p in enumerate(plans):
-            sc = Scene(prepare_identity(p, sources[p.source], sfm, scfg), sfm)
+            prep = prepare_identity(p, sources[p.source], sfm, scfg)
+            sc = Scene(prep, sfm)
+            src_pose = [float(a[0]) for a in yaw_pitch_roll(prep.fit.rotation[None])][:2]
+            per_turn = []
             shots = [sc.shot("pose", y, pt) for y, pt in POSES]
             part, _ = run_case(shots, cfg, eng, Path(tmp) / f"g{gi}")
             if part is None:
@@ -114,11 +126,14 @@ def main(argv=None) -> None:
                     r = fit_landmarks(sfm, torch.tensor(lm[None], dtype=torch.float32), fcfg)
                     variants[name].append((float(r.yaw[0]), float(r.pitch[0])))
                     truth[name].append(shots[i].pose[:2])
+                    if name == "detected":
+                        per_turn.append((POSES[i], variants[name][-1]))
                 if args.mediapipe_3d:
                     got = mediapipe_3d_pose(eng, shots[i].image, mean_pts, fixed)
                     if got is not None:
                         variants["mediapipe 3D points"].append(got)
                         truth["mediapipe 3D points"].append(shots[i].pose[:2])
+            by_source.append({"subject": p.subject, "source": src_pose, "turns": per_turn})
             print(f"  {p.subject}: {len(part.meta['frame_index'])} of {len(shots)} frames stored", flush=True)
     print(f"\nhead pose error on the pose grid (yaw -45..45, pitch -30..30 from the source pose), "
           f"landmarks {cfg.detect.landmarks}, {len(plans)} identities, {time.perf_counter() - t0:.0f} s")
@@ -130,6 +145,47 @@ def main(argv=None) -> None:
         print(f"{name:28s} {len(e):4d} {np.median(err[:, 0]):6.2f} {np.median(err[:, 1]):7.2f} "
               f"{np.percentile(err[:, 1], 90):11.2f} {np.polyfit(t[:, 0], e[:, 0], 1)[0]:10.2f} "
               f"{np.polyfit(t[:, 1], e[:, 1], 1)[0]:12.2f}")
+    print(source_table(by_source))
+
+
+def turn_slopes(turns: list) -> tuple[float, float]:
+    """Slopes of the fitted yaw and pitch on the generated turn (NaN with fewer than 3 turns)."""
+    if len(turns) < 3:
+        return float("nan"), float("nan")
+    d = np.array([t for t, _ in turns], np.float64)
+    f = np.array([e for _, e in turns], np.float64)
+    return tuple(float(np.polyfit(d[:, k], f[:, k], 1)[0]) if np.ptp(d[:, k]) > 0 else float("nan")
+                 for k in (0, 1))
+
+
+def source_table(by_source: list[dict]) -> str:
+    """Per source photo: its pose, the fitted pose of its unturned frame, the slopes on the turn;
+    then the slope of the unturned frames' fit on the photos' poses (real poses) against the
+    median slope on the generated turns."""
+    lines = ["", "per source photo: real pose (fit to dlib landmarks on the photo), fitted pose of the "
+             "unturned frame (detected landmarks), slope of the fitted pose on the generated turn",
+             f"{'photo':12s} {'photo yaw':>9s} {'pitch':>6s} {'turn 0 yaw':>10s} {'pitch':>6s} "
+             f"{'yaw slope':>9s} {'pitch slope':>11s}"]
+    real, fit0, slopes = [], [], []
+    for row in by_source:
+        zero = [e for t, e in row["turns"] if tuple(t) == (0, 0)]
+        sy, sp = turn_slopes(row["turns"])
+        slopes.append((sy, sp))
+        z = zero[0] if zero else (float("nan"), float("nan"))
+        if zero:
+            real.append(row["source"])
+            fit0.append(z)
+        lines.append(f"{row['subject']:12s} {row['source'][0]:9.1f} {row['source'][1]:6.1f} {z[0]:10.1f} "
+                     f"{z[1]:6.1f} {sy:9.2f} {sp:11.2f}")
+    if len(real) >= 3:
+        r, f = np.array(real), np.array(fit0)
+        sl = np.array(slopes)
+        lines.append(f"real poses (turn 0 fit on photo pose, {len(r)} photos): yaw slope "
+                     f"{np.polyfit(r[:, 0], f[:, 0], 1)[0]:.2f}, pitch slope {np.polyfit(r[:, 1], f[:, 1], 1)[0]:.2f}, "
+                     f"median |difference| yaw {np.median(np.abs(f[:, 0] - r[:, 0])):.1f}, "
+                     f"pitch {np.median(np.abs(f[:, 1] - r[:, 1])):.1f} deg; generated turns: median slope "
+                     f"yaw {np.nanmedian(sl[:, 0]):.2f}, pitch {np.nanmedian(sl[:, 1]):.2f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,9 @@ the two masks, and QC precision / recall, where a label is *bad* if IoU < 0.8 or
 the median error of the stored head pose (``dyaw``, ``dpit``: |fitted - true| yaw and pitch in
 degrees): at moderate yaw the label's depth error follows the pose error (a head fitted 10 deg
 less turned than it is tilts the whole depth map), so this column says where |d| comes from.
+The row ``turn 0 (the photo)`` holds the unturned frames: the source photo itself at its real
+pose, its "true" depth the SFM fitted to dlib's landmarks on the full-size photo, so there the
+label is compared with an independent landmark model's fit rather than with a generated turn.
 
 Independent check: the synthetic frames share the face model and rasteriser with the labels, so
 on a subset of frames eos-py's ``fit_shape_and_pose`` is run on the stored landmarks and its
@@ -86,6 +89,7 @@ class Shot:
     occluder: np.ndarray | None = None
     yaw: float = 0.0
     pose: tuple[float, float, float] | None = None
+    pitch: float = 0.0  # the pitch asked for (relative to the source photo's pose)
 
 
 @dataclass
@@ -137,7 +141,7 @@ class Scene:
         out[:, ras.pix] = cur + st[:, 2] * (col.T - cur)
         img = (out.reshape(3, H, W).permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
         pose = tuple(float(a[0]) for a in yaw_pitch_roll((r @ fit.rotation)[None]))
-        return Shot(case, np.ascontiguousarray(img), verts.numpy().astype(np.float64), yaw=yaw, pose=pose)
+        return Shot(case, np.ascontiguousarray(img), verts.numpy().astype(np.float64), yaw=yaw, pose=pose, pitch=pitch)
 
 
 def hand_mask(centre, size: float, angle: float) -> np.ndarray:
@@ -323,6 +327,8 @@ def evaluate(groups: dict[str, list[Shot]], cfg: PreprocessConfig, tris, work: P
                     eos_pool.append((part.landmarks[j], part.affine[j], part.depth[j], mask[j], depth[j]))
         for i, sh in enumerate(shots):
             keys = [sh.case] + ([f"yaw {sh.yaw:+.0f}"] if sh.case == "pose" else [])
+            if sh.case == "pose" and sh.yaw == 0 and sh.pitch == 0:
+                keys.append("turn 0 (the photo)")
             keys.append("all faces" if sh.verts is not None else "all no-face")
             keys.append("all")
             got = by_frame.get(i)
@@ -333,7 +339,7 @@ def evaluate(groups: dict[str, list[Shot]], cfg: PreprocessConfig, tris, work: P
                        got is not None and (got[2] & drop) == 0, got[:2] if got else None,
                        got is not None and got[2] != 0, pose_err)
             if records is not None:
-                records.append({"group": name, "case": sh.case, "yaw_asked": sh.yaw, "true_pose": sh.pose,
+                records.append({"group": name, "case": sh.case, "yaw_asked": sh.yaw, "pitch_asked": sh.pitch, "true_pose": sh.pose,
                                 "face": sh.verts is not None, "stored": got is not None,
                                 "iou": None if got is None else float(got[0]),
                                 "delta": None if got is None else float(got[1]),
@@ -455,7 +461,7 @@ def main(argv=None) -> None:
     if args.dump:
         args.dump.write_text("".join(json.dumps(r) + "\n" for r in records))
         print(f"{len(records)} frame records written to {args.dump}")
-    order = sorted(rows, key=lambda k: (not k.startswith("yaw"), k.startswith("all"),
+    order = sorted(rows, key=lambda k: (not k.startswith("yaw"), k.startswith(("all", "turn")),
                                         float(k.split()[1]) if k.startswith("yaw") else 0, k))
     print("\n" + table({k: rows[k] for k in order}, extras))
     print("\n" + eos_check(pool, args.eos or (8 if args.quick else 30), cfg, sfm_np))
