@@ -4,4 +4,4 @@ Nothing in this package imports prefect; the Prefect flows in :mod:`flows` wrap 
 """
 
 __all__ = ["__version__"]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

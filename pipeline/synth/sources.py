@@ -64,7 +64,7 @@ def _dlib_engines():
     return (
         create_detector("dlib-hog", upsample=0, min_face_size=30.0),
         create_detector("dlib-hog", upsample=1, min_face_size=20.0),
-        create_landmarker("dlib68"),
+        create_landmarker("dlib68", box="given"),  # the boxes are dlib HOG's already
     )
 
 

@@ -134,24 +134,32 @@ def turned_faces():
 
 
 @needs_model
-@pytest.mark.slow  # a generated identity and the preprocessing core twice
+@pytest.mark.slow  # a generated identity and the preprocessing core three times
 def test_labels_of_a_turned_face_follow_it(turned_faces, tmp_path):
+    from dataclasses import replace
+
     from bench.bench_labels import frame_errors, run_case, truth
     from pipeline.run.config import PreprocessConfig
     from pipeline.run.engines import get_engines
 
     shots, tris = turned_faces
     iou = {}
-    for name in ("dlib68", "mediapipe68"):
+    for name, box in (("dlib68", "given"), ("dlib68", "hog"), ("mediapipe68", None)):
         cfg = PreprocessConfig.flat(landmarks=name, size=128, qc_drop=())
+        eng = get_engines(cfg)
+        if box is not None:  # dlib's predictor on the detector's box, or on the box dlib's HOG re-finds
+            eng = replace(eng, landmarker=create_landmarker("dlib68", box=box))
         with torch.inference_mode():
-            part, _ = run_case(shots, cfg, get_engines(cfg), tmp_path / name)
+            part, _ = run_case(shots, cfg, eng, tmp_path / f"{name}-{box}")
             assert part is not None and len(part.depth) == 2
             mask, depth = truth([shots[i] for i in np.asarray(part.meta["frame_index"])], part.affine, tris, cfg)
-        iou[name] = frame_errors(part.depth, mask, depth, part.affine)[0]
-    # measured here (size 128): dlib68 0.81 / 0.83, mediapipe68 0.90 / 0.93 (the label benchmark: bench/RESULTS.md)
+        iou[name if box is None else f"{name}/{box}"] = frame_errors(part.depth, mask, depth, part.affine)[0]
+    # measured here (size 128): dlib68 on BlazeFace's box 0.81 / 0.83, on the HOG box 0.89 / 0.86,
+    # mediapipe68 0.90 / 0.91 (the label benchmark: bench/RESULTS.md)
     assert iou["mediapipe68"].min() >= 0.85, iou
-    assert iou["mediapipe68"].mean() >= iou["dlib68"].mean() + 0.05, iou
+    assert iou["mediapipe68"].mean() > iou["dlib68/hog"].mean(), iou
+    # the predictor slides back towards a frontal face from another detector's box (issue 13)
+    assert iou["dlib68/hog"].mean() >= iou["dlib68/given"].mean() + 0.03, iou
 
 
 def test_missing_model_is_a_setup_error_naming_how_to_get_it(tmp_path, monkeypatch):
