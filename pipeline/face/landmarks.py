@@ -173,23 +173,14 @@ DLIB_HOG_BOX_PX = 140.0
 DLIB_HOG_MIN_IOU = 0.3
 
 
-def _box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 class Dlib68Landmarker(LandmarkerBase):
     """dlib's 68-point shape predictor.
 
     The predictor starts from its mean shape placed in the box and was trained on the boxes of
     dlib's own HOG detector, so it is sensitive to where the box lies: given another detector's
     box (BlazeFace's, shifted towards the far cheek on a turned head) it slides back towards a
-    frontal face (bench/bench_label_pose.py: yaw followed at 0.39 of the true turn, 0.85 from the
-    HOG box; on a real photo at yaw -45 deg a fitted yaw of +1 instead of -47). With ``box="hog"``
+    frontal face (bench/bench_label_pose.py, real photos: fitted yaw on true yaw slope 0.47 from
+    BlazeFace's box, 1.03 from the HOG box; a head at -45 deg fitted at +1). With ``box="hog"``
     (the default) the face is re-found by dlib's HOG detector in a region of twice the given box
     around it (scaled so the box is :data:`DLIB_HOG_BOX_PX` px), and the HOG box that overlaps the
     given one best (IoU >= :data:`DLIB_HOG_MIN_IOU`) is used; where HOG finds none (profiles,
@@ -208,7 +199,6 @@ class Dlib68Landmarker(LandmarkerBase):
         if predictor is None:
             predictor = dlib.shape_predictor(str(face_recognition_models_file("shape_predictor_68_face_landmarks.dat")))
         self.predictor = predictor
-        self.box_mode = box
         self.hog = (hog if hog is not None else dlib.get_frontal_face_detector()) if box == "hog" else None
 
     def predictor_box(self, image: np.ndarray, box: FaceBox) -> tuple[float, float, float, float]:
@@ -229,10 +219,10 @@ class Dlib68Landmarker(LandmarkerBase):
         for r in self.hog(np.ascontiguousarray(region), 0):
             # dlib rectangles are inclusive pixel ranges: edges half a pixel outside, then back to the frame
             x0, y0, x1, y1 = r.left() - 0.5, r.top() - 0.5, r.right() + 0.5, r.bottom() + 0.5
-            cand = ((x0 - a[0, 2]) / k, (y0 - a[1, 2]) / k, (x1 - a[0, 2]) / k, (y1 - a[1, 2]) / k)
-            iou = _box_iou(cand, given)
+            cand = FaceBox((x0 - a[0, 2]) / k, (y0 - a[1, 2]) / k, (x1 - a[0, 2]) / k, (y1 - a[1, 2]) / k)
+            iou = cand.iou(box)
             if iou >= best_iou:
-                best, best_iou = cand, iou
+                best, best_iou = (cand.x0, cand.y0, cand.x1, cand.y1), iou
         return best
 
     def _run(self, images, boxes):
