@@ -93,4 +93,7 @@ def test_the_flow_tasks_body_in_a_dask_worker_environment_faults_like_anywhere_e
         work.mkdir()
         runs[name] = _run(UNITS, env, str(video), str(work))
     assert runs["plain"]["stored"] == runs["dask"]["stored"] > 0, runs
-    assert runs["dask"]["faults"] < 2 * runs["plain"]["faults"], runs
+    # the plain process's count is not steady (glibc's dynamic mmap threshold follows the order of
+    # frees): 3,400 to 141,000 in runs of this test, while the Dask-like one had 771,716 before the
+    # fix and 10,500-14,500 after; so the bound is twice the plain count, but never under 60,000
+    assert runs["dask"]["faults"] < max(2 * runs["plain"]["faults"], 60_000), runs
