@@ -55,8 +55,8 @@ from pipeline.base.assets import asset_path, resolve_model_dir
 from pipeline.base.errors import ConfigError, LandmarkError
 from pipeline.base.registry import Registry
 from pipeline.base.types import FaceBox, Landmarks
-from pipeline.face.crop import invert_affine, square_affine, transform_points
-from pipeline.face.detect import face_recognition_models_file, insightface_model, split_stage_kwargs
+from pipeline.face.crop import invert_affine, square_affine, transform_points, warp_square
+from pipeline.face.detect import create_detector, face_recognition_models_file, insightface_model, split_stage_kwargs
 from pipeline.face.mediapipe_model import load_interpreter
 
 logger = logging.getLogger(__name__)
@@ -194,12 +194,12 @@ class Dlib68Landmarker(LandmarkerBase):
         super().__init__(cfg)
         if box not in ("hog", "given"):
             raise ConfigError(f"dlib68 option box must be 'hog' or 'given', got {box!r}")
-        import dlib  # backend library (module doc)
-
         if predictor is None:
+            import dlib  # backend library (module doc)
+
             predictor = dlib.shape_predictor(str(face_recognition_models_file("shape_predictor_68_face_landmarks.dat")))
         self.predictor = predictor
-        self.hog = (hog if hog is not None else dlib.get_frontal_face_detector()) if box == "hog" else None
+        self.hog = (hog if hog is not None else create_detector("dlib-hog", upsample=0)) if box == "hog" else None
 
     def predictor_box(self, image: np.ndarray, box: FaceBox) -> tuple[float, float, float, float]:
         """``(x0, y0, x1, y1)`` frame pixels (pixel-edge convention of :class:`FaceBox`): the box
@@ -207,19 +207,15 @@ class Dlib68Landmarker(LandmarkerBase):
         given = (box.x0, box.y0, box.x1, box.y1)
         if self.hog is None:
             return given
-        side = max(box.width, box.height)
-        k = DLIB_HOG_BOX_PX / side
-        cx, cy = (box.x0 + box.x1) / 2.0, (box.y0 + box.y1) / 2.0
         n = int(round(2.0 * DLIB_HOG_BOX_PX))
-        # frame -> region (pixel-centre coordinates): the box centre to the region centre, scaled by k
-        a = np.array([[k, 0.0, (n - 1) / 2.0 - k * cx], [0.0, k, (n - 1) / 2.0 - k * cy]])
-        region = cv2.warpAffine(image, a, (n, n), flags=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
+        # frame -> region: a square of twice the box side about its centre, the box DLIB_HOG_BOX_PX px
+        a = square_affine((box.x0 + box.x1) / 2.0, (box.y0 + box.y1) / 2.0, 2.0 * max(box.width, box.height), n)
+        region = warp_square(image, a, n, border="replicate", antialias=False)
+        to_frame = invert_affine(a)
         best, best_iou = given, DLIB_HOG_MIN_IOU
-        for r in self.hog(np.ascontiguousarray(region), 0):
-            # dlib rectangles are inclusive pixel ranges: edges half a pixel outside, then back to the frame
-            x0, y0, x1, y1 = r.left() - 0.5, r.top() - 0.5, r.right() + 0.5, r.bottom() + 0.5
-            cand = FaceBox((x0 - a[0, 2]) / k, (y0 - a[1, 2]) / k, (x1 - a[0, 2]) / k, (y1 - a[1, 2]) / k)
+        for found in self.hog.detect(region):
+            (x0, y0), (x1, y1) = transform_points(to_frame, np.array([[found.x0, found.y0], [found.x1, found.y1]]))
+            cand = FaceBox(float(x0), float(y0), float(x1), float(y1))
             iou = cand.iou(box)
             if iou >= best_iou:
                 best, best_iou = (cand.x0, cand.y0, cand.x1, cand.y1), iou

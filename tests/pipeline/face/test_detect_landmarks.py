@@ -83,12 +83,6 @@ def _inside(box: FaceBox, x: float, y: float) -> bool:
     return box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1
 
 
-def _iou(a, b) -> float:
-    iw, ih = min(a[2], b[2]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(iw, 0.0) * max(ih, 0.0)
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 def _centre(box: FaceBox) -> tuple[float, float]:
     return (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
 
@@ -241,8 +235,8 @@ def test_dlib68_predictor_box_depends_on_the_face_not_on_the_given_box(images, b
     assert got != (bf.x0, bf.y0, bf.x1, bf.y1)
     d = 0.2 * bf.width
     for moved in (FaceBox(bf.x0 + d, bf.y0, bf.x1 + d, bf.y1), FaceBox(bf.x0, bf.y0 - d, bf.x1, bf.y1 - d)):
-        assert _iou((moved.x0, moved.y0, moved.x1, moved.y1), (bf.x0, bf.y0, bf.x1, bf.y1)) < 0.7
-        assert _iou(dlib68.predictor_box(img, moved), got) >= 0.8  # HOG boxes lie on its 8 px cell grid
+        assert moved.iou(bf) < 0.7
+        assert FaceBox(*dlib68.predictor_box(img, moved)).iou(FaceBox(*got)) >= 0.8  # HOG boxes lie on its 8 px cell grid
     given = create_landmarker("dlib68", box="given")
     assert given.predictor_box(img, bf) == (bf.x0, bf.y0, bf.x1, bf.y1)
 
